@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine (Python 3.11+ needed):
+#   make run    start atrelay (embedded: SQLite + file broker + bundled sandboxes)
+#   make test   run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test lint bench install clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "atrelay needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/atrelay run
+
+test: $(STAMP)
+	$(BIN)/ruff check connectors pipelines workers tests bench
+	$(BIN)/mypy connectors pipelines workers
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check connectors pipelines workers tests bench
+	$(BIN)/mypy connectors pipelines workers
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

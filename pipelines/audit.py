@@ -1,0 +1,183 @@
+"""The audit log: tables, not log lines.
+
+One row per inbound request we accepted (raw bytes kept so any event can be replayed), one per
+pipeline run with its decision and outcome, one per outbound Autotask call, plus the effect ledger
+that makes status changes and notes happen once even when a worker dies half-way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from pipelines.db import UTCDateTime, utcnow
+
+__all__ = [
+    "EffectLedger",
+    "EventState",
+    "InboundEvent",
+    "OutboundAttempt",
+    "PipelineRun",
+    "PollRun",
+    "RejectedRequest",
+    "TicketState",
+    "TimezestRequest",
+]
+
+
+class EventState(StrEnum):
+    ACCEPTED = "accepted"  # recorded, queued, not yet picked up
+    PROCESSING = "processing"  # a worker holds the lease
+    RETRYING = "retrying"  # a transient error; another attempt is scheduled
+    APPLIED = "applied"  # Autotask changed (status and/or note)
+    SKIPPED = "skipped"  # nothing to do, with a reason (already-set, stale, status-changed)
+    IGNORED = "ignored"  # the rules say this event changes nothing
+    DEAD = "dead"  # a permanent error or retries exhausted; replayable
+
+    @property
+    def final(self) -> bool:
+        return self in {EventState.APPLIED, EventState.SKIPPED, EventState.IGNORED, EventState.DEAD}
+
+
+
+class InboundEvent(SQLModel, table=True):
+    __tablename__ = "inbound_events"
+    __table_args__ = (
+        UniqueConstraint("source", "external_id", name="uq_inbound_source_external"),
+        Index("ix_inbound_state_updated", "state", "updated_at"),
+        Index("ix_inbound_ticket", "ticket_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(sa_column=Column(String(32), nullable=False))
+    external_id: str = Field(sa_column=Column(String(200), nullable=False))
+    event_type: str = Field(sa_column=Column(String(64), nullable=False))
+    received_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    headers: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    body: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    ticket_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    ticket_number: str | None = Field(default=None, sa_column=Column(String(50), nullable=True))
+    occurred_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    caused_by_id: int | None = Field(
+        default=None, sa_column=Column(ForeignKey("inbound_events.id"), nullable=True)
+    )
+    not_before: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    state: str = Field(default=EventState.ACCEPTED, sa_column=Column(String(16), nullable=False))
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    attempts: int = Field(default=0)
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class PipelineRun(SQLModel, table=True):
+    __tablename__ = "pipeline_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(sa_column=Column(ForeignKey("inbound_events.id"), nullable=False, index=True))
+    task_id: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    worker: str | None = Field(default=None, sa_column=Column(String(128), nullable=True))
+    started_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    decision: str | None = Field(default=None, sa_column=Column(String(32), nullable=True))
+    from_status: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
+    to_status: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
+    outcome: str | None = Field(default=None, sa_column=Column(String(16), nullable=True))
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class OutboundAttempt(SQLModel, table=True):
+    __tablename__ = "outbound_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int | None = Field(
+        default=None, sa_column=Column(ForeignKey("inbound_events.id"), nullable=True, index=True)
+    )
+    run_id: int | None = Field(default=None, sa_column=Column(ForeignKey("pipeline_runs.id"), nullable=True))
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    target: str = Field(default="autotask", sa_column=Column(String(16), nullable=False))
+    method: str = Field(sa_column=Column(String(8), nullable=False))
+    path: str = Field(sa_column=Column(String(300), nullable=False))
+    status_code: int | None = None
+    duration_ms: float = 0.0
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class EffectLedger(SQLModel, table=True):
+    """What this event did to Autotask, written step by step so a re-run never repeats a write.
+
+    ``patch_started_at`` is committed before the PATCH and ``note_started_at`` before the note POST:
+    a re-run that finds a start mark without its completion knows the outcome is ambiguous and
+    checks Autotask instead of writing again.
+    """
+
+    __tablename__ = "effects"
+
+    event_id: int = Field(sa_column=Column(ForeignKey("inbound_events.id"), primary_key=True))
+    ticket_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    from_status_id: int | None = None
+    to_status_id: int | None = None
+    patch_started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    patched_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    note_started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    note_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class TicketState(SQLModel, table=True):
+    """The last transition atrelay applied per ticket, for the never-regress ordering rule."""
+
+    __tablename__ = "ticket_state"
+
+    ticket_id: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+    last_event_id: int | None = None
+    last_occurred_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_status_id: int | None = None
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class RejectedRequest(SQLModel, table=True):
+    """A request the ingress refused, with why. Capped (oldest pruned) so floods stay bounded."""
+
+    __tablename__ = "rejected_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    source: str = Field(sa_column=Column(String(32), nullable=False))
+    status_code: int
+    reason: str = Field(sa_column=Column(String(300), nullable=False))
+    webhook_id: str | None = Field(default=None, sa_column=Column(String(200), nullable=True))
+    remote: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    body_size: int = 0
+
+
+class TimezestRequest(SQLModel, table=True):
+    """The last status the poller saw for each TimeZest scheduling request."""
+
+    __tablename__ = "timezest_requests"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    status: str = Field(sa_column=Column(String(16), nullable=False))
+    ticket_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    created_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))
+    first_seen_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    last_checked_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False)
+    )
+
+
+class PollRun(SQLModel, table=True):
+    """One poll of a partner API: when, what it saw, what it emitted, or why it failed."""
+
+    __tablename__ = "poll_runs"
+
+    id: int | None = Field(default=None, primary_key=True)
+    source: str = Field(sa_column=Column(String(32), nullable=False, index=True))
+    started_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    outcome: str = Field(default="running", sa_column=Column(String(16), nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    requests_seen: int = 0
+    events_emitted: int = 0
+    high_water: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))

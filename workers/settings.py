@@ -1,0 +1,221 @@
+"""The one place that reads configuration.
+
+Every ``ATRELAY_*`` variable is read here, once, into a typed :class:`Settings`. A malformed value
+stops start-up with one line that names the variable and what is wrong with it, because an operator
+reading a traceback at 3 a.m. should not have to guess which of twenty variables broke.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_AUTOTASK_ZONE_URL",
+    "SANDBOX_AUTOTASK_CREDENTIALS",
+    "Settings",
+    "SettingsError",
+    "get_settings",
+    "load_settings",
+    "reset_settings_cache",
+    "webhook_secrets",
+]
+
+DEFAULT_AUTOTASK_ZONE_URL = "https://webservices2.autotask.net/atservicesrest/v1.0/zoneInformation"
+DEFAULT_TIMEZEST_BASE_URL = "https://api.timezest.com/v1"
+
+#: Credentials the bundled Autotask sandbox accepts. Not secrets: they only open the emulator.
+SANDBOX_AUTOTASK_CREDENTIALS = {
+    "username": "sandbox-api@atrelay.invalid",
+    "secret": "sandbox-secret",
+    "integration_code": "ATRELAY-SANDBOX",
+}
+SANDBOX_TIMEZEST_API_KEY = "tz-sandbox-key"
+
+
+class SettingsError(Exception):
+    """A configuration problem, phrased for the operator in one line."""
+
+
+def _split_secrets(raw: str) -> list[str]:
+    return [part for part in raw.split() if part]
+
+
+def _check_whsec(value: SecretStr | None) -> SecretStr | None:
+    if value is None:
+        return None
+    parts = _split_secrets(value.get_secret_value())
+    if not parts:
+        return None
+    if len(parts) > 2:
+        raise ValueError("holds more than two secrets; during rotation give the new and the old one only")
+    for part in parts:
+        if not part.startswith("whsec_"):
+            raise ValueError("each secret must start with 'whsec_' (Standard Webhooks format)")
+        try:
+            raw = base64.b64decode(part[len("whsec_") :] + "==", validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError("a secret is not valid base64 after 'whsec_'") from exc
+        if len(raw) < 16:
+            raise ValueError("a secret decodes to fewer than 16 bytes; use 24-64 random bytes")
+    return value
+
+
+class Settings(BaseSettings):
+    """All configuration, from ``ATRELAY_*`` environment variables (or a ``.env`` file)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ATRELAY_", env_file=".env", extra="ignore", case_sensitive=False
+    )
+
+    var_dir: Path = Field(default=Path("var"), description="Folder for embedded-mode files.")
+    database_url: str | None = None
+    broker_url: str | None = None
+    log_level: str = "INFO"
+
+    autotask_username: str | None = None
+    autotask_secret: SecretStr | None = None
+    autotask_integration_code: SecretStr | None = None
+    autotask_base_url: str | None = None
+    autotask_zone_url: str = DEFAULT_AUTOTASK_ZONE_URL
+    autotask_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    autotask_note_type: str | None = None
+    autotask_note_publish: str | None = None
+    autotask_picklist_ttl_seconds: int = Field(default=3600, ge=10)
+    autotask_max_in_flight: int = Field(default=3, ge=1, le=10)
+    autotask_hourly_budget: int = Field(default=5000, ge=1)
+
+    timezest_api_key: SecretStr | None = None
+    timezest_base_url: str = DEFAULT_TIMEZEST_BASE_URL
+    timezest_poll_seconds: int = Field(default=60, ge=5)
+
+    mc_webhook_secret: SecretStr | None = None
+    webform_webhook_secret: SecretStr | None = None
+    admin_token: SecretStr | None = None
+
+    rules_file: Path | None = None
+    mc_no_contact_delay_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600)
+    retry_horizon_hours: int = Field(default=72, ge=1)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    rejections_keep: int = Field(default=10_000, ge=100)
+    worker_concurrency: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("mc_webhook_secret", "webform_webhook_secret")
+    @classmethod
+    def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
+        return _check_whsec(value)
+
+    @field_validator("rules_file")
+    @classmethod
+    def _rules_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        upper = value.upper()
+        if upper not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return upper
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        if value and value.startswith("postgresql://"):
+            # SQLAlchemy would pick psycopg2, which we do not ship; psycopg 3 is the driver.
+            return "postgresql+psycopg://" + value[len("postgresql://") :]
+        return value
+
+    # ---- derived values -------------------------------------------------------------------
+    @property
+    def var_path(self) -> Path:
+        return self.var_dir.resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var_path / 'atrelay.db'}"
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.var_path / 'broker.db'}"
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the no-servers default (SQLite audit DB and file broker)."""
+        return self.effective_broker_url.startswith("sqla+")
+
+    @property
+    def autotask_configured(self) -> bool:
+        return bool(self.autotask_username and self.autotask_secret and self.autotask_integration_code)
+
+
+def _format_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = err.get("loc") or ()
+        name = "ATRELAY_" + str(loc[0]).upper() if loc else "ATRELAY_?"
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        raw = err.get("input")
+        shown = "" if name.endswith(("SECRET", "KEY", "TOKEN")) or raw is None else f" (got {raw!r})"
+        parts.append(f"{name}: {msg}{shown}")
+    return "; ".join(parts)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment once; raise :class:`SettingsError` with a one-line message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError("configuration error: " + _format_error(exc)) from None
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def reset_settings_cache() -> None:
+    get_settings.cache_clear()
+
+
+def _dev_secret(var_path: Path, name: str) -> str:
+    """A generated secret kept in the var folder, so embedded mode works with no configuration.
+
+    Only used when no secret is configured; ``atrelay send`` reads the same file to sign.
+    """
+    var_path.mkdir(parents=True, exist_ok=True)
+    path = var_path / "dev-secrets.json"
+    data: dict[str, str] = {}
+    if path.exists():
+        data = json.loads(path.read_text())
+    if name not in data:
+        data[name] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+    return data[name]
+
+
+def webhook_secrets(settings: Settings, source: str) -> tuple[list[str], bool]:
+    """Secrets that may sign webhooks from ``source``; the flag says they were generated."""
+    configured = {
+        "webform": settings.webform_webhook_secret,
+        "mission-control": settings.mc_webhook_secret,
+    }[source]
+    if configured is not None:
+        return _split_secrets(configured.get_secret_value()), False
+    return [_dev_secret(settings.var_path, source)], True
