@@ -1,0 +1,250 @@
+"""The one typed Autotask REST client.
+
+Methods are named after API nouns. Every HTTP attempt is reported to ``on_attempt`` (the pipeline
+writes them to the audit log) and passes through ``gate`` (the quota governor's slot per endpoint).
+Short in-call retries use tenacity; anything that needs a longer wait is raised to the caller, whose
+task is rescheduled instead of holding a worker.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
+
+from connectors.autotask.errors import (
+    AutotaskError,
+    RetryableError,
+    TicketNotFound,
+    from_response,
+    from_transport_error,
+)
+from connectors.autotask.models import FieldInfo, ThresholdInfo, Ticket, TicketNote
+
+__all__ = ["Attempt", "AutotaskClient", "endpoint_of"]
+
+_ZONE_TTL = 24 * 3600.0
+_zone_cache: dict[str, tuple[str, float]] = {}
+_zone_lock = threading.Lock()
+_TICKET_FIELDS = ["id", "ticketNumber", "status", "title", "lastActivityDate"]
+NOTE_TITLE_MAX = 250
+NOTE_DESCRIPTION_MAX = 32_000
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP exchange, as the audit log keeps it (no headers, so no credentials)."""
+
+    method: str
+    path: str
+    status_code: int | None
+    duration_ms: float
+    error: str | None
+
+
+def endpoint_of(path: str) -> str:
+    """The thread-limit bucket of a path, lower-cased: its entity (child notes count as ticketnotes)."""
+    path = re.split(r"/v1\.0/", path, flags=re.IGNORECASE)[-1]
+    parts = [p for p in path.strip("/").split("/") if p]
+    if len(parts) >= 3 and parts[0].lower() == "tickets" and parts[2].lower() == "notes":
+        return "ticketnotes"
+    return parts[0].lower() if parts else ""
+
+
+class AutotaskClient:
+    def __init__(
+        self,
+        *,
+        username: str,
+        secret: str,
+        integration_code: str,
+        base_url: str | None = None,
+        zone_url: str,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        max_attempts: int = 3,
+        max_backoff: float = 8.0,
+        on_attempt: Callable[[Attempt], None] | None = None,
+        gate: Callable[[str], AbstractContextManager[Any]] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._username = username
+        self._zone_url = zone_url
+        self._base_url = self._normalise_base(base_url) if base_url else None
+        self._headers = {
+            "ApiIntegrationCode": integration_code,
+            "UserName": username,
+            "Secret": secret,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        }
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._max_attempts = max_attempts
+        self._max_backoff = max_backoff
+        self._on_attempt = on_attempt
+        self._gate = gate or (lambda _endpoint: nullcontext())
+        self._sleep = sleep
+
+    # ---- plumbing -------------------------------------------------------------------------
+    @staticmethod
+    def _normalise_base(url: str) -> str:
+        url = url.rstrip("/")
+        if not url.lower().endswith("/v1.0"):
+            url += "/V1.0"
+        return url + "/"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AutotaskClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def set_attempt_hook(self, hook: Callable[[Attempt], None] | None) -> None:
+        self._on_attempt = hook
+
+    @property
+    def base_url(self) -> str:
+        if self._base_url is None:
+            self._base_url = self._zone_lookup()
+        return self._base_url
+
+    def _zone_lookup(self) -> str:
+        """Find the tenant's zone; cached per user for a day, since zones do not move."""
+        with _zone_lock:
+            hit = _zone_cache.get(self._username)
+            if hit and hit[1] > time.monotonic():
+                return hit[0]
+        body = self._send("GET", self._zone_url, params={"user": self._username}, auth=False)
+        url = body.get("url") if isinstance(body, dict) else None
+        if not url:
+            raise AutotaskError(f"zone lookup for {self._username!r} returned no url", path="zoneInformation")
+        base = self._normalise_base(str(url))
+        with _zone_lock:
+            _zone_cache[self._username] = (base, time.monotonic() + _ZONE_TTL)
+        return base
+
+    def _report(self, attempt: Attempt) -> None:
+        if self._on_attempt is not None:
+            self._on_attempt(attempt)
+
+    def _send_once(
+        self, method: str, url: str, *, json: Any = None, params: dict[str, Any] | None = None, auth: bool
+    ) -> Any:
+        path = httpx.URL(url).path
+        started = time.perf_counter()
+        with self._gate(endpoint_of(path)):
+            try:
+                response = self._http.request(
+                    method, url, json=json, params=params, headers=self._headers if auth else None
+                )
+            except httpx.HTTPError as exc:
+                err = from_transport_error(exc, method, path)
+                self._report(Attempt(method, path, None, (time.perf_counter() - started) * 1000, str(err)))
+                raise err from exc
+        duration = (time.perf_counter() - started) * 1000
+        error = from_response(response)
+        self._report(Attempt(method, path, response.status_code, duration, error.reason if error else None))
+        if error is not None:
+            raise error
+        return response.json() if response.content else None
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            return exc.retry_after
+        return float(wait_random_exponential(multiplier=0.5, max=self._max_backoff)(state))
+
+    def _stop(self, state: RetryCallState) -> bool:
+        if state.attempt_number >= self._max_attempts:
+            return True
+        exc = state.outcome.exception() if state.outcome else None
+        # A long Retry-After is not waited out inside a call: the task is rescheduled instead.
+        return bool(
+            isinstance(exc, RetryableError)
+            and exc.retry_after is not None
+            and exc.retry_after > self._max_backoff * 2
+        )
+
+    def _send(
+        self, method: str, url: str, *, json: Any = None, params: dict[str, Any] | None = None, auth: bool = True
+    ) -> Any:
+        retrying = Retrying(
+            stop=self._stop,
+            wait=self._wait,
+            retry=retry_if_exception_type(RetryableError),
+            reraise=True,
+            sleep=self._sleep,
+        )
+        return retrying(self._send_once, method, url, json=json, params=params, auth=auth)
+
+    def _call(self, method: str, path: str, *, json: Any = None) -> Any:
+        return self._send(method, self.base_url + path, json=json)
+
+    # ---- Tickets --------------------------------------------------------------------------
+    def get_ticket(self, ticket_id: int) -> Ticket:
+        body = self._call("GET", f"Tickets/{int(ticket_id)}")
+        return Ticket.model_validate(body["item"])
+
+    def find_ticket_by_number(self, ticket_number: str) -> Ticket:
+        query = {
+            "MaxRecords": 1,
+            "IncludeFields": _TICKET_FIELDS,
+            "filter": [{"op": "eq", "field": "ticketNumber", "value": ticket_number}],
+        }
+        body = self._call("POST", "Tickets/query", json=query)
+        items = body.get("items") or []
+        if not items:
+            raise TicketNotFound(f"no ticket numbered {ticket_number!r}", path="Tickets/query")
+        return Ticket.model_validate(items[0])
+
+    def set_ticket_status(self, ticket_id: int, status: int) -> int:
+        """PATCH, never PUT: PUT would null every field we leave out."""
+        body = self._call("PATCH", "Tickets", json={"id": int(ticket_id), "status": int(status)})
+        return int(body["itemId"])
+
+    # ---- Notes ----------------------------------------------------------------------------
+    def add_ticket_note(
+        self, ticket_id: int, *, title: str, description: str, note_type: int, publish: int
+    ) -> int:
+        payload = {
+            "ticketID": int(ticket_id),
+            "title": title[:NOTE_TITLE_MAX],
+            "description": description[:NOTE_DESCRIPTION_MAX],
+            "noteType": int(note_type),
+            "publish": int(publish),
+        }
+        body = self._call("POST", f"Tickets/{int(ticket_id)}/Notes", json=payload)
+        return int(body["itemId"])
+
+    def find_ticket_notes(self, ticket_id: int, *, containing: str) -> list[TicketNote]:
+        query = {
+            "MaxRecords": 50,
+            "filter": [
+                {"op": "eq", "field": "ticketID", "value": int(ticket_id)},
+                {"op": "contains", "field": "description", "value": containing},
+            ],
+        }
+        body = self._call("POST", "TicketNotes/query", json=query)
+        return [TicketNote.model_validate(item) for item in body.get("items") or []]
+
+    # ---- Metadata -------------------------------------------------------------------------
+    def ticket_fields(self) -> list[FieldInfo]:
+        body = self._call("GET", "Tickets/entityInformation/fields")
+        return [FieldInfo.model_validate(f) for f in body.get("fields") or []]
+
+    def ticket_note_fields(self) -> list[FieldInfo]:
+        body = self._call("GET", "TicketNotes/entityInformation/fields")
+        return [FieldInfo.model_validate(f) for f in body.get("fields") or []]
+
+    def threshold_information(self) -> ThresholdInfo:
+        return ThresholdInfo.model_validate(self._call("GET", "ThresholdInformation"))
