@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from sqlalchemy import JSON, BigInteger, Column, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
 
 from pipelines.db import UTCDateTime, utcnow
@@ -133,6 +144,8 @@ class TicketState(SQLModel, table=True):
     last_event_id: int | None = None
     last_occurred_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     last_status_id: int | None = None
+    lease_event_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 

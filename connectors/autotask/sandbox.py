@@ -18,6 +18,7 @@ import collections
 import itertools
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,7 +127,7 @@ def _matches(record: dict[str, Any], cond: dict[str, Any]) -> bool:
     actual = next((v for k, v in record.items() if k.lower() == key), None)
     want = cond.get("value")
     text, wtext = str(actual or "").lower(), str(want or "").lower()
-    checks = {
+    checks: dict[str, Callable[[], bool]] = {
         "eq": lambda: actual == want or text == wtext,
         "noteq": lambda: not (actual == want or text == wtext),
         "contains": lambda: wtext in text,

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 14:47:16.651115
+Create Date: 2026-11-26
 """
 from __future__ import annotations
 
@@ -76,6 +76,8 @@ def upgrade() -> None:
     sa.Column('last_event_id', sa.Integer(), nullable=True),
     sa.Column('last_occurred_at', pipelines.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_status_id', sa.Integer(), nullable=True),
+    sa.Column('lease_event_id', sa.BigInteger(), nullable=True),
+    sa.Column('lease_until', pipelines.db.UTCDateTime(timezone=True), nullable=True),
     sa.Column('updated_at', pipelines.db.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('ticket_id')
     )

@@ -1,0 +1,79 @@
+"""The one registry: event type -> the handler that turns a stored event into a PartnerEvent.
+
+Grep here to see every event atrelay understands. A guard test fails when a type has no fixture
+under ``tests/connectors/<name>/fixtures/`` or a fixture names no type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from connectors.common.payloads import TicketRef
+from connectors.mission_control import parse as mc_parse
+from connectors.mission_control import verify as mc_verify
+from connectors.timezest import parse as tz_parse
+from connectors.webform import parse as webform_parse
+from connectors.webform import verify as webform_verify
+from pipelines import followups
+from pipelines.audit import InboundEvent
+from pipelines.events import EventType, PartnerEvent, Source
+from workers.settings import Settings
+
+__all__ = ["EVENT_HANDLERS", "WEBHOOKS", "WebhookConnector", "parse_stored"]
+
+Handler = Callable[[InboundEvent], PartnerEvent]
+
+EVENT_HANDLERS: dict[EventType, Handler] = {
+    EventType.FORM_SUBMITTED: webform_parse.to_event,
+    EventType.MC_ESCALATED: mc_parse.to_event,
+    EventType.MC_OUT_OF_SCOPE: mc_parse.to_event,
+    EventType.MC_NO_CONTACT: mc_parse.to_event,
+    EventType.MC_NO_CONTACT_FOLLOW_UP: followups.to_event,
+    EventType.TIMEZEST_LINK_SENT: tz_parse.to_event,
+    EventType.TIMEZEST_SCHEDULED: tz_parse.to_event,
+    EventType.TIMEZEST_CANCELLED: tz_parse.to_event,
+}
+
+
+class Payload(Protocol):
+    """What the ingress needs from a validated payload to index the stored event."""
+
+    @property
+    def event_type(self) -> EventType: ...
+
+    @property
+    def timestamp(self) -> datetime: ...
+
+    @property
+    def data(self) -> TicketRef: ...
+
+
+@dataclass(frozen=True)
+class WebhookConnector:
+    source: Source
+    path: str
+    verify: Callable[[bytes, Mapping[str, str], Settings], str]
+    parse: Callable[[bytes], Payload]
+    fixture_dir: str
+
+
+WEBHOOKS: dict[Source, WebhookConnector] = {
+    Source.WEBFORM: WebhookConnector(
+        Source.WEBFORM, "/webhooks/webform", webform_verify.verify, webform_parse.parse_payload, "webform"
+    ),
+    Source.MISSION_CONTROL: WebhookConnector(
+        Source.MISSION_CONTROL, "/webhooks/mission-control", mc_verify.verify, mc_parse.parse_payload,
+        "mission_control",
+    ),
+}
+
+
+def parse_stored(row: InboundEvent) -> PartnerEvent:
+    """Step 1 of the pipeline: re-parse the stored raw bytes into a typed event."""
+    handler = EVENT_HANDLERS.get(EventType(row.event_type))
+    if handler is None:
+        raise ValueError(f"no handler for event type {row.event_type!r}")
+    return handler(row)

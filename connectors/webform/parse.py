@@ -1,0 +1,60 @@
+"""The MSP web form's payload: ``form.submitted`` -> a typed PartnerEvent with the answers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from connectors.common.payloads import TicketRef, render_value
+from pipelines.audit import InboundEvent
+from pipelines.events import EventType, PartnerEvent, Source
+
+__all__ = ["WebformPayload", "parse_payload", "to_event"]
+
+
+class Submitter(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+
+
+class WebformData(TicketRef):
+    form: str = Field(min_length=1, max_length=100)
+    submitted_by: Submitter | None = None
+    answers: dict[str, Any] = Field(default_factory=dict)
+
+
+class WebformPayload(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["form.submitted"]
+    timestamp: AwareDatetime
+    data: WebformData
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType.FORM_SUBMITTED
+
+
+def parse_payload(body: bytes) -> WebformPayload:
+    return WebformPayload.model_validate_json(body)
+
+
+def to_event(row: InboundEvent) -> PartnerEvent:
+    payload = parse_payload(row.body)
+    data = payload.data
+    who = data.submitted_by
+    by = ""
+    if who is not None and (who.name or who.email):
+        by = " by " + " ".join(p for p in (who.name, f"<{who.email}>" if who.email else None) if p)
+    details = [(str(q), render_value(a)) for q, a in data.answers.items()]
+    return PartnerEvent(
+        source=Source.WEBFORM,
+        type=payload.event_type,
+        external_id=row.external_id,
+        ticket_id=data.ticket_id,
+        ticket_number=data.ticket_number,
+        occurred_at=payload.timestamp,
+        summary=f"web form {data.form!r} submitted{by}",
+        details=details,
+    )

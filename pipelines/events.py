@@ -1,0 +1,59 @@
+"""The typed event every connector parses its input into."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["EventType", "PartnerEvent", "Source"]
+
+
+class Source(StrEnum):
+    WEBFORM = "webform"
+    MISSION_CONTROL = "mission-control"
+    TIMEZEST = "timezest"
+    ATRELAY = "atrelay"  # events atrelay derives itself (follow-ups)
+
+
+class EventType(StrEnum):
+    FORM_SUBMITTED = "form.submitted"
+    MC_ESCALATED = "mc.escalated"
+    MC_OUT_OF_SCOPE = "mc.out_of_scope"
+    MC_NO_CONTACT = "mc.no_contact"
+    MC_NO_CONTACT_FOLLOW_UP = "mc.no_contact.follow_up"
+    TIMEZEST_LINK_SENT = "timezest.link_sent"
+    TIMEZEST_SCHEDULED = "timezest.scheduled"
+    TIMEZEST_CANCELLED = "timezest.cancelled"
+
+
+class PartnerEvent(BaseModel):
+    """What happened, who says so, and which ticket it concerns; enough to decide and to explain.
+
+    ``details`` are the label/value lines the note shows (answers, technician, ...), rendered by the
+    connector so nothing downstream reads a partner's raw dict.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    source: Source
+    type: EventType
+    external_id: str
+    ticket_id: int | None = None
+    ticket_number: str | None = None
+    occurred_at: datetime
+    summary: str
+    details: list[tuple[str, str]] = Field(default_factory=list)
+    expect_status_id: int | None = None  # follow-ups: only act while the ticket is still here
+    caused_by_id: int | None = None
+
+    @model_validator(mode="after")
+    def _needs_ticket(self) -> PartnerEvent:
+        if self.ticket_id is None and not self.ticket_number:
+            raise ValueError("an event needs a ticket_id or a ticket_number")
+        return self
+
+    @property
+    def ticket_ref(self) -> str:
+        return str(self.ticket_id) if self.ticket_id is not None else str(self.ticket_number)

@@ -1,0 +1,308 @@
+"""Audit-log reads and writes used by the ingress, the pipeline and the CLI.
+
+Each write that guards an external effect commits on its own, before or after that effect, so a
+crash at any point leaves a record that tells the next run exactly what already happened.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from connectors.autotask.client import Attempt
+from pipelines.audit import (
+    EffectLedger,
+    EventState,
+    InboundEvent,
+    OutboundAttempt,
+    PipelineRun,
+    RejectedRequest,
+    TicketState,
+)
+from pipelines.db import session_scope, utcnow
+
+__all__ = [
+    "Claim",
+    "NewEvent",
+    "claim_event",
+    "claim_ticket",
+    "finish_run",
+    "get_effect",
+    "get_event",
+    "insert_event",
+    "record_attempt",
+    "record_rejection",
+    "release_ticket",
+    "start_run",
+    "update_effect",
+]
+
+NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+_REDACT = ("authorization", "cookie", "secret", "apiintegrationcode", "x-api-key", "token", "password")
+
+
+def safe_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Request headers as kept in the audit log: anything credential-like is dropped."""
+    return {k.lower(): v for k, v in headers.items() if not any(r in k.lower() for r in _REDACT)}
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    source: str
+    external_id: str
+    event_type: str
+    body: bytes
+    headers: dict[str, str]
+    ticket_id: int | None = None
+    ticket_number: str | None = None
+    occurred_at: datetime | None = None
+    caused_by_id: int | None = None
+    not_before: datetime | None = None
+
+
+def insert_event(db: str, new: NewEvent) -> tuple[int, bool]:
+    """Record an inbound event; return (id, created). A repeat of (source, external_id) is not created."""
+    try:
+        with session_scope(db) as s:
+            row = InboundEvent(
+                source=new.source,
+                external_id=new.external_id,
+                event_type=new.event_type,
+                body=new.body,
+                headers=safe_headers(new.headers),
+                ticket_id=new.ticket_id,
+                ticket_number=new.ticket_number,
+                occurred_at=new.occurred_at,
+                caused_by_id=new.caused_by_id,
+                not_before=new.not_before,
+            )
+            s.add(row)
+            s.flush()
+            assert row.id is not None
+            return row.id, True
+    except IntegrityError:
+        with session_scope(db) as s:
+            existing = s.exec(
+                select(InboundEvent.id).where(
+                    InboundEvent.source == new.source, InboundEvent.external_id == new.external_id
+                )
+            ).one()
+            assert existing is not None
+            return int(existing), False
+
+
+def record_rejection(
+    db: str, *, source: str, status_code: int, reason: str, webhook_id: str | None, remote: str | None,
+    body_size: int, keep: int,
+) -> None:
+    """Record why a request was refused; the table keeps only the newest ``keep`` rows."""
+    with session_scope(db) as s:
+        row = RejectedRequest(
+            source=source, status_code=status_code, reason=reason[:300],
+            webhook_id=(webhook_id or None) and webhook_id[:200], remote=remote, body_size=body_size,
+        )
+        s.add(row)
+        s.flush()
+        assert row.id is not None
+        # Prune in batches (every 100th row) so a flood costs one cheap delete per hundred requests.
+        if row.id % 100 == 0:
+            s.execute(delete(RejectedRequest).where(col(RejectedRequest.id) <= row.id - keep))
+
+
+def get_event(db: str, event_id: int) -> InboundEvent | None:
+    with session_scope(db) as s:
+        return s.get(InboundEvent, event_id)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The result of trying to take an event: ``event`` when this run owns it."""
+
+    event: InboundEvent | None
+    state: str
+    wait_seconds: float = 0.0
+
+
+def claim_event(db: str, event_id: int, lease_seconds: float) -> Claim:
+    """Take the event for this run, unless another run holds an unexpired lease or it is final."""
+    now = utcnow()
+    with session_scope(db) as s:
+        result = s.execute(
+            update(InboundEvent)
+            .where(col(InboundEvent.id) == event_id)
+            .where(
+                or_(
+                    col(InboundEvent.state).in_([EventState.ACCEPTED, EventState.RETRYING]),
+                    (col(InboundEvent.state) == EventState.PROCESSING) & (col(InboundEvent.lease_until) < now),
+                )
+            )
+            .where(or_(col(InboundEvent.not_before).is_(None), col(InboundEvent.not_before) <= now))
+            .values(
+                state=EventState.PROCESSING,
+                lease_until=now + timedelta(seconds=lease_seconds),
+                attempts=col(InboundEvent.attempts) + 1,
+                updated_at=now,
+            )
+        )
+        row = s.get(InboundEvent, event_id)
+        if row is None:
+            return Claim(None, "missing")
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            return Claim(row, "claimed")
+        if row.not_before is not None and row.not_before > now and not EventState(row.state).final:
+            return Claim(None, "not-yet", (row.not_before - now).total_seconds())
+        if row.state == EventState.PROCESSING and row.lease_until is not None:
+            return Claim(None, "leased", max(1.0, (row.lease_until - now).total_seconds()))
+        return Claim(None, row.state)
+
+
+def claim_ticket(db: str, ticket_id: int, event_id: int, lease_seconds: float) -> bool:
+    """Serialise work per ticket across workers, so ordering checks and writes do not interleave."""
+    now = utcnow()
+    with session_scope(db) as s:
+        if s.get(TicketState, ticket_id) is None:
+            try:
+                with s.begin_nested():
+                    # updated_at means "atrelay last wrote to this ticket": never, for a new row.
+                    s.add(TicketState(ticket_id=ticket_id, updated_at=NEVER))
+            except IntegrityError:
+                pass
+        result = s.execute(
+            update(TicketState)
+            .where(col(TicketState.ticket_id) == ticket_id)
+            .where(
+                or_(
+                    col(TicketState.lease_event_id).is_(None),
+                    col(TicketState.lease_event_id) == event_id,
+                    col(TicketState.lease_until) < now,
+                )
+            )
+            .values(lease_event_id=event_id, lease_until=now + timedelta(seconds=lease_seconds))
+        )
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def release_ticket(db: str, ticket_id: int, event_id: int) -> None:
+    with session_scope(db) as s:
+        s.execute(
+            update(TicketState)
+            .where(col(TicketState.ticket_id) == ticket_id, col(TicketState.lease_event_id) == event_id)
+            .values(lease_event_id=None, lease_until=None)
+        )
+
+
+def ticket_state(db: str, ticket_id: int) -> TicketState | None:
+    with session_scope(db) as s:
+        return s.get(TicketState, ticket_id)
+
+
+def start_run(db: str, event_id: int, task_id: str | None, worker: str | None) -> int:
+    with session_scope(db) as s:
+        run = PipelineRun(event_id=event_id, task_id=task_id, worker=worker)
+        s.add(run)
+        s.flush()
+        assert run.id is not None
+        return run.id
+
+
+def record_attempt(db: str, event_id: int | None, run_id: int | None, attempt: Attempt) -> None:
+    with session_scope(db) as s:
+        s.add(
+            OutboundAttempt(
+                event_id=event_id, run_id=run_id, method=attempt.method, path=attempt.path[:300],
+                status_code=attempt.status_code, duration_ms=round(attempt.duration_ms, 2),
+                error=attempt.error[:500] if attempt.error else None,
+            )
+        )
+
+
+def get_effect(db: str, event_id: int) -> EffectLedger | None:
+    with session_scope(db) as s:
+        return s.get(EffectLedger, event_id)
+
+
+def update_effect(db: str, effect: EffectLedger, **values: Any) -> EffectLedger:
+    """Create or update the ledger row and commit at once (it guards an external write)."""
+    with session_scope(db) as s:
+        row = s.get(EffectLedger, effect.event_id)
+        if row is None:
+            row = EffectLedger(**effect.model_dump())
+            s.add(row)
+        for key, value in values.items():
+            setattr(row, key, value)
+        s.flush()
+        return EffectLedger(**row.model_dump())
+
+
+def finish_run(
+    db: str,
+    *,
+    event_id: int,
+    run_id: int,
+    state: EventState,
+    outcome: str,
+    reason: str | None = None,
+    decision: str | None = None,
+    from_status: str | None = None,
+    to_status: str | None = None,
+    ticket_id: int | None = None,
+    not_before: datetime | None = None,
+    ticket_update: tuple[int, datetime, int | None] | None = None,
+    derived: NewEvent | None = None,
+) -> int | None:
+    """Close the run and the event in one transaction; return the id of a derived event if one was made."""
+    now = utcnow()
+    with session_scope(db) as s:
+        run = s.get(PipelineRun, run_id)
+        assert run is not None
+        run.finished_at, run.outcome, run.reason = now, outcome, reason
+        run.decision, run.from_status, run.to_status = decision, from_status, to_status
+        event = s.get(InboundEvent, event_id)
+        assert event is not None
+        event.state, event.reason, event.updated_at, event.lease_until = state, reason, now, None
+        event.not_before = not_before
+        if ticket_id is not None:
+            event.ticket_id = ticket_id
+        if ticket_update is not None:
+            tid, occurred, status_id = ticket_update
+            ts = s.get(TicketState, tid) or TicketState(ticket_id=tid)
+            if ts.last_occurred_at is None or occurred >= ts.last_occurred_at:
+                ts.last_event_id, ts.last_occurred_at = event_id, occurred
+                if status_id is not None:
+                    ts.last_status_id = status_id
+            ts.updated_at = now
+            s.add(ts)
+        derived_id: int | None = None
+        if derived is not None:
+            exists = s.exec(
+                select(InboundEvent.id).where(
+                    InboundEvent.source == derived.source, InboundEvent.external_id == derived.external_id
+                )
+            ).first()
+            if exists is None:
+                child = InboundEvent(
+                    source=derived.source, external_id=derived.external_id, event_type=derived.event_type,
+                    body=derived.body, headers={}, ticket_id=derived.ticket_id,
+                    occurred_at=derived.occurred_at, caused_by_id=derived.caused_by_id,
+                    not_before=derived.not_before,
+                )
+                s.add(child)
+                s.flush()
+                derived_id = child.id
+        return derived_id
+
+
+def count_by_state(db: str) -> dict[str, int]:
+    with session_scope(db) as s:
+        rows = s.execute(select(InboundEvent.state, func.count()).group_by(InboundEvent.state)).all()
+        return {str(state): int(n) for state, n in rows}
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str).encode()

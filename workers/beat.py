@@ -1,0 +1,67 @@
+"""Periodic tasks run by beat: the TimeZest poll and the sweeper that re-queues stuck events.
+
+The database, not the broker, is the record of what is owed: an event accepted but never run (the
+enqueue after commit failed, or the broker lost its queue), or held by a worker that died, is put
+back on the queue here.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import or_, update
+from sqlmodel import col, select
+
+from pipelines.audit import EventState, InboundEvent
+from pipelines.db import session_scope, utcnow
+from pipelines.tasks import enqueue_event
+from workers.celery_app import app
+from workers.settings import get_settings
+
+__all__ = ["sweep", "sweep_task", "timezest_poll_task"]
+
+log = logging.getLogger("atrelay.beat")
+STALE_AFTER = timedelta(minutes=2)
+
+
+def sweep(db: str, *, limit: int = 500) -> list[int]:
+    """Ids of events that are owed a run and have made no progress lately; marks them re-queued."""
+    now = utcnow()
+    with session_scope(db) as s:
+        ids = list(
+            s.exec(
+                select(InboundEvent.id)
+                .where(
+                    or_(
+                        col(InboundEvent.state).in_([EventState.ACCEPTED, EventState.RETRYING])
+                        & (col(InboundEvent.updated_at) < now - STALE_AFTER)
+                        & or_(col(InboundEvent.not_before).is_(None), col(InboundEvent.not_before) <= now),
+                        (col(InboundEvent.state) == EventState.PROCESSING)
+                        & (col(InboundEvent.lease_until) < now),
+                    )
+                )
+                .order_by(col(InboundEvent.id))
+                .limit(limit)
+            ).all()
+        )
+        if ids:
+            s.execute(update(InboundEvent).where(col(InboundEvent.id).in_(ids)).values(updated_at=now))
+    return [i for i in ids if i is not None]
+
+
+@app.task(name="atrelay.sweep", ignore_result=True)
+def sweep_task() -> int:
+    ids = sweep(get_settings().effective_database_url)
+    for event_id in ids:
+        enqueue_event(event_id)
+    if ids:
+        log.warning("sweeper.requeued", extra={"count": len(ids), "event_ids": ids[:20]})
+    return len(ids)
+
+
+@app.task(name="atrelay.timezest_poll", ignore_result=True)
+def timezest_poll_task() -> int:
+    from connectors.timezest.poller import poll_from_settings
+
+    return poll_from_settings(get_settings())

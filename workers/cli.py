@@ -1,0 +1,264 @@
+"""The `atrelay` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+
+from workers.settings import Settings, SettingsError, get_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="atrelay: keeps Autotask ticket statuses true to what partners report.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+events_app = typer.Typer(help="Recent events and their outcomes.", invoke_without_command=True)
+sandbox_app = typer.Typer(help="Run a bundled partner-API emulator.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(sandbox_app, name="sandbox")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _settings() -> Settings:
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        _fail(str(exc))
+    from workers.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    return settings
+
+
+def _require_schema(settings: Settings) -> None:
+    from pipelines.schema import SchemaOutOfDate, check_schema
+
+    try:
+        check_schema(settings.effective_database_url)
+    except SchemaOutOfDate as exc:
+        _fail(str(exc))
+
+
+def _check_tenant_statuses(settings: Settings) -> None:
+    """Refuse to start when a status the rules name is missing from the tenant."""
+    from connectors.autotask.errors import AutotaskError
+    from connectors.autotask.picklists import UnknownPicklistValue
+    from pipelines.context import get_context
+
+    try:
+        from pipelines.context import check_rule_statuses
+
+        ctx = get_context()
+        check_rule_statuses(ctx.rules, ctx.lists())
+    except UnknownPicklistValue as exc:
+        _fail(f"{exc}. Fix the label in the rules file ({settings.rules_file or 'defaults'}) or in Autotask.")
+    except AutotaskError as exc:
+        err.print(f"[yellow]warning:[/] could not load Autotask picklists yet ({exc.reason}); will retry per event")
+    except RuntimeError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def migrate() -> None:
+    """Apply pending audit-database migrations."""
+    from pipelines.schema import upgrade
+
+    settings = _settings()
+    before, after = upgrade(settings.effective_database_url)
+    console.print(f"audit database {settings.effective_database_url.split('@')[-1]}: "
+                  f"{before or 'empty'} -> {after}" if before != after else f"already at {after}")
+
+
+@app.command()
+def run(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    autotask_sandbox_port: int = 8101,
+    timezest_sandbox_port: int = 8102,
+) -> None:
+    """Embedded mode: migrate, then ingress + worker + beat (+ sandboxes when unconfigured)."""
+    from pipelines.schema import upgrade
+    from workers.supervisor import Supervisor
+
+    settings = _settings()
+    upgrade(settings.effective_database_url)
+    sup = Supervisor(settings, console, host=host, port=port, autotask_sandbox_port=autotask_sandbox_port,
+                     timezest_sandbox_port=timezest_sandbox_port)
+    try:
+        lines = sup.start()
+    except RuntimeError as exc:
+        sup.stop()
+        _fail(str(exc), 1)
+    console.print(sup.banner(lines))
+    raise typer.Exit(sup.watch())
+
+
+@app.command()
+def ingress(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+    """Run the HTTP ingress (webhook endpoints)."""
+    import uvicorn
+
+    settings = _settings()
+    _require_schema(settings)
+    from workers.settings import webhook_secrets
+
+    for source in ("webform", "mission-control"):
+        if webhook_secrets(settings, source)[1]:
+            err.print(f"[yellow]note:[/] no secret configured for {source}; using the generated one in "
+                      f"{settings.var_path / 'dev-secrets.json'} (atrelay send signs with it)")
+    uvicorn.run("workers.ingress:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False)
+
+
+@app.command()
+def worker(
+    concurrency: Annotated[int | None, typer.Option(help="Processes (default ATRELAY_WORKER_CONCURRENCY)")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Celery node name")] = None,
+) -> None:
+    """Run a Celery worker that processes events."""
+    settings = _settings()
+    _require_schema(settings)
+    _check_tenant_statuses(settings)
+    from workers.celery_app import QUEUE
+    from workers.celery_app import app as celery
+
+    argv = ["worker", "--loglevel", settings.log_level, "-Q", QUEUE, "--pool", "prefork",
+            "--concurrency", str(concurrency or settings.worker_concurrency), "--without-gossip",
+            "--without-mingle"]
+    if name:
+        argv += ["-n", name]
+    celery.worker_main(argv)
+
+
+@app.command()
+def beat() -> None:
+    """Run the scheduler (TimeZest polls, stuck-event sweeper)."""
+    settings = _settings()
+    _require_schema(settings)
+    from workers.celery_app import app as celery
+
+    settings.var_path.mkdir(parents=True, exist_ok=True)
+    celery.start(["beat", "--loglevel", settings.log_level,
+                  "--schedule", str(settings.var_path / "celerybeat-schedule")])
+
+
+@app.command()
+def send(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="A JSON event, e.g. samples/*.json")],
+    url: str = "http://127.0.0.1:8000",
+    msg_id: Annotated[str | None, typer.Option(help="webhook-id (default: a new one)")] = None,
+) -> None:
+    """Sign a sample event as the partner would and post it to a running ingress."""
+    from connectors.common.standard_webhooks import sign
+    from workers.settings import webhook_secrets
+
+    settings = _settings()
+    body = file.read_bytes()
+    try:
+        kind = str(json.loads(body).get("type", ""))
+    except (json.JSONDecodeError, AttributeError):
+        _fail(f"{file} is not a JSON object")
+    source = "mission-control" if kind.startswith("mc.") else "webform"
+    secret = webhook_secrets(settings, source)[0][0]
+    headers = sign(body, secret, msg_id=msg_id)
+    path = "/webhooks/mission-control" if source == "mission-control" else "/webhooks/webform"
+    try:
+        response = httpx.post(url.rstrip("/") + path, content=body, headers=headers, timeout=10)
+    except httpx.HTTPError as exc:
+        _fail(f"could not reach the ingress at {url}: {exc}. Is `atrelay run` running?", 1)
+    console.print(f"{response.status_code} {response.text}")
+    if response.status_code >= 400:
+        raise typer.Exit(1)
+
+
+@events_app.callback()
+def events(
+    ctx: typer.Context,
+    limit: int = 30,
+    source: str | None = None,
+    state: str | None = None,
+) -> None:
+    """List recent events and outcomes (`atrelay events show ID` for one event)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from workers.reports import print_events
+
+    settings = _settings()
+    _require_schema(settings)
+    print_events(settings.effective_database_url, console, limit=limit, source=source, state=state)
+
+
+@events_app.command("show")
+def events_show(event_id: int) -> None:
+    """Print one event with its pipeline runs and Autotask attempts."""
+    from workers.reports import print_event
+
+    settings = _settings()
+    _require_schema(settings)
+    if not print_event(settings.effective_database_url, console, event_id):
+        _fail(f"no event #{event_id}", 1)
+
+
+@app.command()
+def rejections(limit: int = 30) -> None:
+    """List recent refused requests and why."""
+    from workers.reports import print_rejections
+
+    settings = _settings()
+    _require_schema(settings)
+    print_rejections(settings.effective_database_url, console, limit=limit)
+
+
+@app.command()
+def polls(limit: int = 20) -> None:
+    """List recent partner polls (TimeZest) and their results."""
+    from workers.reports import print_polls
+
+    settings = _settings()
+    _require_schema(settings)
+    print_polls(settings.effective_database_url, console, limit=limit)
+
+
+@sandbox_app.command("autotask")
+def sandbox_autotask(host: str = "127.0.0.1", port: int = 8101) -> None:
+    """Serve the Autotask REST emulator (credentials: see README)."""
+    import uvicorn
+
+    from connectors.autotask.sandbox import create_app
+
+    console.print(f"Autotask sandbox on http://{host}:{port} (zone lookup: /atservicesrest/v1.0/zoneInformation)")
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", lifespan="off")
+
+
+@sandbox_app.command("timezest")
+def sandbox_timezest(host: str = "127.0.0.1", port: int = 8102) -> None:
+    """Serve the TimeZest API emulator."""
+    import uvicorn
+
+    from connectors.timezest.sandbox import create_app
+
+    console.print(f"TimeZest sandbox on http://{host}:{port}/v1")
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning", lifespan="off")
+
+
+def main() -> None:
+    try:
+        app()
+    except SettingsError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

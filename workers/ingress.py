@@ -1,0 +1,154 @@
+"""The HTTP ingress: verify, record, enqueue after commit, answer 202. Nothing else happens here.
+
+Answers: 202 ``{"id", "status": "accepted"}``; a ``webhook-id`` seen before: 200 ``"duplicate"``;
+401 bad/missing signature or a timestamp over 5 minutes off; 400 malformed JSON; 422 wrong shape
+(naming the field); 413 body over the limit. Every refusal is recorded with its reason in
+``rejected_requests``, which is capped so unauthenticated floods cannot grow the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from connectors.common.standard_webhooks import VerificationFailed
+from connectors.registry import WEBHOOKS, WebhookConnector
+from pipelines import store
+from pipelines.db import session_scope
+from pipelines.schema import SchemaOutOfDate, check_schema
+from workers.settings import Settings, get_settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("atrelay.ingress")
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, reason: str, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.extra = status, reason, extra or {}
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(body)"
+        out.append({"field": loc, "message": str(err.get("msg", "invalid")).removeprefix("Value error, ")})
+    return out
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None once it passes ``limit`` bytes (chunked bodies carry no Content-Length)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _default_enqueue(event_id: int) -> None:
+    from pipelines.tasks import enqueue_event
+
+    enqueue_event(event_id)
+
+
+def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] | None = None) -> FastAPI:
+    cfg = settings or get_settings()
+    db = cfg.effective_database_url
+    do_enqueue = enqueue or _default_enqueue
+    app = FastAPI(title="atrelay ingress", version="0.1.0", docs_url="/docs", redoc_url=None)
+
+    async def _accept(conn: WebhookConnector, request: Request) -> tuple[int, int, str]:
+        limit = cfg.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise _Rejected(413, f"body larger than {limit} bytes")
+        body = await _read_capped(request, limit)
+        if body is None:
+            raise _Rejected(413, f"body larger than {limit} bytes")
+        try:
+            webhook_id = conn.verify(body, request.headers, cfg)
+        except VerificationFailed as exc:
+            raise _Rejected(401, f"signature rejected: {exc}") from None
+        try:
+            json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _Rejected(400, f"malformed JSON: {exc}") from None
+        try:
+            payload = conn.parse(body)
+        except ValidationError as exc:
+            fields = _field_errors(exc)
+            first = fields[0]
+            raise _Rejected(422, f"{first['field']}: {first['message']}", {"fields": fields}) from None
+        new = store.NewEvent(
+            source=conn.source.value, external_id=webhook_id, event_type=payload.event_type.value,
+            body=body, headers=dict(request.headers), ticket_id=payload.data.ticket_id,
+            ticket_number=payload.data.ticket_number, occurred_at=payload.timestamp,
+        )
+        event_id, created = await run_in_threadpool(store.insert_event, db, new)
+        if not created:
+            return 200, event_id, "duplicate"
+        try:
+            await run_in_threadpool(do_enqueue, event_id)  # after the commit in insert_event
+        except Exception:  # the broker is down: the row is kept and the sweeper re-queues it
+            log.exception("ingress.enqueue_failed", extra={"event_id": event_id})
+        return 202, event_id, "accepted"
+
+    def _route(conn: WebhookConnector) -> Callable[[Request], Any]:
+        async def receive(request: Request) -> JSONResponse:
+            try:
+                status, event_id, outcome = await _accept(conn, request)
+            except _Rejected as rej:
+                await run_in_threadpool(
+                    store.record_rejection, db, source=conn.source.value, status_code=rej.status,
+                    reason=rej.reason, webhook_id=request.headers.get("webhook-id"),
+                    remote=request.client.host if request.client else None,
+                    body_size=int(request.headers.get("content-length") or 0)
+                    if (request.headers.get("content-length") or "").isdigit() else 0,
+                    keep=cfg.rejections_keep,
+                )
+                return JSONResponse({"error": rej.reason, **rej.extra}, status_code=rej.status)
+            return JSONResponse({"id": event_id, "status": outcome}, status_code=status)
+
+        receive.__name__ = f"receive_{conn.source.value.replace('-', '_')}"
+        return receive
+
+    for conn in WEBHOOKS.values():
+        app.add_api_route(
+            conn.path, _route(conn), methods=["POST"], status_code=202,
+            summary=f"Receive a signed {conn.source.value} event (Standard Webhooks)",
+            responses={200: {"description": "duplicate webhook-id"}, 400: {}, 401: {}, 413: {}, 422: {}},
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        def check() -> str | None:
+            try:
+                check_schema(db)
+                with session_scope(db) as s:
+                    s.connection()
+            except SchemaOutOfDate as exc:
+                return str(exc)
+            except Exception as exc:
+                return f"database unavailable: {type(exc).__name__}"
+            return None
+
+        problem = await run_in_threadpool(check)
+        if problem:
+            return JSONResponse({"status": "not-ready", "problem": problem}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    return app

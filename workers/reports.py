@@ -1,0 +1,101 @@
+"""`atrelay events` tables: recent events with outcomes, and one event's full story."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from sqlmodel import col, select
+
+from pipelines.audit import InboundEvent, OutboundAttempt, PipelineRun, PollRun, RejectedRequest
+from pipelines.db import session_scope
+
+__all__ = ["print_event", "print_events", "print_polls", "print_rejections"]
+
+
+def _ts(value: object) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else "-"
+
+
+def print_events(db: str, console: Console, *, limit: int, source: str | None, state: str | None) -> None:
+    with session_scope(db) as s:
+        q = select(InboundEvent).order_by(col(InboundEvent.id).desc()).limit(limit)
+        if source:
+            q = q.where(InboundEvent.source == source)
+        if state:
+            q = q.where(InboundEvent.state == state)
+        rows = list(s.exec(q).all())
+    table = Table(title=f"Recent events ({len(rows)})", header_style="bold")
+    for name in ("id", "received (UTC)", "source", "type", "ticket", "state", "reason", "tries"):
+        table.add_column(name, overflow="fold")
+    colours = {"applied": "green", "dead": "red", "retrying": "yellow", "skipped": "cyan"}
+    for r in rows:
+        ticket = str(r.ticket_id or r.ticket_number or "-")
+        style = colours.get(r.state, "")
+        table.add_row(
+            str(r.id), _ts(r.received_at), r.source, r.event_type, ticket,
+            f"[{style}]{r.state}[/]" if style else r.state, (r.reason or "")[:80], str(r.attempts),
+        )
+    console.print(table)
+
+
+def print_event(db: str, console: Console, event_id: int) -> bool:
+    with session_scope(db) as s:
+        ev = s.get(InboundEvent, event_id)
+        if ev is None:
+            return False
+        runs = list(s.exec(select(PipelineRun).where(PipelineRun.event_id == event_id)
+                           .order_by(col(PipelineRun.id))).all())
+        attempts = list(s.exec(select(OutboundAttempt).where(OutboundAttempt.event_id == event_id)
+                               .order_by(col(OutboundAttempt.id))).all())
+        children = list(s.exec(select(InboundEvent.id, InboundEvent.event_type)
+                               .where(InboundEvent.caused_by_id == event_id)).all())
+    console.print(f"[bold]Event #{ev.id}[/] {ev.source} {ev.event_type} -> [bold]{ev.state}[/] {ev.reason or ''}")
+    console.print(f"  external id: {ev.external_id}   received: {_ts(ev.received_at)}   "
+                  f"happened: {_ts(ev.occurred_at)}   attempts: {ev.attempts}")
+    console.print(f"  ticket: {ev.ticket_id or '-'} {ev.ticket_number or ''}")
+    if ev.caused_by_id:
+        console.print(f"  caused by: event #{ev.caused_by_id}")
+    for child_id, child_type in children:
+        console.print(f"  led to: event #{child_id} ({child_type})")
+    console.print(f"  headers: {ev.headers}")
+    console.print(f"  body: {ev.body.decode('utf-8', 'replace')[:2000]}")
+    runs_table = Table(title="Pipeline runs", header_style="bold")
+    for name in ("run", "started", "worker", "decision", "from -> to", "outcome", "reason"):
+        runs_table.add_column(name, overflow="fold")
+    for r in runs:
+        runs_table.add_row(str(r.id), _ts(r.started_at), r.worker or "-", r.decision or "-",
+                           f"{r.from_status or '-'} -> {r.to_status or '-'}", r.outcome or "(running)",
+                           r.reason or "")
+    console.print(runs_table)
+    att_table = Table(title="Autotask attempts", header_style="bold")
+    for name in ("run", "at", "method", "path", "status", "ms", "error"):
+        att_table.add_column(name, overflow="fold")
+    for a in attempts:
+        att_table.add_row(str(a.run_id or "-"), _ts(a.at), a.method, a.path, str(a.status_code or "-"),
+                          f"{a.duration_ms:.0f}", (a.error or "")[:120])
+    console.print(att_table)
+    return True
+
+
+def print_rejections(db: str, console: Console, *, limit: int) -> None:
+    with session_scope(db) as s:
+        rows = list(s.exec(select(RejectedRequest).order_by(col(RejectedRequest.id).desc()).limit(limit)).all())
+    table = Table(title="Rejected requests", header_style="bold")
+    for name in ("id", "at", "source", "status", "reason", "webhook-id", "from"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        table.add_row(str(r.id), _ts(r.at), r.source, str(r.status_code), r.reason, r.webhook_id or "-",
+                      r.remote or "-")
+    console.print(table)
+
+
+def print_polls(db: str, console: Console, *, limit: int) -> None:
+    with session_scope(db) as s:
+        rows = list(s.exec(select(PollRun).order_by(col(PollRun.id).desc()).limit(limit)).all())
+    table = Table(title="Partner polls", header_style="bold")
+    for name in ("id", "source", "started", "outcome", "seen", "emitted", "error"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        table.add_row(str(r.id), r.source, _ts(r.started_at), r.outcome, str(r.requests_seen),
+                      str(r.events_emitted), (r.error or "")[:120])
+    console.print(table)

@@ -1,0 +1,126 @@
+"""`atrelay run`: the embedded mode, every process in one command, with sandboxes when unconfigured."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+from rich.console import Console
+from rich.panel import Panel
+
+from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY, Settings
+
+__all__ = ["Supervisor"]
+
+
+@dataclass
+class Supervisor:
+    settings: Settings
+    console: Console
+    host: str = "127.0.0.1"
+    port: int = 8000
+    autotask_sandbox_port: int = 8101
+    timezest_sandbox_port: int = 8102
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+
+    def _spawn(self, name: str, *args: str) -> None:
+        cmd = [sys.executable, "-m", "workers.cli", *args]
+        self.procs[name] = subprocess.Popen(cmd, env=self.env)  # noqa: S603 (our own module)
+
+    def _wait_http(self, name: str, url: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
+            try:
+                if httpx.get(url, timeout=1.0).status_code < 500:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not answer at {url} within {timeout:.0f}s")
+
+    def start(self) -> list[str]:
+        """Start everything; return lines describing what runs where."""
+        lines: list[str] = []
+        s = self.settings
+        self.env["ATRELAY_VAR_DIR"] = str(s.var_path)
+        if not s.autotask_configured:
+            url = f"http://127.0.0.1:{self.autotask_sandbox_port}"
+            self._spawn("autotask-sandbox", "sandbox", "autotask", "--port", str(self.autotask_sandbox_port))
+            self._wait_http("autotask-sandbox", f"{url}/_sandbox/calls")
+            self.env.update({
+                "ATRELAY_AUTOTASK_USERNAME": SANDBOX_AUTOTASK_CREDENTIALS["username"],
+                "ATRELAY_AUTOTASK_SECRET": SANDBOX_AUTOTASK_CREDENTIALS["secret"],
+                "ATRELAY_AUTOTASK_INTEGRATION_CODE": SANDBOX_AUTOTASK_CREDENTIALS["integration_code"],
+                "ATRELAY_AUTOTASK_ZONE_URL": f"{url}/atservicesrest/v1.0/zoneInformation",
+            })
+            self.env.pop("ATRELAY_AUTOTASK_BASE_URL", None)
+            lines.append(f"[yellow]No Autotask credentials set: using the bundled Autotask sandbox at {url}[/]")
+            lines.append(f"  sandbox tickets: {url}/_sandbox/tickets/50001 (T20261126.0001 ... .0006)")
+        else:
+            lines.append(f"Autotask: {s.autotask_base_url or 'zone lookup for ' + str(s.autotask_username)}")
+        if s.timezest_api_key is None:
+            url = f"http://127.0.0.1:{self.timezest_sandbox_port}"
+            self._spawn("timezest-sandbox", "sandbox", "timezest", "--port", str(self.timezest_sandbox_port))
+            self._wait_http("timezest-sandbox", f"{url}/_sandbox/calls")
+            self.env.update({"ATRELAY_TIMEZEST_API_KEY": SANDBOX_TIMEZEST_API_KEY,
+                             "ATRELAY_TIMEZEST_BASE_URL": f"{url}/v1"})
+            lines.append(f"[yellow]No TimeZest API key set: polling the bundled TimeZest sandbox at {url}[/]")
+        else:
+            lines.append(f"TimeZest: {s.timezest_base_url}")
+        self._spawn("worker", "worker")
+        self._spawn("beat", "beat")
+        self._spawn("ingress", "ingress", "--host", self.host, "--port", str(self.port))
+        self._wait_http("ingress", f"http://{self.host}:{self.port}/healthz")
+        base = f"http://{self.host}:{self.port}"
+        lines += [
+            f"Ingress: {base}  (POST {base}/webhooks/webform, {base}/webhooks/mission-control)",
+            f"API docs: {base}/docs   health: {base}/healthz   ready: {base}/readyz",
+            f"Audit DB: {s.effective_database_url}",
+            f"Broker:   {s.effective_broker_url}",
+            "Try:      atrelay send samples/webform-new-user.json   then   atrelay events",
+        ]
+        return lines
+
+    def watch(self) -> int:
+        """Block until a signal or a child's death; stop everything; return the exit code."""
+        stopping = {"signal": 0}
+
+        def _on_signal(signum: int, _frame: object) -> None:
+            stopping["signal"] = signum
+
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
+        code = 0
+        while not stopping["signal"]:
+            dead = [(n, p.returncode) for n, p in self.procs.items() if p.poll() is not None]
+            if dead:
+                name, rc = dead[0]
+                self.console.print(f"[red]{name} exited with code {rc}; stopping atrelay[/]")
+                code = 1
+                break
+            time.sleep(0.5)
+        self.stop()
+        return code
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def banner(self, lines: list[str]) -> Panel:
+        return Panel("\n".join(lines), title="atrelay is running (Ctrl-C stops it)", expand=False)
