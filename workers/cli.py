@@ -22,7 +22,7 @@ sandbox_app = typer.Typer(help="Run a bundled partner-API emulator.", no_args_is
 app.add_typer(events_app, name="events")
 app.add_typer(sandbox_app, name="sandbox")
 console = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:

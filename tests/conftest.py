@@ -1,0 +1,134 @@
+"""Shared fixtures: sandboxes, migrated databases (SQLite and PostgreSQL), settings."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from connectors.autotask.sandbox import SandboxState
+from connectors.autotask.sandbox import create_app as create_autotask_app
+from connectors.common.sandbox_server import ThreadedServer
+from connectors.timezest.sandbox import TimezestSandboxState
+from connectors.timezest.sandbox import create_app as create_timezest_app
+from pipelines.schema import upgrade
+from tests.support import PG_ADMIN_URL, require_service
+from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, reset_settings_cache
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test reads the developer's environment or .env; each gets its own var folder."""
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("ATRELAY_") and key != "ATRELAY_TEST_PG":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("ATRELAY_VAR_DIR", str(tmp_path / "var"))
+    monkeypatch.chdir(tmp_path)
+    reset_settings_cache()
+    yield
+    reset_settings_cache()
+
+
+@pytest.fixture(scope="session")
+def autotask_server() -> Iterator[tuple[ThreadedServer, SandboxState]]:
+    state = SandboxState()
+    server = ThreadedServer(create_autotask_app(state)).start()
+    yield server, state
+    server.stop()
+
+
+@pytest.fixture
+def autotask(autotask_server: tuple[ThreadedServer, SandboxState]) -> Iterator[tuple[str, SandboxState]]:
+    """The Autotask sandbox, reset for this test: (base url, state)."""
+    server, state = autotask_server
+    state.reset()
+    yield server.url, state
+    state.reset()
+
+
+@pytest.fixture(scope="session")
+def timezest_server() -> Iterator[tuple[ThreadedServer, TimezestSandboxState]]:
+    state = TimezestSandboxState()
+    server = ThreadedServer(create_timezest_app(state)).start()
+    yield server, state
+    server.stop()
+
+
+@pytest.fixture
+def timezest(timezest_server: tuple[ThreadedServer, TimezestSandboxState]) -> Iterator[tuple[str, TimezestSandboxState]]:
+    server, state = timezest_server
+    state.reset()
+    yield server.url, state
+    state.reset()
+
+
+def autotask_env(url: str) -> dict[str, str]:
+    return {
+        "ATRELAY_AUTOTASK_USERNAME": SANDBOX_AUTOTASK_CREDENTIALS["username"],
+        "ATRELAY_AUTOTASK_SECRET": SANDBOX_AUTOTASK_CREDENTIALS["secret"],
+        "ATRELAY_AUTOTASK_INTEGRATION_CODE": SANDBOX_AUTOTASK_CREDENTIALS["integration_code"],
+        "ATRELAY_AUTOTASK_ZONE_URL": f"{url}/atservicesrest/v1.0/zoneInformation",
+    }
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, migrated to head, dropped afterwards."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    name = f"atrelay_t_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    upgrade(url)
+    yield url
+    from pipelines.db import engine_for
+
+    engine_for(url).dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> str:
+    """The session's PostgreSQL database, emptied for this test."""
+    from pipelines.db import engine_for
+
+    with engine_for(pg_database).begin() as conn:
+        conn.execute(text(
+            "TRUNCATE inbound_events, pipeline_runs, outbound_attempts, effects, ticket_state, "
+            "rejected_requests, timezest_requests, poll_runs RESTART IDENTITY CASCADE"
+        ))
+    return pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Run a test on both audit-database backends."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    require_service("Redis", "127.0.0.1", 6379)
+    return "redis://127.0.0.1:6379/9"
+
+
+def sandbox_calls(url: str) -> dict[str, object]:
+    return httpx.get(f"{url}/_sandbox/calls").json()  # type: ignore[no-any-return]
