@@ -64,7 +64,7 @@ def _default_enqueue(event_id: int) -> None:
 def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] | None = None) -> FastAPI:
     cfg = settings or get_settings()
     db = cfg.effective_database_url
-    do_enqueue = enqueue or _default_enqueue
+    do_enqueue = enqueue if enqueue is not None else _default_enqueue
     app = FastAPI(title="atrelay ingress", version="0.1.0", docs_url="/docs", redoc_url=None)
 
     async def _accept(conn: WebhookConnector, request: Request) -> tuple[int, int, str]:

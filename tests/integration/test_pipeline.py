@@ -1,0 +1,268 @@
+"""The pipeline against the Autotask sandbox and a real audit DB (SQLite and PostgreSQL).
+
+Covers DESIGN.md steps 1-7 and the crash-replay guarantee: a run that dies after the PATCH, after the
+note, or before the audit commit can be run again and writes no second status change and no second note.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from sqlmodel import col, select
+
+from connectors.autotask.sandbox import SandboxState
+from pipelines import store
+from pipelines.audit import EventState, InboundEvent, OutboundAttempt, PipelineRun
+from pipelines.db import session_scope
+from pipelines.process import process_event
+from tests.integration.helpers import Queue, add_event, make_context, mc_body, webform_body
+
+RECEIVED_FORM = 29682844
+MC_NO_CONTACT, WAITING_CUSTOMER = 29682847, 7
+
+
+class Crash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing in the pipeline catches it."""
+
+
+def expire_lease(db: str, event_id: int) -> None:
+    """What the passing of the lease time does for a run whose worker died."""
+    with session_scope(db) as s:
+        s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id)
+                  .values(lease_until=datetime.now(UTC) - timedelta(seconds=1)))
+
+
+def runs(db: str, event_id: int) -> list[PipelineRun]:
+    with session_scope(db) as s:
+        return list(s.exec(select(PipelineRun).where(PipelineRun.event_id == event_id)).all())
+
+
+def test_webform_applies_status_and_one_note(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    result = process_event(ctx, event_id, task_id="t1", worker="w1")
+    assert result.state == "applied"
+    ticket = sandbox.tickets[50001]
+    assert ticket["status"] == RECEIVED_FORM
+    notes = [n for n in sandbox.notes.values() if n["ticketID"] == 50001]
+    assert len(notes) == 1
+    text = notes[0]["description"]
+    for needle in ("from New to Received Form Response", "web form 'new-user' submitted by Jane Example",
+                   "First name: Sam", f"atrelay event #{event_id}", "[atrelay:event:"):
+        assert needle in text
+    assert (notes[0]["noteType"], notes[0]["publish"]) == (2, 1)  # picklist defaults
+    (run,) = runs(db_url, event_id)
+    assert (run.outcome, run.from_status, run.to_status, run.decision) == (
+        "applied", "New", "Received Form Response", "transition")
+    with session_scope(db_url) as s:
+        attempts = list(s.exec(select(OutboundAttempt).where(OutboundAttempt.event_id == event_id)).all())
+        row = s.get(InboundEvent, event_id)
+    assert {(a.method, a.status_code) for a in attempts} >= {("PATCH", 200), ("POST", 200)}
+    assert row is not None and row.state == "applied" and row.ticket_id == 50001
+    # Running the same event again is a no-op.
+    assert process_event(ctx, event_id).state == "applied"
+    assert len(sandbox.history) == 1 and len(sandbox.notes) == 1
+
+
+def test_already_set_is_skipped_without_writes(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, sandbox = autotask
+    sandbox.set_status(50001, RECEIVED_FORM, actor="timezest")
+    ctx = make_context(db_url, url)
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    result = process_event(ctx, event_id)
+    assert (result.state, result.reason) == ("skipped", "already-set")
+    assert sandbox.notes == {}
+    assert [h["actor"] for h in sandbox.history] == ["timezest"]
+    assert sandbox.calls["PATCH tickets"] == 0
+
+
+def test_unknown_ticket_number_is_dead_with_reason(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, _ = autotask
+    ctx = make_context(db_url, url)
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body("T19990101.0001"))
+    result = process_event(ctx, event_id)
+    assert result.state == "dead"
+    assert result.reason is not None and result.reason.startswith("ticket-not-found")
+    assert store.get_event(db_url, event_id).reason.startswith("ticket-not-found")  # type: ignore[union-attr]
+
+
+def test_unknown_status_label_is_dead_naming_the_labels(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    from pipelines.events import EventType
+    from pipelines.rules import DEFAULT_RULES, Rule
+
+    url, _ = autotask
+    rules = dict(DEFAULT_RULES)
+    rules[EventType.FORM_SUBMITTED] = Rule("Form Received")
+    ctx = make_context(db_url, url, rules=rules)
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    result = process_event(ctx, event_id)
+    assert result.state == "dead" and result.reason is not None
+    assert "unknown-status" in result.reason and "'Received Form Response'" in result.reason
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_retryable_error_schedules_a_retry(db_url: str, autotask: tuple[str, SandboxState], status: int) -> None:
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    ctx.lists()  # picklists loaded; the fault hits the ticket read
+    sandbox.script = [{"status": status, "retry_after": 3, "errors": ["busy"] if status == 429 else None}]
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    result = process_event(ctx, event_id)
+    assert (result.state, result.retry_in) == ("retrying", 3.0)
+    row = store.get_event(db_url, event_id)
+    assert row is not None and row.state == "retrying" and row.not_before is not None
+    # Not runnable before its time; runnable (and applied) after.
+    assert process_event(ctx, event_id).state == "not-yet"
+    with session_scope(db_url) as s:
+        s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id).values(not_before=None))
+    assert process_event(ctx, event_id).state == "applied"
+    assert [r.outcome for r in runs(db_url, event_id)] == ["retry", "applied"]
+
+
+def test_retries_end_in_dead_letter(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, sandbox = autotask
+    ctx = make_context(db_url, url, max_attempts=2)
+    ctx.lists()
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    for _ in range(2):
+        sandbox.script = [{"status": 503}]
+        with session_scope(db_url) as s:
+            s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id).values(not_before=None))
+        result = process_event(ctx, event_id)
+    assert result.state == "dead"
+    assert result.reason is not None and result.reason.startswith("retries-exhausted after 2 attempts")
+
+
+def _crash_once(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, after: bool) -> None:
+    original = getattr(target, name)
+    state = {"done": False}
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if state["done"]:
+            return original(*args, **kwargs)
+        state["done"] = True
+        if after:
+            original(*args, **kwargs)
+        raise Crash(f"process died {'after' if after else 'before'} {name}")
+
+    monkeypatch.setattr(target, name, wrapper)
+
+
+@pytest.mark.parametrize("point", ["after-patch", "after-note", "before-audit-commit"])
+def test_crash_and_rerun_writes_nothing_twice(
+    db_url: str, autotask: tuple[str, SandboxState], monkeypatch: pytest.MonkeyPatch, point: str
+) -> None:
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    if point == "after-patch":
+        _crash_once(monkeypatch, ctx.client, "set_ticket_status", after=True)
+    elif point == "after-note":
+        _crash_once(monkeypatch, ctx.client, "add_ticket_note", after=True)
+    else:
+        _crash_once(monkeypatch, store, "finish_run", after=False)
+    with pytest.raises(Crash):
+        process_event(ctx, event_id)
+    assert store.get_event(db_url, event_id).state == "processing"  # type: ignore[union-attr]
+    # Another delivery while the lease holds does nothing.
+    assert process_event(ctx, event_id).state == "leased"
+    expire_lease(db_url, event_id)
+    store.release_ticket(db_url, 50001, event_id)
+    result = process_event(ctx, event_id)
+    assert result.state == "applied"
+    assert sandbox.tickets[50001]["status"] == RECEIVED_FORM
+    assert len([h for h in sandbox.history if h["to"] == RECEIVED_FORM]) == 1
+    assert len(sandbox.notes) == 1
+    assert [r.outcome for r in runs(db_url, event_id)] == [None, "applied"]
+
+
+def test_crash_after_note_recovers_note_id_by_marker(
+    db_url: str, autotask: tuple[str, SandboxState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    _crash_once(monkeypatch, ctx.client, "add_ticket_note", after=True)
+    with pytest.raises(Crash):
+        process_event(ctx, event_id)
+    expire_lease(db_url, event_id)
+    process_event(ctx, event_id)
+    effect = store.get_effect(db_url, event_id)
+    assert effect is not None and effect.note_id == next(iter(sandbox.notes))
+    assert sandbox.calls["POST ticketnotes/query"] == 1
+
+
+def test_follow_up_moves_mc_no_contact_on(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, sandbox = autotask
+    queue = Queue()
+    ctx = make_context(db_url, url, enqueue=queue, follow_up_delay_seconds=0)
+    cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact"))
+    result = process_event(ctx, cause)
+    assert result.state == "applied" and len(result.derived) == 1
+    (child,) = result.derived
+    assert queue == [(child, 0.0)]
+    row = store.get_event(db_url, child)
+    assert row is not None and row.caused_by_id == cause and row.event_type == "mc.no_contact.follow_up"
+    assert process_event(ctx, child).state == "applied"
+    assert sandbox.tickets[50002]["status"] == WAITING_CUSTOMER
+    assert [(h["from"], h["to"]) for h in sandbox.history] == [(1, MC_NO_CONTACT), (MC_NO_CONTACT, WAITING_CUSTOMER)]
+    (run,) = runs(db_url, child)
+    assert (run.from_status, run.to_status) == ("MC No Contact", "Waiting Customer")
+
+
+def test_follow_up_skipped_when_a_human_changed_the_status(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact"))
+    (child,) = process_event(ctx, cause).derived
+    sandbox.set_status(50002, 8, actor="human")  # In Progress
+    result = process_event(ctx, child)
+    assert (result.state, result.reason) == ("skipped", "status-changed")
+    assert sandbox.tickets[50002]["status"] == 8
+    assert len(sandbox.notes) == 1
+
+
+def test_follow_up_waits_for_its_delay(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, _ = autotask
+    queue = Queue()
+    ctx = make_context(db_url, url, enqueue=queue, follow_up_delay_seconds=600)
+    cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact"))
+    (child,) = process_event(ctx, cause).derived
+    assert queue == [(child, 600.0)]
+    result = process_event(ctx, child)
+    assert result.state == "not-yet" and result.retry_in is not None and 590 < result.retry_in <= 600
+
+
+def test_older_event_never_regresses_the_ticket(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    newer = add_event(db_url, "mission-control", "mc.escalated", mc_body("mc.escalated", 50003, "2026-11-26T11:00:00Z"),
+                      occurred_at=datetime(2026, 11, 26, 11, tzinfo=UTC))
+    older = add_event(db_url, "mission-control", "mc.out_of_scope",
+                      mc_body("mc.out_of_scope", 50003, "2026-11-26T10:00:00Z"))
+    assert process_event(ctx, newer).state == "applied"
+    result = process_event(ctx, older)
+    assert (result.state, result.reason) == ("skipped", "stale")
+    assert sandbox.tickets[50003]["status"] == 29682845  # Sent from MC
+
+
+def test_unparseable_stored_event_is_dead(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, _ = autotask
+    ctx = make_context(db_url, url)
+    event_id = add_event(db_url, "webform", "form.submitted", b'{"type": "form.submitted"}')
+    result = process_event(ctx, event_id)
+    assert result.state == "dead" and result.reason is not None and result.reason.startswith("unparseable")
+
+
+def test_final_events_are_not_claimed_again(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, _ = autotask
+    ctx = make_context(db_url, url)
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    process_event(ctx, event_id)
+    assert process_event(ctx, event_id).state == EventState.APPLIED
+    assert process_event(ctx, 999_999).state == "missing"
+    assert len(runs(db_url, event_id)) == 1
