@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
-__all__ = ["UTCDateTime", "engine_for", "session_scope", "utcnow"]
+__all__ = ["UTCDateTime", "engine_for", "forget_engines_after_fork", "session_scope", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -45,9 +44,28 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-@functools.lru_cache(maxsize=8)
+_engines: dict[str, Engine] = {}
+
+
 def engine_for(url: str) -> Engine:
     """One engine per URL per process (Celery prefork children build their own after fork)."""
+    engine = _engines.get(url)
+    if engine is None:
+        engine = _engines[url] = _create(url)
+    return engine
+
+
+def forget_engines_after_fork() -> None:
+    """In a forked child, drop the parent's pooled connections without closing them.
+
+    Sharing a socket between processes corrupts the protocol (psycopg reports "prepared statement
+    already exists"), so every child starts with empty pools; the parent keeps its connections.
+    """
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+def _create(url: str) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 from workers.settings import get_settings
 
@@ -59,3 +60,13 @@ def configure(celery: Celery) -> None:
 
 
 configure(app)
+
+
+@worker_process_init.connect
+def _after_fork(**_kwargs: Any) -> None:
+    """Each prefork child opens its own database and HTTP connections (sockets must not be shared)."""
+    from pipelines.context import get_context
+    from pipelines.db import forget_engines_after_fork
+
+    forget_engines_after_fork()
+    get_context.cache_clear()
