@@ -113,9 +113,8 @@ def test_auth_error_is_permanent() -> None:
 )
 def test_retryable_errors_are_classified(cassette: str, expected: type[E.RetryableError],
                                          retry_after: float | None) -> None:
-    with REPLAY.use_cassette(cassette, allow_playback_repeats=False):
-        with pytest.raises(expected) as exc:
-            make(max_attempts=1).get_ticket(50001)
+    with REPLAY.use_cassette(cassette, allow_playback_repeats=False), pytest.raises(expected) as exc:
+        make(max_attempts=1).get_ticket(50001)
     assert exc.value.retryable
     assert exc.value.retry_after == retry_after
 

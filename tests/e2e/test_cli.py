@@ -1,0 +1,86 @@
+"""The commands a person runs: `atrelay run` with no configuration, `send`, `events`, `migrate`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from connectors.common.sandbox_server import free_port
+from pipelines.schema import upgrade
+from tests.support import ROOT, Proc, wait_for
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATRELAY_")}
+    env.update({"ATRELAY_VAR_DIR": str(tmp / "var"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200", **extra})
+    return env
+
+
+def atrelay(tmp: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=_env(tmp, **extra), cwd=tmp,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_run_send_events_with_no_configuration(tmp_path: Path) -> None:
+    ports = {"port": free_port(), "at": free_port(), "tz": free_port()}
+    run = Proc("atrelay-run", ["run", "--port", str(ports["port"]), "--autotask-sandbox-port", str(ports["at"]),
+                               "--timezest-sandbox-port", str(ports["tz"])], _env(tmp_path), tmp_path)
+    try:
+        run.wait_log("atrelay is running", timeout=120)
+        banner = run.log()
+        assert "using the bundled Autotask sandbox" in banner
+        assert f"http://127.0.0.1:{ports['port']}" in banner
+        sent = atrelay(tmp_path, "send", str(ROOT / "samples" / "webform-new-user.json"),
+                       "--url", f"http://127.0.0.1:{ports['port']}")
+        assert sent.returncode == 0, sent.stderr
+        assert '"status":"accepted"' in sent.stdout
+
+        def applied() -> bool:
+            ticket = httpx.get(f"http://127.0.0.1:{ports['at']}/_sandbox/tickets/50001").json()["ticket"]
+            return bool(ticket["statusLabel"] == "Received Form Response")
+
+        wait_for(applied, timeout=60, what="the sandbox ticket to change")
+        listing = atrelay(tmp_path, "events")
+        assert listing.returncode == 0, listing.stderr
+        assert "form.submitted" in listing.stdout and "applied" in listing.stdout
+        shown = atrelay(tmp_path, "events", "show", "1")
+        assert "New -> Received Form Response" in shown.stdout and "PATCH" in shown.stdout
+    finally:
+        run.stop()
+    assert run.proc.returncode == 0, run.log()[-3000:]
+
+
+def test_processes_refuse_an_out_of_date_schema(tmp_path: Path) -> None:
+    db = tmp_path / "empty.db"
+    for command in (["ingress"], ["worker"], ["beat"], ["events"]):
+        out = atrelay(tmp_path, *command, ATRELAY_DATABASE_URL=f"sqlite:///{db}")
+        assert out.returncode == 2, (command, out.stdout, out.stderr)
+        assert "run `atrelay migrate` first" in out.stderr
+    migrated = atrelay(tmp_path, "migrate", ATRELAY_DATABASE_URL=f"sqlite:///{db}")
+    assert migrated.returncode == 0 and "-> 0001" in migrated.stdout
+    again = atrelay(tmp_path, "migrate", ATRELAY_DATABASE_URL=f"sqlite:///{db}")
+    assert "already at 0001" in again.stdout
+
+
+def test_worker_refuses_a_status_the_tenant_lacks(tmp_path: Path, autotask: tuple[str, object]) -> None:
+    from tests.conftest import autotask_env
+
+    url, _ = autotask
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[events."form.submitted"]\nstatus = "Form Received"\n')
+    db = f"sqlite:///{tmp_path / 'a.db'}"
+    upgrade(db)
+    out = atrelay(tmp_path, "worker", ATRELAY_DATABASE_URL=db, ATRELAY_RULES_FILE=str(rules), **autotask_env(url))
+    assert out.returncode == 2
+    assert "'Form Received' is not an active value" in out.stderr
+    assert "'Received Form Response'" in out.stderr  # the labels that do exist
+
+
+def test_send_explains_when_nothing_listens(tmp_path: Path) -> None:
+    out = atrelay(tmp_path, "send", str(ROOT / "samples" / "mc-escalated.json"), "--url",
+                  f"http://127.0.0.1:{free_port()}")
+    assert out.returncode == 1 and "Is `atrelay run` running?" in out.stderr
