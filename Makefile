@@ -20,12 +20,12 @@ run: $(STAMP)
 	$(BIN)/atrelay run
 
 test: $(STAMP)
-	$(BIN)/ruff check connectors pipelines workers tests bench
+	$(BIN)/ruff check connectors pipelines workers tests
 	$(BIN)/mypy connectors pipelines workers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check connectors pipelines workers tests bench
+	$(BIN)/ruff check connectors pipelines workers tests
 	$(BIN)/mypy connectors pipelines workers
 
 clean:
