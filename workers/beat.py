@@ -32,13 +32,13 @@ def sweep(db: str, *, limit: int = 500) -> list[int]:
         ids = list(
             s.exec(
                 select(InboundEvent.id)
+                .where(col(InboundEvent.updated_at) < now - STALE_AFTER)  # re-queued at most every 2 min
                 .where(
                     or_(
                         col(InboundEvent.state).in_([EventState.ACCEPTED, EventState.RETRYING])
-                        & (col(InboundEvent.updated_at) < now - STALE_AFTER)
                         & or_(col(InboundEvent.not_before).is_(None), col(InboundEvent.not_before) <= now),
-                        (col(InboundEvent.state) == EventState.PROCESSING)
-                        & (col(InboundEvent.lease_until) < now),
+                        # a worker died holding it: its lease ran out
+                        (col(InboundEvent.state) == EventState.PROCESSING) & (col(InboundEvent.lease_until) < now),
                     )
                 )
                 .order_by(col(InboundEvent.id))

@@ -28,7 +28,8 @@ def atrelay(tmp: Path, *args: str, **extra: str) -> subprocess.CompletedProcess[
 def test_run_send_events_with_no_configuration(tmp_path: Path) -> None:
     ports = {"port": free_port(), "at": free_port(), "tz": free_port()}
     run = Proc("atrelay-run", ["run", "--port", str(ports["port"]), "--autotask-sandbox-port", str(ports["at"]),
-                               "--timezest-sandbox-port", str(ports["tz"])], _env(tmp_path), tmp_path)
+                               "--timezest-sandbox-port", str(ports["tz"])],
+               _env(tmp_path, ATRELAY_TIMEZEST_POLL_SECONDS="5"), tmp_path)
     try:
         run.wait_log("atrelay is running", timeout=120)
         banner = run.log()
@@ -44,9 +45,21 @@ def test_run_send_events_with_no_configuration(tmp_path: Path) -> None:
             return bool(ticket["statusLabel"] == "Received Form Response")
 
         wait_for(applied, timeout=60, what="the sandbox ticket to change")
+        # Beat polls the bundled TimeZest sandbox; a link sent there reaches the Autotask sandbox.
+        tz = f"http://127.0.0.1:{ports['tz']}/_sandbox/scheduling_requests"
+        request_id = httpx.post(tz, json={"ticket_id": 50004}).json()["id"]
+        httpx.post(f"{tz}/{request_id}/transition", json={"status": "sent"}).raise_for_status()
+
+        def link_sent() -> bool:
+            ticket = httpx.get(f"http://127.0.0.1:{ports['at']}/_sandbox/tickets/50004").json()["ticket"]
+            return bool(ticket["statusLabel"] == "Scheduling Link Sent")
+
+        wait_for(link_sent, timeout=90, what="beat's TimeZest poll to reach the ticket")
         listing = atrelay(tmp_path, "events")
         assert listing.returncode == 0, listing.stderr
         assert "form.submitted" in listing.stdout and "applied" in listing.stdout
+        assert "timezest.link_sent" in listing.stdout
+        assert "ok" in atrelay(tmp_path, "polls").stdout
         shown = atrelay(tmp_path, "events", "show", "1")
         assert "New -> Received Form Response" in shown.stdout and "PATCH" in shown.stdout
     finally:
