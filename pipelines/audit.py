@@ -26,12 +26,16 @@ from sqlmodel import Field, SQLModel
 from pipelines.db import UTCDateTime, utcnow
 
 __all__ = [
+    "AuditAnchor",
+    "AuditSeal",
     "EffectLedger",
     "EventState",
     "InboundEvent",
     "OutboundAttempt",
     "PipelineRun",
     "PollRun",
+    "QuotaRequest",
+    "QuotaSlot",
     "RejectedRequest",
     "TicketState",
     "TimezestRequest",
@@ -41,7 +45,8 @@ __all__ = [
 class EventState(StrEnum):
     ACCEPTED = "accepted"  # recorded, queued, not yet picked up
     PROCESSING = "processing"  # a worker holds the lease
-    RETRYING = "retrying"  # a transient error; another attempt is scheduled
+    RETRYING = "retrying"  # a transient error; a short retry is on the broker
+    PARKED = "parked"  # waiting in the database until ``not_before`` (long backoff, quota); swept back
     APPLIED = "applied"  # Autotask changed (status and/or note)
     SKIPPED = "skipped"  # nothing to do, with a reason (already-set, stale, status-changed)
     IGNORED = "ignored"  # the rules say this event changes nothing
@@ -80,6 +85,9 @@ class InboundEvent(SQLModel, table=True):
     attempts: int = Field(default=0)
     lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    # The retry horizon counts from here: the receipt, or the last replay.
+    horizon_from: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    replays: int = Field(default=0)
 
 
 class PipelineRun(SQLModel, table=True):
@@ -194,3 +202,54 @@ class PollRun(SQLModel, table=True):
     requests_seen: int = 0
     events_emitted: int = 0
     high_water: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+
+
+class AuditSeal(SQLModel, table=True):
+    """One link of the tamper-evident chain: a final event with its runs and attempts, hashed.
+
+    ``hash = sha256(prev_hash + content_hash)``; ``content_hash`` covers the event's immutable fields
+    and every run and attempt up to ``max_run_id``/``max_attempt_id``. A replay adds runs, which a
+    later seal of the same event covers.
+    """
+
+    __tablename__ = "audit_seals"
+    __table_args__ = (UniqueConstraint("event_id", "max_run_id", name="uq_seal_event_run"),)
+
+    seq: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    max_run_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    max_attempt_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    content_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    prev_hash: str = Field(sa_column=Column(String(64), nullable=False))
+    hash: str = Field(sa_column=Column(String(64), nullable=False))
+    sealed_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class AuditAnchor(SQLModel, table=True):
+    """The chain's start after pruning: the last pruned seal's number and hash (one row, id 1)."""
+
+    __tablename__ = "audit_anchor"
+
+    id: int = Field(default=1, primary_key=True)
+    last_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    last_hash: str = Field(default="0" * 64, sa_column=Column(String(64), nullable=False))
+    pruned_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class QuotaSlot(SQLModel, table=True):
+    """An Autotask request in flight (quota governor, database backend). Expires if its holder dies."""
+
+    __tablename__ = "quota_slots"
+
+    token: str = Field(sa_column=Column(String(64), primary_key=True))
+    endpoint: str = Field(sa_column=Column(String(64), nullable=False, index=True))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class QuotaRequest(SQLModel, table=True):
+    """One Autotask request in the rolling hour (quota governor, database backend)."""
+
+    __tablename__ = "quota_requests"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))

@@ -45,7 +45,6 @@ class Context:
     retry_horizon_hours: int
     enqueue: Callable[[int, float], None]
     lease_seconds: float = 120.0
-    max_attempts: int = 12
 
     def lists(self) -> Picklists:
         return self.picklists.get(self.client)

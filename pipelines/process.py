@@ -6,7 +6,6 @@ made, so a run that dies anywhere can be run again and writes no second status c
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -24,9 +23,10 @@ from pipelines.db import utcnow
 from pipelines.events import PartnerEvent
 from pipelines.followups import FollowUpBody
 from pipelines.notes import marker, render_note
+from pipelines.retry import SHORT_RETRY_MAX, plan_retry
 from pipelines.rules import Ignore, Transition, decide
 
-__all__ = ["Result", "backoff_seconds", "process_event"]
+__all__ = ["Result", "process_event"]
 
 
 @dataclass(frozen=True)
@@ -39,17 +39,16 @@ class Result:
     derived: list[int] = field(default_factory=list)
 
 
-def backoff_seconds(attempt: int) -> float:
-    """5 s, 15 s, 45 s, 135 s, then 300 s, each with ±20 % jitter so retries do not march in step."""
-    base = min(300.0, 5.0 * 3 ** max(0, attempt - 1))
-    return float(base * random.uniform(0.8, 1.2))
-
-
 def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, worker: str | None = None) -> Result:
     claim = store.claim_event(ctx.db, event_id, ctx.lease_seconds)
     if claim.event is None:
-        if claim.state in ("not-yet", "leased"):
+        if claim.state == "leased":
             return Result(claim.state, retry_in=claim.wait_seconds)
+        if claim.state == "not-yet":
+            if claim.wait_seconds <= SHORT_RETRY_MAX:
+                return Result(claim.state, retry_in=claim.wait_seconds)
+            store.park(ctx.db, event_id)  # too long for the broker: the sweeper brings it back
+            return Result(EventState.PARKED.value)
         return Result(claim.state)  # already final, or no such event: nothing to do
     run_id = store.start_run(ctx.db, event_id, task_id, worker)
     return _Run(ctx, claim.event, run_id).execute()
@@ -70,15 +69,16 @@ class _Run:
         return Result(state.value, reason, derived=[derived_id] if derived_id else [])
 
     def _retry_or_dead(self, exc: RetryableError) -> Result:
-        attempts = self.row.attempts
-        horizon = self.row.received_at + timedelta(hours=self.ctx.retry_horizon_hours)
-        if attempts >= self.ctx.max_attempts or utcnow() >= horizon:
-            return self._finish(
-                EventState.DEAD, "dead", f"retries-exhausted after {attempts} attempts: {exc.reason}"
-            )
-        delay = exc.retry_after if exc.retry_after is not None else backoff_seconds(attempts)
-        self._finish(EventState.RETRYING, "retry", exc.reason, not_before=utcnow() + timedelta(seconds=delay))
-        return Result(EventState.RETRYING.value, exc.reason, retry_in=delay)
+        now = utcnow()
+        plan = plan_retry(attempts=self.row.attempts, retry_after=exc.retry_after,
+                          horizon_from=self.row.horizon_from or self.row.received_at,
+                          horizon_hours=self.ctx.retry_horizon_hours, now=now)
+        if plan.kind == "dead":
+            return self._finish(EventState.DEAD, "dead",
+                                f"retries-exhausted after {self.row.attempts} attempts: {exc.reason}")
+        state = EventState.RETRYING if plan.kind == "short" else EventState.PARKED
+        self._finish(state, "retry", exc.reason, not_before=now + plan.not_before)
+        return Result(state.value, exc.reason, retry_in=plan.delay if plan.kind == "short" else None)
 
     # ---- the run ----------------------------------------------------------------------------
     def execute(self) -> Result:
@@ -164,8 +164,9 @@ class _Run:
             EventState.APPLIED, "applied", None,
             ticket_update=(ticket.id, event.occurred_at, target_id), derived=derived, **base,
         )
-        for child in result.derived:
-            ctx.enqueue(child, float(ctx.follow_up_delay_seconds))
+        if ctx.follow_up_delay_seconds <= SHORT_RETRY_MAX:  # else it waits parked for the sweeper
+            for child in result.derived:
+                ctx.enqueue(child, float(ctx.follow_up_delay_seconds))
         return result
 
     def _note_once(self, event: PartnerEvent, effect: EffectLedger, lists: Picklists) -> EffectLedger:
@@ -203,4 +204,5 @@ class _Run:
             event_type=decision.follow_up.value, body=body.encode(), headers={}, ticket_id=ticket_id,
             occurred_at=now, caused_by_id=self.event_id,
             not_before=now + timedelta(seconds=delay) if delay else None,
+            state=EventState.PARKED if delay > SHORT_RETRY_MAX else EventState.ACCEPTED,
         )

@@ -32,13 +32,16 @@ __all__ = [
     "NewEvent",
     "claim_event",
     "claim_ticket",
+    "dead_letters",
     "finish_run",
     "get_effect",
     "get_event",
     "insert_event",
+    "park",
     "record_attempt",
     "record_rejection",
     "release_ticket",
+    "replay",
     "start_run",
     "update_effect",
 ]
@@ -64,6 +67,7 @@ class NewEvent:
     occurred_at: datetime | None = None
     caused_by_id: int | None = None
     not_before: datetime | None = None
+    state: str = EventState.ACCEPTED
 
 
 def insert_event(db: str, new: NewEvent) -> tuple[int, bool]:
@@ -81,6 +85,7 @@ def insert_event(db: str, new: NewEvent) -> tuple[int, bool]:
                 occurred_at=new.occurred_at,
                 caused_by_id=new.caused_by_id,
                 not_before=new.not_before,
+                state=new.state,
             )
             s.add(row)
             s.flush()
@@ -138,7 +143,7 @@ def claim_event(db: str, event_id: int, lease_seconds: float) -> Claim:
             .where(col(InboundEvent.id) == event_id)
             .where(
                 or_(
-                    col(InboundEvent.state).in_([EventState.ACCEPTED, EventState.RETRYING]),
+                    col(InboundEvent.state).in_([EventState.ACCEPTED, EventState.RETRYING, EventState.PARKED]),
                     (col(InboundEvent.state) == EventState.PROCESSING) & (col(InboundEvent.lease_until) < now),
                 )
             )
@@ -290,12 +295,51 @@ def finish_run(
                     source=derived.source, external_id=derived.external_id, event_type=derived.event_type,
                     body=derived.body, headers={}, ticket_id=derived.ticket_id,
                     occurred_at=derived.occurred_at, caused_by_id=derived.caused_by_id,
-                    not_before=derived.not_before,
+                    not_before=derived.not_before, state=derived.state,
                 )
                 s.add(child)
                 s.flush()
                 derived_id = child.id
         return derived_id
+
+
+def park(db: str, event_id: int) -> None:
+    """Leave an accepted event to the sweeper (its ``not_before`` is too far for a broker countdown)."""
+    with session_scope(db) as s:
+        s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id,
+                                             col(InboundEvent.state) == EventState.ACCEPTED)
+                  .values(state=EventState.PARKED, updated_at=utcnow()))
+
+
+REPLAYABLE = (EventState.DEAD, EventState.SKIPPED, EventState.IGNORED)
+
+
+def replay(db: str, event_id: int) -> tuple[bool, str]:
+    """Put a dead (or skipped/ignored) event back to run; return (queued, message).
+
+    Idempotent by construction: the effect ledger still knows what the event already wrote, so a
+    replay never writes a second status change or note. The retry horizon restarts now.
+    """
+    now = utcnow()
+    with session_scope(db) as s:
+        row = s.get(InboundEvent, event_id)
+        if row is None:
+            return False, f"no event #{event_id}"
+        if row.state not in REPLAYABLE:
+            return False, f"event #{event_id} is {row.state}; only dead, skipped or ignored events are replayed"
+        row.state, row.reason, row.not_before, row.lease_until = EventState.ACCEPTED, None, None, None
+        row.horizon_from, row.updated_at, row.replays = now, now, row.replays + 1
+        return True, f"event #{event_id} queued again (replay {row.replays})"
+
+
+def dead_letters(db: str, *, since: datetime | None = None, limit: int | None = None) -> list[InboundEvent]:
+    with session_scope(db) as s:
+        q = select(InboundEvent).where(InboundEvent.state == EventState.DEAD).order_by(col(InboundEvent.id))
+        if since is not None:
+            q = q.where(col(InboundEvent.updated_at) >= since)
+        if limit is not None:
+            q = q.limit(limit)
+        return list(s.exec(q).all())
 
 
 def count_by_state(db: str) -> dict[str, int]:

@@ -26,19 +26,31 @@ STALE_AFTER = timedelta(minutes=2)
 
 
 def sweep(db: str, *, limit: int = 500) -> list[int]:
-    """Ids of events that are owed a run and have made no progress lately; marks them re-queued."""
+    """Ids of events that are owed a run now; marks them re-queued.
+
+    Parked events come back as soon as they are due. Anything else owed (accepted but never run,
+    a short retry whose message was lost, a dead worker's expired lease) comes back once it has made
+    no progress for ``STALE_AFTER``, and at most that often.
+    """
     now = utcnow()
+    due = or_(col(InboundEvent.not_before).is_(None), col(InboundEvent.not_before) <= now)
     with session_scope(db) as s:
         ids = list(
             s.exec(
                 select(InboundEvent.id)
-                .where(col(InboundEvent.updated_at) < now - STALE_AFTER)  # re-queued at most every 2 min
                 .where(
                     or_(
-                        col(InboundEvent.state).in_([EventState.ACCEPTED, EventState.RETRYING])
-                        & or_(col(InboundEvent.not_before).is_(None), col(InboundEvent.not_before) <= now),
-                        # a worker died holding it: its lease ran out
-                        (col(InboundEvent.state) == EventState.PROCESSING) & (col(InboundEvent.lease_until) < now),
+                        (col(InboundEvent.state) == EventState.PARKED)
+                        & (col(InboundEvent.not_before) <= now)
+                        & (col(InboundEvent.updated_at) < col(InboundEvent.not_before)),
+                        (col(InboundEvent.updated_at) < now - STALE_AFTER)
+                        & or_(
+                            col(InboundEvent.state).in_([EventState.ACCEPTED, EventState.RETRYING,
+                                                         EventState.PARKED]) & due,
+                            # a worker died holding it: its lease ran out
+                            (col(InboundEvent.state) == EventState.PROCESSING)
+                            & (col(InboundEvent.lease_until) < now),
+                        ),
                     )
                 )
                 .order_by(col(InboundEvent.id))

@@ -54,7 +54,7 @@ def configure(celery: Celery) -> None:
                 "task": "atrelay.timezest_poll",
                 "schedule": float(settings.timezest_poll_seconds),
             },
-            "sweep-stuck-events": {"task": "atrelay.sweep", "schedule": 60.0},
+            "sweep-owed-events": {"task": "atrelay.sweep", "schedule": 15.0},
         },
     )
 

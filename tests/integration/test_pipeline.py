@@ -123,18 +123,54 @@ def test_retryable_error_schedules_a_retry(db_url: str, autotask: tuple[str, San
     assert [r.outcome for r in runs(db_url, event_id)] == ["retry", "applied"]
 
 
-def test_retries_end_in_dead_letter(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+def test_long_waits_are_parked_for_the_sweeper(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    from workers.beat import sweep
+
     url, sandbox = autotask
-    ctx = make_context(db_url, url, max_attempts=2)
+    queue = Queue()
+    ctx = make_context(db_url, url, enqueue=queue)
+    ctx.lists()
+    sandbox.script = [{"status": 429, "retry_after": 120, "errors": ["API request threshold exceeded"]}]
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    result = process_event(ctx, event_id)
+    assert (result.state, result.retry_in) == ("parked", None)  # nothing waits on the broker
+    row = store.get_event(db_url, event_id)
+    assert row is not None and row.state == "parked" and (row.reason or "").startswith("autotask-rate-limited")
+    assert sweep(db_url) == []  # not due yet
+    with session_scope(db_url) as s:  # two minutes pass
+        s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id)
+                  .values(updated_at=datetime.now(UTC) - timedelta(seconds=121),
+                          not_before=datetime.now(UTC) - timedelta(seconds=1)))
+    assert sweep(db_url) == [event_id]  # due: swept back at once
+    assert process_event(ctx, event_id).state == "applied"
+
+
+def test_retries_end_in_dead_letter_past_the_horizon(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, sandbox = autotask
+    ctx = make_context(db_url, url, retry_horizon_hours=1)
     ctx.lists()
     event_id = add_event(db_url, "webform", "form.submitted", webform_body())
-    for _ in range(2):
-        sandbox.script = [{"status": 503}]
-        with session_scope(db_url) as s:
-            s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id).values(not_before=None))
-        result = process_event(ctx, event_id)
+    with session_scope(db_url) as s:
+        s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id)
+                  .values(received_at=datetime.now(UTC) - timedelta(minutes=59, seconds=58)))
+    sandbox.script = [{"status": 503}]
+    result = process_event(ctx, event_id)
     assert result.state == "dead"
-    assert result.reason is not None and result.reason.startswith("retries-exhausted after 2 attempts")
+    assert result.reason is not None and result.reason.startswith("retries-exhausted after 1 attempts")
+    assert "autotask-unavailable" in result.reason
+
+
+def test_replay_of_a_dead_letter_writes_once(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body("T20261126.0099"))
+    assert process_event(ctx, event_id).state == "dead"  # no such ticket yet
+    sandbox.tickets[50099] = {**sandbox.tickets[50001], "id": 50099, "ticketNumber": "T20261126.0099", "status": 1}
+    assert store.replay(db_url, event_id) == (True, f"event #{event_id} queued again (replay 1)")
+    assert store.replay(db_url, event_id)[0] is False  # accepted now, not replayable twice
+    assert process_event(ctx, event_id).state == "applied"
+    assert store.replay(db_url, event_id) == (False, f"event #{event_id} is applied; only dead, skipped or ignored events are replayed")
+    assert len(sandbox.notes) == 1 and len(sandbox.history) == 1
 
 
 def _crash_once(monkeypatch: pytest.MonkeyPatch, target: Any, name: str, after: bool) -> None:
@@ -232,9 +268,21 @@ def test_follow_up_waits_for_its_delay(db_url: str, autotask: tuple[str, Sandbox
     ctx = make_context(db_url, url, enqueue=queue, follow_up_delay_seconds=600)
     cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact"))
     (child,) = process_event(ctx, cause).derived
-    assert queue == [(child, 600.0)]
+    assert queue == []  # ten minutes is too long for a broker countdown: parked in the database
+    row = store.get_event(db_url, child)
+    assert row is not None and row.state == "parked" and row.not_before is not None
+    assert process_event(ctx, child).state == "parked"
+
+
+def test_short_follow_up_delay_uses_a_countdown(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    url, _ = autotask
+    queue = Queue()
+    ctx = make_context(db_url, url, enqueue=queue, follow_up_delay_seconds=20)
+    cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact"))
+    (child,) = process_event(ctx, cause).derived
+    assert queue == [(child, 20.0)]
     result = process_event(ctx, child)
-    assert result.state == "not-yet" and result.retry_in is not None and 590 < result.retry_in <= 600
+    assert result.state == "not-yet" and result.retry_in is not None and 15 < result.retry_in <= 20
 
 
 def test_older_event_never_regresses_the_ticket(db_url: str, autotask: tuple[str, SandboxState]) -> None:
