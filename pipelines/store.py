@@ -29,6 +29,7 @@ from pipelines.db import session_scope, utcnow
 
 __all__ = [
     "Claim",
+    "EventState",
     "NewEvent",
     "claim_event",
     "claim_ticket",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -208,6 +209,53 @@ def events_show(event_id: int) -> None:
     _require_schema(settings)
     if not print_event(settings.effective_database_url, console, event_id):
         _fail(f"no event #{event_id}", 1)
+
+
+@app.command()
+def dlq(limit: int = 100) -> None:
+    """List dead letters with their reason and age."""
+    from workers.reports import print_dead_letters
+
+    settings = _settings()
+    _require_schema(settings)
+    print_dead_letters(settings.effective_database_url, console, limit=limit)
+
+
+@app.command()
+def replay(
+    event_id: Annotated[int | None, typer.Argument(help="One event to re-drive")] = None,
+    dead: Annotated[bool, typer.Option("--dead", help="Re-drive every dead letter")] = False,
+    since: Annotated[datetime | None, typer.Option(help="With --dead: only those that died since (UTC)")] = None,
+) -> None:
+    """Re-drive dead letters, idempotently (nothing already written is written again)."""
+    from rich.progress import Progress
+
+    from pipelines import store
+    from pipelines.tasks import enqueue_event
+
+    settings = _settings()
+    _require_schema(settings)
+    db = settings.effective_database_url
+    if event_id is not None and not dead:
+        queued, message = store.replay(db, event_id)
+        if queued:
+            enqueue_event(event_id)
+        (console if queued else err).print(message)
+        raise typer.Exit(0 if queued else 1)
+    if not dead:
+        _fail("give an event id, or --dead [--since DATE] for every dead letter")
+    cutoff = since.replace(tzinfo=UTC) if since is not None and since.tzinfo is None else since
+    ids = [row.id for row in store.dead_letters(db, since=cutoff) if row.id is not None]
+    done = 0
+    with Progress(console=console, transient=False) as progress:
+        task = progress.add_task(f"replaying {len(ids)} dead letters", total=len(ids))
+        for one in ids:
+            queued, _ = store.replay(db, one)
+            if queued:
+                enqueue_event(one)
+                done += 1
+            progress.advance(task)
+    console.print(f"{done} of {len(ids)} dead letters queued again")
 
 
 @app.command()

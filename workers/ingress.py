@@ -8,12 +8,13 @@ Answers: 202 ``{"id", "status": "accepted"}``; a ``webhook-id`` seen before: 200
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -128,6 +129,29 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
             summary=f"Receive a signed {conn.source.value} event (Standard Webhooks)",
             responses={200: {"description": "duplicate webhook-id"}, 400: {}, 401: {}, 413: {}, 422: {}},
         )
+
+    def _admin(request: Request) -> None:
+        """Constant-time check of ``Authorization: Bearer <ATRELAY_ADMIN_TOKEN>``."""
+        token = cfg.admin_token.get_secret_value() if cfg.admin_token else ""
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        ok = bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(value.encode(), token.encode())
+        if not ok:
+            detail = "admin token required" if token else "admin API disabled: ATRELAY_ADMIN_TOKEN is not set"
+            raise HTTPException(status_code=401, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.post("/api/events/{event_id}/replay", summary="Re-drive a dead letter (admin)")
+    async def replay_event(event_id: int, request: Request) -> JSONResponse:
+        _admin(request)
+        queued, message = await run_in_threadpool(store.replay, db, event_id)
+        if not queued:
+            status = 404 if message.startswith("no event") else 409
+            return JSONResponse({"id": event_id, "status": "not-replayed", "error": message}, status_code=status)
+        try:
+            await run_in_threadpool(do_enqueue, event_id)
+        except Exception:  # recorded as accepted: the sweeper re-queues it
+            log.exception("ingress.enqueue_failed", extra={"event_id": event_id})
+        return JSONResponse({"id": event_id, "status": "accepted", "message": message}, status_code=202)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -7,9 +7,9 @@ from rich.table import Table
 from sqlmodel import col, select
 
 from pipelines.audit import InboundEvent, OutboundAttempt, PipelineRun, PollRun, RejectedRequest
-from pipelines.db import session_scope
+from pipelines.db import session_scope, utcnow
 
-__all__ = ["print_event", "print_events", "print_polls", "print_rejections"]
+__all__ = ["print_dead_letters", "print_event", "print_events", "print_polls", "print_rejections"]
 
 
 def _ts(value: object) -> str:
@@ -27,7 +27,7 @@ def print_events(db: str, console: Console, *, limit: int, source: str | None, s
     table = Table(title=f"Recent events ({len(rows)})", header_style="bold")
     for name in ("id", "received (UTC)", "source", "type", "ticket", "state", "reason", "tries"):
         table.add_column(name, overflow="fold")
-    colours = {"applied": "green", "dead": "red", "retrying": "yellow", "skipped": "cyan"}
+    colours = {"applied": "green", "dead": "red", "retrying": "yellow", "parked": "yellow", "skipped": "cyan"}
     for r in rows:
         ticket = str(r.ticket_id or r.ticket_number or "-")
         style = colours.get(r.state, "")
@@ -75,6 +75,29 @@ def print_event(db: str, console: Console, event_id: int) -> bool:
                           f"{a.duration_ms:.0f}", (a.error or "")[:120])
     console.print(att_table)
     return True
+
+
+def _age(value: object) -> str:
+    if not hasattr(value, "tzinfo"):
+        return "-"
+    seconds = int((utcnow() - value).total_seconds())  # type: ignore[operator]
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def print_dead_letters(db: str, console: Console, *, limit: int) -> None:
+    with session_scope(db) as s:
+        rows = list(s.exec(select(InboundEvent).where(InboundEvent.state == "dead")
+                           .order_by(col(InboundEvent.id).desc()).limit(limit)).all())
+    table = Table(title=f"Dead letters ({len(rows)}); replay with `atrelay replay ID`", header_style="bold")
+    for name in ("id", "age", "source", "type", "ticket", "tries", "reason"):
+        table.add_column(name, overflow="fold")
+    for r in rows:
+        table.add_row(str(r.id), _age(r.updated_at), r.source, r.event_type, str(r.ticket_id or r.ticket_number or "-"),
+                      str(r.attempts), r.reason or "")
+    console.print(table)
 
 
 def print_rejections(db: str, console: Console, *, limit: int) -> None:

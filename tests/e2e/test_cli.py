@@ -97,3 +97,30 @@ def test_send_explains_when_nothing_listens(tmp_path: Path) -> None:
     out = atrelay(tmp_path, "send", str(ROOT / "samples" / "mc-escalated.json"), "--url",
                   f"http://127.0.0.1:{free_port()}")
     assert out.returncode == 1 and "Is `atrelay run` running?" in out.stderr
+
+
+def test_dlq_and_replay_commands(tmp_path: Path) -> None:
+    from pipelines import store
+    from tests.integration.helpers import add_event, webform_body
+
+    db = f"sqlite:///{tmp_path / 'var' / 'atrelay.db'}"
+    (tmp_path / "var").mkdir()
+    upgrade(db)
+    ids = []
+    for _ in range(3):
+        event_id = add_event(db, "webform", "form.submitted", webform_body())
+        store.claim_event(db, event_id, 60)
+        run = store.start_run(db, event_id, None, None)
+        store.finish_run(db, event_id=event_id, run_id=run, state=store.EventState.DEAD, outcome="dead",
+                         reason="ticket-not-found: no ticket numbered 'T20261126.0001'")
+        ids.append(event_id)
+    listing = atrelay(tmp_path, "dlq")
+    assert listing.returncode == 0 and listing.stdout.count("ticket-not-found") == 3
+    one = atrelay(tmp_path, "replay", str(ids[0]))
+    assert one.returncode == 0 and f"event #{ids[0]} queued again" in one.stdout
+    again = atrelay(tmp_path, "replay", str(ids[0]))
+    assert again.returncode == 1 and "only dead, skipped or ignored" in again.stderr
+    rest = atrelay(tmp_path, "replay", "--dead", "--since", "2020-01-01")
+    assert rest.returncode == 0 and "2 of 2 dead letters queued again" in rest.stdout
+    assert [store.get_event(db, i).state for i in ids] == ["accepted"] * 3  # type: ignore[union-attr]
+    assert "Dead letters (0)" in atrelay(tmp_path, "dlq").stdout

@@ -181,3 +181,42 @@ def test_health_and_readiness(ingress: tuple[TestClient, Enqueued, str]) -> None
     client, _, _ = ingress
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json() == {"status": "ready"}
+
+
+def _dead_event(db: str) -> int:
+    from tests.integration.helpers import add_event
+
+    event_id = add_event(db, "webform", "form.submitted", webform_body())
+    store.claim_event(db, event_id, 60)
+    run = store.start_run(db, event_id, None, None)
+    store.finish_run(db, event_id=event_id, run_id=run, state=store.EventState.DEAD, outcome="dead",
+                     reason="ticket-not-found: test")
+    return event_id
+
+
+def test_admin_replay_needs_the_token(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATRELAY_DATABASE_URL", db_url)
+    monkeypatch.setenv("ATRELAY_ADMIN_TOKEN", "admin-token-for-tests-0123456789")
+    queue = Enqueued(db_url)
+    event_id = _dead_event(db_url)
+    with TestClient(create_app(load_settings(), enqueue=queue)) as client:
+        path = f"/api/events/{event_id}/replay"
+        assert client.post(path).status_code == 401
+        assert client.post(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.post(path, headers={"Authorization": "Basic admin-token-for-tests-0123456789"}).status_code == 401
+        good = {"Authorization": "Bearer admin-token-for-tests-0123456789"}
+        response = client.post(path, headers=good)
+        assert response.status_code == 202 and response.json()["status"] == "accepted"
+        assert queue == [event_id]
+        assert client.post(path, headers=good).status_code == 409  # accepted now: nothing to replay
+        assert client.post("/api/events/999999/replay", headers=good).status_code == 404
+    row = store.get_event(db_url, event_id)
+    assert row is not None and row.state == "accepted" and row.replays == 1
+
+
+def test_admin_api_is_closed_without_a_configured_token(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATRELAY_DATABASE_URL", db_url)
+    event_id = _dead_event(db_url)
+    with TestClient(create_app(load_settings(), enqueue=Enqueued(db_url))) as client:
+        response = client.post(f"/api/events/{event_id}/replay", headers={"Authorization": "Bearer "})
+    assert response.status_code == 401 and "ATRELAY_ADMIN_TOKEN" in response.json()["detail"]
