@@ -37,6 +37,7 @@ __all__ = [
     "QuotaRequest",
     "QuotaSlot",
     "RejectedRequest",
+    "TenantUsage",
     "TicketState",
     "TimezestRequest",
 ]
@@ -253,3 +254,14 @@ class QuotaRequest(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+
+
+class TenantUsage(SQLModel, table=True):
+    """The tenant's last ThresholdInformation reading (one row, id 1), shared by every worker."""
+
+    __tablename__ = "tenant_usage"
+
+    id: int = Field(default=1, primary_key=True)
+    request_count: int = 0
+    threshold: int = 10_000
+    read_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

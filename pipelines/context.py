@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache, Picklists, UnknownPicklistValue
 from pipelines.events import EventType
+from pipelines.governor import Governor, governor_for
 from pipelines.rules import Rule, load_rules
 from workers.settings import Settings, get_settings
 
-__all__ = ["Context", "build_client", "check_rule_statuses", "get_context"]
+__all__ = ["Context", "build_client", "check_rule_statuses", "get_context", "get_governor"]
 
 
 def build_client(settings: Settings, **kwargs: object) -> AutotaskClient:
@@ -73,11 +74,19 @@ def _enqueue(event_id: int, countdown: float) -> None:
 
 
 @functools.lru_cache(maxsize=1)
+def get_governor() -> Governor:
+    settings = get_settings()
+    return governor_for(broker_url=settings.effective_broker_url, db=settings.effective_database_url,
+                        max_in_flight=settings.autotask_max_in_flight,
+                        hourly_budget=settings.autotask_hourly_budget)
+
+
+@functools.lru_cache(maxsize=1)
 def get_context() -> Context:
     settings = get_settings()
     return Context(
         db=settings.effective_database_url,
-        client=build_client(settings),
+        client=build_client(settings, gate=get_governor().slot),
         picklists=PicklistCache(settings.autotask_picklist_ttl_seconds),
         rules=load_rules(settings.rules_file),
         note_type=settings.autotask_note_type,

@@ -19,6 +19,11 @@ from pipelines.schema import upgrade
 from tests.support import PG_ADMIN_URL, require_service
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, reset_settings_cache
 
+#: Every table a test may fill; emptied between tests that share a PostgreSQL database.
+DATA_TABLES = ("inbound_events", "pipeline_runs", "outbound_attempts", "effects", "ticket_state",
+               "rejected_requests", "timezest_requests", "poll_runs", "audit_seals", "quota_slots",
+               "quota_requests", "tenant_usage")
+
 
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
@@ -109,10 +114,8 @@ def pg_url(pg_database: str) -> str:
     from pipelines.db import engine_for
 
     with engine_for(pg_database).begin() as conn:
-        conn.execute(text(
-            "TRUNCATE inbound_events, pipeline_runs, outbound_attempts, effects, ticket_state, "
-            "rejected_requests, timezest_requests, poll_runs RESTART IDENTITY CASCADE"
-        ))
+        conn.execute(text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
+        conn.execute(text("UPDATE audit_anchor SET last_seq = 0, last_hash = :h, pruned_at = NULL"), {"h": "0" * 64})
     return pg_database
 
 

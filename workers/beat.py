@@ -19,7 +19,7 @@ from pipelines.tasks import enqueue_event
 from workers.celery_app import app
 from workers.settings import get_settings
 
-__all__ = ["sweep", "sweep_task", "timezest_poll_task"]
+__all__ = ["sweep", "sweep_task", "tenant_usage_task", "timezest_poll_task"]
 
 log = logging.getLogger("atrelay.beat")
 STALE_AFTER = timedelta(minutes=2)
@@ -77,3 +77,18 @@ def timezest_poll_task() -> int:
     from connectors.timezest.poller import poll_from_settings
 
     return poll_from_settings(get_settings())
+
+
+@app.task(name="atrelay.tenant_usage", ignore_result=True)
+def tenant_usage_task() -> int:
+    """Read ThresholdInformation (one call every few minutes) so every worker can yield to the tenant."""
+    from connectors.autotask.errors import AutotaskError
+    from pipelines.context import get_context, get_governor
+
+    try:
+        info = get_context().client.threshold_information()
+    except AutotaskError as exc:
+        log.warning("quota.threshold_read_failed", extra={"error": exc.reason})
+        return -1
+    get_governor().record_tenant(info.current_timeframe_request_count, info.external_request_threshold)
+    return info.current_timeframe_request_count

@@ -55,6 +55,7 @@ def configure(celery: Celery) -> None:
                 "schedule": float(settings.timezest_poll_seconds),
             },
             "sweep-owed-events": {"task": "atrelay.sweep", "schedule": 15.0},
+            "read-autotask-thresholds": {"task": "atrelay.tenant_usage", "schedule": 180.0},
         },
     )
 
@@ -65,8 +66,9 @@ configure(app)
 @worker_process_init.connect
 def _after_fork(**_kwargs: Any) -> None:
     """Each prefork child opens its own database and HTTP connections (sockets must not be shared)."""
-    from pipelines.context import get_context
+    from pipelines.context import get_context, get_governor
     from pipelines.db import forget_engines_after_fork
 
     forget_engines_after_fork()
     get_context.cache_clear()
+    get_governor.cache_clear()

@@ -21,12 +21,10 @@ from connectors.autotask.sandbox import SandboxState
 from connectors.common.sandbox_server import ThreadedServer, free_port
 from pipelines.db import engine_for
 from pipelines.schema import upgrade
-from tests.conftest import autotask_env
+from tests.conftest import DATA_TABLES, autotask_env
 from tests.support import MC_SECRET, WEBFORM_SECRET, Proc
 
 MC_DELAY_SECONDS = 4
-TABLES = ("inbound_events", "pipeline_runs", "outbound_attempts", "effects", "ticket_state",
-          "rejected_requests", "timezest_requests", "poll_runs")
 
 
 @dataclass
@@ -49,12 +47,18 @@ class Stack:
 
     def clean(self) -> None:
         self.sandbox.reset()
+        if self.mode != "embedded":
+            r = redis.Redis.from_url(self.env["ATRELAY_BROKER_URL"])
+            for key in r.scan_iter("atrelay:quota:*"):
+                r.delete(key)
         with engine_for(self.db).begin() as conn:
             if self.db.startswith("postgresql"):
-                conn.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+                conn.execute(text(f"TRUNCATE {', '.join(DATA_TABLES)} RESTART IDENTITY CASCADE"))
             else:
-                for table in reversed(TABLES):
+                for table in reversed(DATA_TABLES):
                     conn.execute(text(f"DELETE FROM {table}"))
+            conn.execute(text("UPDATE audit_anchor SET last_seq = 0, last_hash = :h, pruned_at = NULL"),
+                         {"h": "0" * 64})
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log()[-4000:]}" for p in self.procs)

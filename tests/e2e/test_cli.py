@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from connectors.common.sandbox_server import free_port
-from pipelines.schema import upgrade
+from pipelines.schema import head_revision, upgrade
 from tests.support import ROOT, Proc, wait_for
 
 
@@ -74,9 +74,10 @@ def test_processes_refuse_an_out_of_date_schema(tmp_path: Path) -> None:
         assert out.returncode == 2, (command, out.stdout, out.stderr)
         assert "run `atrelay migrate` first" in out.stderr
     migrated = atrelay(tmp_path, "migrate", ATRELAY_DATABASE_URL=f"sqlite:///{db}")
-    assert migrated.returncode == 0 and "-> 0001" in migrated.stdout
+    head = head_revision(f"sqlite:///{db}")
+    assert migrated.returncode == 0 and f"empty -> {head}" in migrated.stdout
     again = atrelay(tmp_path, "migrate", ATRELAY_DATABASE_URL=f"sqlite:///{db}")
-    assert "already at 0001" in again.stdout
+    assert f"already at {head}" in again.stdout
 
 
 def test_worker_refuses_a_status_the_tenant_lacks(tmp_path: Path, autotask: tuple[str, object]) -> None:

@@ -58,6 +58,13 @@ def upgrade() -> None:
     with op.batch_alter_table('quota_slots', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_quota_slots_endpoint'), ['endpoint'], unique=False)
 
+    op.create_table('tenant_usage',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('request_count', sa.Integer(), nullable=False),
+    sa.Column('threshold', sa.Integer(), nullable=False),
+    sa.Column('read_at', pipelines.db.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('id')
+    )
     # The chain starts from an all-zero hash; pruning moves the anchor forward.
     op.execute("INSERT INTO audit_anchor (id, last_seq, last_hash) VALUES (1, 0, '" + "0" * 64 + "')")
     with op.batch_alter_table('inbound_events', schema=None) as batch_op:
@@ -77,6 +84,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_quota_slots_endpoint'))
 
     op.drop_table('quota_slots')
+    op.drop_table('tenant_usage')
     with op.batch_alter_table('quota_requests', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_quota_requests_at'))
 

@@ -1,0 +1,238 @@
+"""The Autotask quota governor, shared by every worker process on every machine.
+
+Autotask allows 3 concurrent requests per integration code and endpoint (thread limit) and 10,000
+requests per rolling hour per *database*, shared with every other integration the MSP runs. The
+governor keeps atrelay inside its share:
+
+* at most ``max_in_flight`` requests in flight per endpoint (a slot, with an expiry so a killed
+  holder cannot leak it);
+* at most ``hourly_budget`` requests in any rolling hour; when it is spent, work is *parked* (a
+  retryable :class:`QuotaExhausted` with the wait) rather than failed;
+* the tenant-wide count from ``ThresholdInformation`` (read every few minutes by beat): above 75 %
+  requests are paced, above 90 % work is parked, so atrelay yields to the MSP's other integrations.
+
+Distributed mode keeps the state in Redis (atomic Lua); the embedded default keeps it in the audit
+database, serialised by a write lock.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import delete, func, text
+from sqlmodel import col, select
+
+from connectors.autotask.errors import RetryableError
+from pipelines.audit import QuotaRequest, QuotaSlot, TenantUsage
+from pipelines.db import session_scope, utcnow
+
+__all__ = [
+    "DbGovernor",
+    "Governor",
+    "QuotaExhausted",
+    "RedisGovernor",
+    "SlotBusy",
+    "Usage",
+    "governor_for",
+]
+
+WINDOW = 3600.0
+PACE_ABOVE, PARK_ABOVE = 0.75, 0.90
+TENANT_STALE = 600.0  # an old reading is ignored rather than trusted
+
+
+class QuotaExhausted(RetryableError):
+    code = "autotask-quota"
+
+
+class SlotBusy(RetryableError):
+    code = "autotask-busy"
+
+
+@dataclass(frozen=True)
+class Usage:
+    in_flight: dict[str, int]
+    used_last_hour: int
+    budget: int
+    tenant_count: int | None
+    tenant_threshold: int | None
+
+
+class Governor(Protocol):
+    def slot(self, endpoint: str) -> AbstractContextManager[None]: ...
+
+    def usage(self) -> Usage: ...
+
+    def record_tenant(self, count: int, threshold: int) -> None: ...
+
+
+class _Base:
+    def __init__(self, *, max_in_flight: int, hourly_budget: int, slot_ttl: float = 120.0,
+                 wait_timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.max_in_flight, self.budget = max_in_flight, hourly_budget
+        self.slot_ttl, self.wait_timeout, self._sleep = slot_ttl, wait_timeout, sleep
+
+    def _tenant_pressure(self, count: int | None, threshold: int | None, age: float | None) -> float:
+        if count is None or not threshold or age is None or age > TENANT_STALE:
+            return 0.0
+        return count / threshold
+
+    def _try(self, endpoint: str, token: str) -> tuple[str, float]:
+        raise NotImplementedError
+
+    def _release(self, endpoint: str, token: str) -> None:
+        raise NotImplementedError
+
+    def _tenant(self) -> tuple[int | None, int | None, float | None]:
+        raise NotImplementedError
+
+    @contextmanager
+    def slot(self, endpoint: str) -> Iterator[None]:
+        count, threshold, age = self._tenant()
+        pressure = self._tenant_pressure(count, threshold, age)
+        if pressure >= PARK_ABOVE:
+            raise QuotaExhausted(
+                f"the Autotask tenant is at {count}/{threshold} requests this hour; waiting for it to fall",
+                retry_after=300.0)
+        if pressure >= PACE_ABOVE:
+            self._sleep(1.0)  # Autotask itself adds latency from 50-75 %; we slow down further
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + self.wait_timeout
+        while True:
+            outcome, wait = self._try(endpoint, token)
+            if outcome == "ok":
+                break
+            if outcome == "budget":
+                raise QuotaExhausted(f"atrelay's hourly Autotask budget of {self.budget} requests is spent",
+                                     retry_after=max(1.0, wait))
+            if time.monotonic() >= deadline:
+                raise SlotBusy(f"no free Autotask slot for {endpoint} within {self.wait_timeout:.0f}s",
+                               retry_after=1.0)
+            self._sleep(random.uniform(0.01, 0.05))
+        try:
+            yield
+        finally:
+            self._release(endpoint, token)
+
+
+_ACQUIRE = """
+local now, ttl, max, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 3600)
+if redis.call('ZCARD', KEYS[2]) >= budget then
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  return {'budget', tostring(tonumber(oldest[2]) + 3600 - now)}
+end
+if redis.call('ZCARD', KEYS[1]) >= max then return {'busy', '0'} end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[5])
+redis.call('ZADD', KEYS[2], now, ARGV[5])
+redis.call('EXPIRE', KEYS[1], 7200)
+redis.call('EXPIRE', KEYS[2], 7200)
+return {'ok', '0'}
+"""
+
+
+class RedisGovernor(_Base):
+    def __init__(self, redis_url: str, *, prefix: str = "atrelay:quota", **kw: Any) -> None:
+        import redis
+
+        super().__init__(**kw)
+        self._r = redis.Redis.from_url(redis_url)
+        self._prefix = prefix
+        self._acquire = self._r.register_script(_ACQUIRE)
+
+    def _try(self, endpoint: str, token: str) -> tuple[str, float]:
+        keys = [f"{self._prefix}:slots:{endpoint}", f"{self._prefix}:window"]
+        outcome, wait = self._acquire(keys=keys, args=[time.time(), self.slot_ttl, self.max_in_flight,
+                                                       self.budget, token])
+        return outcome.decode(), float(wait)
+
+    def _release(self, endpoint: str, token: str) -> None:
+        self._r.zrem(f"{self._prefix}:slots:{endpoint}", token)
+
+    def _tenant(self) -> tuple[int | None, int | None, float | None]:
+        count, threshold, at = self._r.hmget(f"{self._prefix}:tenant", "count", "threshold", "at")
+        if count is None or threshold is None or at is None:
+            return None, None, None
+        return int(count), int(threshold), time.time() - float(at)
+
+    def record_tenant(self, count: int, threshold: int) -> None:
+        self._r.hset(f"{self._prefix}:tenant", mapping={"count": count, "threshold": threshold, "at": time.time()})
+
+    def usage(self) -> Usage:
+        now = time.time()
+        in_flight = {}
+        for key in self._r.scan_iter(f"{self._prefix}:slots:*"):
+            in_flight[key.decode().rsplit(":", 1)[-1]] = int(self._r.zcount(key, now, "+inf"))
+        used = int(self._r.zcount(f"{self._prefix}:window", now - WINDOW, "+inf"))
+        count, threshold, _age = self._tenant()
+        return Usage(in_flight, used, self.budget, count, threshold)
+
+
+class DbGovernor(_Base):
+    """The same rules on the audit database (embedded mode): one short write transaction per acquire."""
+
+    def __init__(self, db: str, **kw: Any) -> None:
+        super().__init__(**kw)
+        self._db = db
+
+    def _try(self, endpoint: str, token: str) -> tuple[str, float]:
+        now = utcnow()
+        with session_scope(self._db) as s:
+            if s.get_bind().dialect.name == "postgresql":
+                s.execute(text("SELECT pg_advisory_xact_lock(7317)"))  # serialise acquirers
+            # The first statement writes, so SQLite takes its write lock here: acquirers serialise.
+            s.execute(delete(QuotaSlot).where(col(QuotaSlot.expires_at) < now))
+            s.execute(delete(QuotaRequest).where(col(QuotaRequest.at) < now - timedelta(seconds=WINDOW)))
+            used = s.exec(select(func.count()).select_from(QuotaRequest)).one()
+            if used >= self.budget:
+                oldest = s.exec(select(func.min(QuotaRequest.at))).one()
+                wait = (oldest + timedelta(seconds=WINDOW) - now).total_seconds() if oldest else WINDOW
+                return "budget", wait
+            busy = s.exec(select(func.count()).select_from(QuotaSlot).where(QuotaSlot.endpoint == endpoint)).one()
+            if busy >= self.max_in_flight:
+                return "busy", 0.0
+            s.add(QuotaSlot(token=token, endpoint=endpoint, expires_at=now + timedelta(seconds=self.slot_ttl)))
+            s.add(QuotaRequest(at=now))
+        return "ok", 0.0
+
+    def _release(self, endpoint: str, token: str) -> None:
+        with session_scope(self._db) as s:
+            s.execute(delete(QuotaSlot).where(col(QuotaSlot.token) == token))
+
+    def _tenant(self) -> tuple[int | None, int | None, float | None]:
+        with session_scope(self._db) as s:
+            row = s.get(TenantUsage, 1)
+        if row is None or row.read_at is None:
+            return None, None, None
+        return row.request_count, row.threshold, (utcnow() - row.read_at).total_seconds()
+
+    def record_tenant(self, count: int, threshold: int) -> None:
+        with session_scope(self._db) as s:
+            row = s.get(TenantUsage, 1) or TenantUsage(id=1)
+            row.request_count, row.threshold, row.read_at = count, threshold, utcnow()
+            s.add(row)
+
+    def usage(self) -> Usage:
+        now = utcnow()
+        with session_scope(self._db) as s:
+            rows = s.exec(select(QuotaSlot.endpoint, func.count()).where(col(QuotaSlot.expires_at) >= now)
+                          .group_by(QuotaSlot.endpoint)).all()
+            used = s.exec(select(func.count()).select_from(QuotaRequest)
+                          .where(col(QuotaRequest.at) >= now - timedelta(seconds=WINDOW))).one()
+        count, threshold, _age = self._tenant()
+        return Usage({str(e): int(n) for e, n in rows}, int(used), self.budget, count, threshold)
+
+
+def governor_for(*, broker_url: str, db: str, max_in_flight: int, hourly_budget: int) -> Governor:
+    """Redis when the broker is Redis (shared by every machine), else the audit database."""
+    if broker_url.startswith(("redis://", "rediss://")):
+        return RedisGovernor(broker_url, max_in_flight=max_in_flight, hourly_budget=hourly_budget)
+    return DbGovernor(db, max_in_flight=max_in_flight, hourly_budget=hourly_budget)
