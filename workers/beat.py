@@ -19,7 +19,7 @@ from pipelines.tasks import enqueue_event
 from workers.celery_app import app
 from workers.settings import get_settings
 
-__all__ = ["sweep", "sweep_task", "tenant_usage_task", "timezest_poll_task"]
+__all__ = ["audit_seal_task", "sweep", "sweep_task", "tenant_usage_task", "timezest_poll_task"]
 
 log = logging.getLogger("atrelay.beat")
 STALE_AFTER = timedelta(minutes=2)
@@ -92,3 +92,11 @@ def tenant_usage_task() -> int:
         return -1
     get_governor().record_tenant(info.current_timeframe_request_count, info.external_request_threshold)
     return info.current_timeframe_request_count
+
+
+@app.task(name="atrelay.audit_seal", ignore_result=True)
+def audit_seal_task() -> int:
+    """Extend the tamper-evident chain over events that finished since the last run."""
+    from pipelines.chain import seal
+
+    return seal(get_settings().effective_database_url)

@@ -56,6 +56,7 @@ def configure(celery: Celery) -> None:
             },
             "sweep-owed-events": {"task": "atrelay.sweep", "schedule": 15.0},
             "read-autotask-thresholds": {"task": "atrelay.tenant_usage", "schedule": 180.0},
+            "seal-audit-log": {"task": "atrelay.audit_seal", "schedule": 30.0},
         },
     )
 

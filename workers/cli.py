@@ -20,7 +20,9 @@ app = typer.Typer(help="atrelay: keeps Autotask ticket statuses true to what par
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 events_app = typer.Typer(help="Recent events and their outcomes.", invoke_without_command=True)
 sandbox_app = typer.Typer(help="Run a bundled partner-API emulator.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit chain.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+app.add_typer(audit_app, name="audit")
 app.add_typer(sandbox_app, name="sandbox")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -276,6 +278,52 @@ def polls(limit: int = 20) -> None:
     settings = _settings()
     _require_schema(settings)
     print_polls(settings.effective_database_url, console, limit=limit)
+
+
+@audit_app.command("seal")
+def audit_seal() -> None:
+    """Seal finished events into the chain now (beat does this every 30 s)."""
+    from pipelines.chain import seal
+
+    settings = _settings()
+    _require_schema(settings)
+    total = 0
+    while True:
+        n = seal(settings.effective_database_url)
+        total += n
+        if n == 0:
+            break
+    console.print(f"sealed {total} event(s)")
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; name the first event whose audit rows were changed, inserted or removed."""
+    from pipelines.chain import verify
+
+    settings = _settings()
+    _require_schema(settings)
+    result = verify(settings.effective_database_url)
+    if not result.ok:
+        err.print(f"[red]audit chain broken after {result.checked} good seal(s):[/] {result.problem}")
+        raise typer.Exit(1)
+    console.print(f"audit chain OK: {result.checked} seal(s) verified; "
+                  f"{result.unsealed_final} finished event(s) not sealed yet")
+
+
+@audit_app.command("prune")
+def audit_prune(
+    older_than_days: Annotated[int, typer.Option(min=1, help="Delete sealed events sealed before this many days ago")],
+) -> None:
+    """Delete old sealed events and their runs/attempts; the chain stays verifiable (anchor)."""
+    from datetime import timedelta
+
+    from pipelines.chain import prune
+
+    settings = _settings()
+    _require_schema(settings)
+    result = prune(settings.effective_database_url, datetime.now(UTC) - timedelta(days=older_than_days))
+    console.print(f"pruned {result.seals} seal(s) and {result.events} event(s)")
 
 
 @sandbox_app.command("autotask")

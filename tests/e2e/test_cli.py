@@ -125,3 +125,28 @@ def test_dlq_and_replay_commands(tmp_path: Path) -> None:
     assert rest.returncode == 0 and "2 of 2 dead letters queued again" in rest.stdout
     assert [store.get_event(db, i).state for i in ids] == ["accepted"] * 3  # type: ignore[union-attr]
     assert "Dead letters (0)" in atrelay(tmp_path, "dlq").stdout
+
+
+def test_audit_seal_verify_and_tamper(tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from pipelines import store
+    from pipelines.audit import PipelineRun
+    from pipelines.db import session_scope
+    from tests.integration.helpers import add_event, webform_body
+
+    db = f"sqlite:///{tmp_path / 'var' / 'atrelay.db'}"
+    (tmp_path / "var").mkdir()
+    upgrade(db)
+    for _ in range(3):
+        event_id = add_event(db, "webform", "form.submitted", webform_body())
+        store.claim_event(db, event_id, 60)
+        run = store.start_run(db, event_id, None, None)
+        store.finish_run(db, event_id=event_id, run_id=run, state=store.EventState.DEAD, outcome="dead", reason="x")
+    assert "sealed 3 event(s)" in atrelay(tmp_path, "audit", "seal").stdout
+    ok = atrelay(tmp_path, "audit", "verify")
+    assert ok.returncode == 0 and "audit chain OK: 3 seal(s) verified" in ok.stdout
+    with session_scope(db) as s:
+        s.execute(update(PipelineRun).where(PipelineRun.event_id == 2).values(reason="nothing to see"))
+    bad = atrelay(tmp_path, "audit", "verify")
+    assert bad.returncode == 1 and "seal #2: event #2 was changed" in bad.stderr
