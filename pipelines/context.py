@@ -94,4 +94,5 @@ def get_context() -> Context:
         follow_up_delay_seconds=settings.mc_no_contact_delay_seconds,
         retry_horizon_hours=settings.retry_horizon_hours,
         enqueue=_enqueue,
+        lease_seconds=float(settings.lease_seconds),
     )

@@ -73,7 +73,7 @@ class Proc:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "workers.cli", *args], env=env, cwd=ROOT, stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stderr=subprocess.STDOUT, start_new_session=True,  # its own process group, for SIGKILL of all
         )
 
     def log(self) -> str:

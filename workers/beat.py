@@ -22,15 +22,14 @@ from workers.settings import get_settings
 __all__ = ["audit_seal_task", "sweep", "sweep_task", "tenant_usage_task", "timezest_poll_task"]
 
 log = logging.getLogger("atrelay.beat")
-STALE_AFTER = timedelta(minutes=2)
 
 
-def sweep(db: str, *, limit: int = 500) -> list[int]:
+def sweep(db: str, *, limit: int = 500, stale_after: timedelta = timedelta(minutes=2)) -> list[int]:
     """Ids of events that are owed a run now; marks them re-queued.
 
     Parked events come back as soon as they are due. Anything else owed (accepted but never run,
     a short retry whose message was lost, a dead worker's expired lease) comes back once it has made
-    no progress for ``STALE_AFTER``, and at most that often.
+    no progress for ``stale_after`` (the lease time), and at most that often.
     """
     now = utcnow()
     due = or_(col(InboundEvent.not_before).is_(None), col(InboundEvent.not_before) <= now)
@@ -43,7 +42,7 @@ def sweep(db: str, *, limit: int = 500) -> list[int]:
                         (col(InboundEvent.state) == EventState.PARKED)
                         & (col(InboundEvent.not_before) <= now)
                         & (col(InboundEvent.updated_at) < col(InboundEvent.not_before)),
-                        (col(InboundEvent.updated_at) < now - STALE_AFTER)
+                        (col(InboundEvent.updated_at) < now - stale_after)
                         & or_(
                             col(InboundEvent.state).in_([EventState.ACCEPTED, EventState.RETRYING,
                                                          EventState.PARKED]) & due,
@@ -64,7 +63,8 @@ def sweep(db: str, *, limit: int = 500) -> list[int]:
 
 @app.task(name="atrelay.sweep", ignore_result=True)
 def sweep_task() -> int:
-    ids = sweep(get_settings().effective_database_url)
+    settings = get_settings()
+    ids = sweep(settings.effective_database_url, stale_after=timedelta(seconds=settings.lease_seconds))
     for event_id in ids:
         enqueue_event(event_id)
     if ids:

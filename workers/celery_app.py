@@ -54,7 +54,7 @@ def configure(celery: Celery) -> None:
                 "task": "atrelay.timezest_poll",
                 "schedule": float(settings.timezest_poll_seconds),
             },
-            "sweep-owed-events": {"task": "atrelay.sweep", "schedule": 15.0},
+            "sweep-owed-events": {"task": "atrelay.sweep", "schedule": settings.sweep_seconds},
             "read-autotask-thresholds": {"task": "atrelay.tenant_usage", "schedule": 180.0},
             "seal-audit-log": {"task": "atrelay.audit_seal", "schedule": 30.0},
         },

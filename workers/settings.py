@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     rejections_keep: int = Field(default=10_000, ge=100)
     worker_concurrency: int = Field(default=2, ge=1, le=64)
+    lease_seconds: int = Field(default=120, ge=2, le=3600)
+    sweep_seconds: float = Field(default=15.0, ge=1.0, le=600.0)
 
     @field_validator("mc_webhook_secret", "webform_webhook_secret")
     @classmethod

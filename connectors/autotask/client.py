@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, wait_random_exponential
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_random_exponential
 
 from connectors.autotask.errors import (
     AutotaskError,
@@ -25,6 +25,7 @@ from connectors.autotask.errors import (
     TicketNotFound,
     from_response,
     from_transport_error,
+    may_have_been_applied,
 )
 from connectors.autotask.models import FieldInfo, ThresholdInfo, Ticket, TicketNote
 
@@ -176,19 +177,27 @@ class AutotaskClient:
         )
 
     def _send(
-        self, method: str, url: str, *, json: Any = None, params: dict[str, Any] | None = None, auth: bool = True
+        self, method: str, url: str, *, json: Any = None, params: dict[str, Any] | None = None, auth: bool = True,
+        idempotent: bool = True,
     ) -> Any:
+        def retryable(exc: BaseException) -> bool:
+            if not isinstance(exc, RetryableError):
+                return False
+            # Re-sending a note after an ambiguous failure could post it twice: leave that to the
+            # pipeline, which looks for the note by its marker before posting again.
+            return idempotent or not may_have_been_applied(exc)
+
         retrying = Retrying(
             stop=self._stop,
             wait=self._wait,
-            retry=retry_if_exception_type(RetryableError),
+            retry=retry_if_exception(retryable),
             reraise=True,
             sleep=self._sleep,
         )
         return retrying(self._send_once, method, url, json=json, params=params, auth=auth)
 
-    def _call(self, method: str, path: str, *, json: Any = None) -> Any:
-        return self._send(method, self.base_url + path, json=json)
+    def _call(self, method: str, path: str, *, json: Any = None, idempotent: bool = True) -> Any:
+        return self._send(method, self.base_url + path, json=json, idempotent=idempotent)
 
     # ---- Tickets --------------------------------------------------------------------------
     def get_ticket(self, ticket_id: int) -> Ticket:
@@ -208,8 +217,12 @@ class AutotaskClient:
         return Ticket.model_validate(items[0])
 
     def set_ticket_status(self, ticket_id: int, status: int) -> int:
-        """PATCH, never PUT: PUT would null every field we leave out."""
-        body = self._call("PATCH", "Tickets", json={"id": int(ticket_id), "status": int(status)})
+        """PATCH, never PUT: PUT would null every field we leave out.
+
+        Not re-sent after an ambiguous failure: even a same-value PATCH is an edit to Autotask (it
+        touches lastActivityDate and can fire workflow rules); the pipeline re-reads the ticket instead.
+        """
+        body = self._call("PATCH", "Tickets", json={"id": int(ticket_id), "status": int(status)}, idempotent=False)
         return int(body["itemId"])
 
     # ---- Notes ----------------------------------------------------------------------------
@@ -223,7 +236,7 @@ class AutotaskClient:
             "noteType": int(note_type),
             "publish": int(publish),
         }
-        body = self._call("POST", f"Tickets/{int(ticket_id)}/Notes", json=payload)
+        body = self._call("POST", f"Tickets/{int(ticket_id)}/Notes", json=payload, idempotent=False)
         return int(body["itemId"])
 
     def find_ticket_notes(self, ticket_id: int, *, containing: str) -> list[TicketNote]:

@@ -41,6 +41,7 @@ __all__ = [
     "TransportError",
     "from_response",
     "from_transport_error",
+    "may_have_been_applied",
     "parse_retry_after",
 ]
 
@@ -120,7 +121,13 @@ class ServiceUnavailable(RetryableError):
 
 
 class TransportError(RetryableError):
+    """No response. ``sent`` is False only when the request surely never reached Autotask."""
+
     code = "autotask-transport"
+
+    def __init__(self, message: str, *, sent: bool = True, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.sent = sent
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -195,4 +202,13 @@ def from_response(response: httpx.Response) -> AutotaskError | None:
 
 def from_transport_error(exc: httpx.HTTPError, method: str, path: str) -> TransportError:
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed to connect"
-    return TransportError(f"{method} {path} {kind}: {type(exc).__name__}", method=method, path=path)
+    # Only a refused or unmade connection proves Autotask never saw the request.
+    sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+    return TransportError(f"{method} {path} {kind}: {type(exc).__name__}", method=method, path=path, sent=sent)
+
+
+def may_have_been_applied(error: AutotaskError) -> bool:
+    """True when a failed write might still have happened (no answer, or a gateway error)."""
+    if isinstance(error, TransportError):
+        return error.sent
+    return isinstance(error, ServiceUnavailable)

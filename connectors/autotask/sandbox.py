@@ -64,6 +64,9 @@ class SandboxState:
         self.max_in_flight: int | None = None
         self.hourly_limit: int | None = None
         self.script: list[dict[str, Any]] = []
+        self.outage_until = 0.0
+        self.outage_statuses: list[int] = []
+        self.outage_count = 0
 
     # ---- picklists ------------------------------------------------------------------------
     @staticmethod
@@ -214,13 +217,26 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
             if st.max_in_flight is not None and st.in_flight[endpoint] > st.max_in_flight:
                 st.errors_returned["thread_threshold"] += 1
                 return _errors(500, THREAD_ERROR.format(n=st.max_in_flight))
+            if time.monotonic() < st.outage_until and st.outage_statuses:
+                status = st.outage_statuses[st.outage_count % len(st.outage_statuses)]
+                st.outage_count += 1
+                st.errors_returned[f"outage_{status}"] += 1
+                return Response("Service Unavailable" if status != 500 else "Internal Server Error", status_code=status)
             for i, fault in enumerate(st.script):
                 if fault.get("endpoint") in (None, endpoint) and fault.get("method") in (None, request.method):
                     fault["count"] = int(fault.get("count", 1)) - 1
                     if fault["count"] <= 0:
                         st.script.pop(i)
+                    if fault.get("then") == "process":
+                        # Slow, but done: the caller may have given up before this answer. The body
+                        # is read first, as a real server has it before it starts the work.
+                        await request.body()
+                        await asyncio.sleep(float(fault.get("delay_ms", 0)) / 1000)
+                        st.errors_returned["slow_processed"] += 1
+                        return await call_next(request)  # type: ignore[no-any-return]
                     return await _scripted(fault, st)
             if st.latency_ms:
+                await request.body()  # received in full before the (slow) work starts
                 await asyncio.sleep(st.latency_ms / 1000)
             return await call_next(request)  # type: ignore[no-any-return]
         finally:
@@ -358,6 +374,9 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         st.max_in_flight = body.get("max_in_flight")
         st.hourly_limit = body.get("hourly_limit")
         st.script = list(body.get("script") or [])
+        if body.get("outage_seconds"):
+            st.outage_until = time.monotonic() + float(body["outage_seconds"])
+            st.outage_statuses = [int(x) for x in body.get("outage_statuses") or [502, 503, 500]]
         return {"latency_ms": st.latency_ms, "max_in_flight": st.max_in_flight,
                 "hourly_limit": st.hourly_limit, "script": st.script}
 

@@ -14,10 +14,11 @@ import httpx
 from sqlmodel import col, select
 
 from pipelines import store
-from pipelines.audit import EventState, InboundEvent, OutboundAttempt, PipelineRun, RejectedRequest
+from pipelines.audit import InboundEvent, OutboundAttempt, PipelineRun, RejectedRequest
 from pipelines.db import session_scope
-from tests.e2e.conftest import MC_DELAY_SECONDS, Stack
+from tests.e2e.conftest import MC_DELAY_SECONDS
 from tests.integration.helpers import mc_body, webform_body
+from tests.stacks import Stack
 from tests.support import MC_SECRET, WEBFORM_SECRET, WRONG_SECRET, sandbox_ticket, signed, wait_for
 
 STATUS = {"Received Form Response": 29682844, "Sent from MC": 29682845, "Out of Scope": 29682846,
@@ -25,18 +26,11 @@ STATUS = {"Received Form Response": 29682844, "Sent from MC": 29682845, "Out of 
 
 
 def post(stack: Stack, path: str, body: bytes, secret: str) -> httpx.Response:
-    return httpx.post(stack.ingress_url + path, content=body, headers=signed(body, secret), timeout=10)
+    return stack.post(path, body, secret)
 
 
 def final(stack: Stack, event_id: int, timeout: float = 60) -> InboundEvent:
-    def done() -> InboundEvent | None:
-        row = store.get_event(stack.db, event_id)
-        return row if row is not None and EventState(row.state).final else None
-
-    try:
-        return wait_for(done, timeout=timeout, what=f"event #{event_id} to finish")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{stack.logs()}") from None
+    return stack.final(event_id, timeout)
 
 
 def test_webform_submission_end_to_end(stack: Stack) -> None:
@@ -55,7 +49,7 @@ def test_webform_submission_end_to_end(stack: Stack) -> None:
         attempts = list(s.exec(select(OutboundAttempt).where(OutboundAttempt.event_id == event_id)
                                .order_by(col(OutboundAttempt.id))).all())
     assert [(r.outcome, r.from_status, r.to_status) for r in runs] == [("applied", "New", "Received Form Response")]
-    assert runs[0].worker and runs[0].worker.startswith("e2e-")
+    assert runs[0].worker and runs[0].worker.startswith("t") and "@" in runs[0].worker  # the node name
     paths = [(a.method, a.path.rsplit("/V1.0/", 1)[-1], a.status_code) for a in attempts]
     assert ("PATCH", "Tickets", 200) in paths and ("POST", "Tickets/50001/Notes", 200) in paths
     # The same delivery again is a duplicate and changes nothing.

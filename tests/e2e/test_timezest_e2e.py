@@ -9,7 +9,7 @@ from connectors.timezest.poller import poll_once
 from connectors.timezest.sandbox import TimezestSandboxState
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import session_scope
-from tests.e2e.conftest import Stack
+from tests.stacks import Stack
 from tests.support import sandbox_ticket, wait_for
 from workers.settings import SANDBOX_TIMEZEST_API_KEY
 

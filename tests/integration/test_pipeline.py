@@ -314,3 +314,46 @@ def test_final_events_are_not_claimed_again(db_url: str, autotask: tuple[str, Sa
     assert process_event(ctx, event_id).state == EventState.APPLIED
     assert process_event(ctx, 999_999).state == "missing"
     assert len(runs(db_url, event_id)) == 1
+
+
+def test_note_that_timed_out_but_landed_is_not_posted_twice(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    """A note POST that times out may still have been created: never re-sent blindly."""
+    import time as _time
+
+    from connectors.autotask.client import AutotaskClient
+    from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS as C
+
+    url, sandbox = autotask
+    client = AutotaskClient(username=C["username"], secret=C["secret"], integration_code=C["integration_code"],
+                            zone_url=f"{url}/atservicesrest/v1.0/zoneInformation", timeout=0.3, max_attempts=3,
+                            sleep=lambda _s: None)
+    ctx = make_context(db_url, url, client=client)
+    ctx.lists()
+    sandbox.script = [{"endpoint": "ticketnotes", "method": "POST", "delay_ms": 600, "then": "process"}]
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    result = process_event(ctx, event_id)
+    assert result.state == "retrying" and (result.reason or "").startswith("autotask-transport")
+    assert sandbox.calls["POST tickets/{id}/notes"] == 1  # not retried inside the call
+    wait_until = _time.monotonic() + 5
+    while not sandbox.notes and _time.monotonic() < wait_until:
+        _time.sleep(0.05)
+    assert len(sandbox.notes) == 1  # it landed after the client gave up
+    with session_scope(db_url) as s:
+        s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id).values(not_before=None))
+    assert process_event(ctx, event_id).state == "applied"
+    assert len(sandbox.notes) == 1 and sandbox.calls["POST ticketnotes/query"] == 1
+    effect = store.get_effect(db_url, event_id)
+    assert effect is not None and effect.note_id == next(iter(sandbox.notes))
+
+
+def test_reads_are_retried_inside_the_call_after_a_timeout(autotask: tuple[str, SandboxState]) -> None:
+    from connectors.autotask.client import AutotaskClient
+    from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS as C
+
+    url, sandbox = autotask
+    client = AutotaskClient(username=C["username"], secret=C["secret"], integration_code=C["integration_code"],
+                            base_url=f"{url}/atservicesrest", zone_url="unused", timeout=0.3, max_attempts=3,
+                            sleep=lambda _s: None)
+    sandbox.script = [{"endpoint": "tickets", "method": "GET", "delay_ms": 600, "then": "process"}]
+    assert client.get_ticket(50001).id == 50001
+    assert sandbox.calls["GET tickets/{id}"] == 2
