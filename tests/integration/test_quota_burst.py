@@ -1,0 +1,59 @@
+"""A burst of 2,000 events against a sandbox that enforces Autotask's limits: no limit error, all applied."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+
+from connectors.autotask.sandbox import SandboxState
+from connectors.common.sandbox_server import ThreadedServer
+from tests.stacks import start_stack
+from tests.support import WEBFORM_SECRET, signed
+
+BURST = 2000
+
+
+async def _post_all(url: str, bodies: list[bytes], concurrency: int = 24) -> list[int]:
+    sem = asyncio.Semaphore(concurrency)
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def one(body: bytes) -> int:
+            async with sem:
+                response = await client.post(url, content=body, headers=signed(body, WEBFORM_SECRET))
+                return response.status_code
+
+        return await asyncio.gather(*(one(b) for b in bodies))
+
+
+def test_burst_stays_inside_autotask_limits(tmp_path: Path, autotask_server: tuple[ThreadedServer, SandboxState],
+                                            pg_url: str, redis_url: str) -> None:
+    server, state = autotask_server
+    stack = start_stack(tmp_path, mode="redis+postgresql", sandbox_server=server, sandbox=state, pg_url=pg_url,
+                        redis_url=redis_url, workers=2, concurrency=4, beat=True,
+                        env_extra={"ATRELAY_AUTOTASK_MAX_IN_FLIGHT": "3", "ATRELAY_AUTOTASK_HOURLY_BUDGET": "9000"})
+    try:
+        tickets = []
+        for i in range(BURST):
+            tid = next(state.ticket_ids)
+            state.tickets[tid] = {"id": tid, "ticketNumber": f"T20261128.{i + 1:04d}", "title": "burst", "status": 1}
+            tickets.append(tid)
+        state.max_in_flight, state.hourly_limit, state.latency_ms = 3, 10_000, 5
+        bodies = [json.dumps({"type": "form.submitted", "timestamp": "2026-11-26T09:30:00Z",
+                              "data": {"form": "burst", "ticket_id": t}}).encode() for t in tickets]
+        codes = asyncio.run(_post_all(stack.ingress_url + "/webhooks/webform", bodies))
+        assert codes.count(202) == BURST
+        rows = stack.all_final(BURST, timeout=420)
+        reasons = {r.reason for r in rows if r.state != "applied"}
+        assert [r.state for r in rows].count("applied") == BURST, reasons
+        limit_errors = {k: v for k, v in state.errors_returned.items()
+                        if k in ("thread_threshold", "hourly_limit")}
+        assert limit_errors == {}, limit_errors
+        assert all(n <= 3 for n in state.max_in_flight_seen.values()), state.max_in_flight_seen
+        assert max(state.max_in_flight_seen.values()) == 3  # the limit was reached, and held
+        assert len(state.notes) == BURST
+        assert sum(1 for t in tickets if state.tickets[t]["status"] == 29682844) == BURST
+    finally:
+        stack.stop()
+        state.reset()
