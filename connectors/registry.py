@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from pydantic import BaseModel
+
 from connectors.common.payloads import TicketRef
 from connectors.mission_control import parse as mc_parse
 from connectors.mission_control import verify as mc_verify
@@ -58,15 +60,17 @@ class WebhookConnector:
     verify: Callable[[bytes, Mapping[str, str], Settings], str]
     parse: Callable[[bytes], Payload]
     fixture_dir: str
+    model: type[BaseModel]  # the payload contract, published in the ingress's OpenAPI
 
 
 WEBHOOKS: dict[Source, WebhookConnector] = {
     Source.WEBFORM: WebhookConnector(
-        Source.WEBFORM, "/webhooks/webform", webform_verify.verify, webform_parse.parse_payload, "webform"
+        Source.WEBFORM, "/webhooks/webform", webform_verify.verify, webform_parse.parse_payload, "webform",
+        webform_parse.WebformPayload,
     ),
     Source.MISSION_CONTROL: WebhookConnector(
         Source.MISSION_CONTROL, "/webhooks/mission-control", mc_verify.verify, mc_parse.parse_payload,
-        "mission_control",
+        "mission_control", mc_parse.MissionControlPayload,
     ),
 }
 

@@ -15,11 +15,12 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from connectors.common.standard_webhooks import VerificationFailed
+from connectors.common.standard_webhooks import REQUIRED_HEADERS, VerificationFailed
 from connectors.registry import WEBHOOKS, WebhookConnector
 from pipelines import store
 from pipelines.db import session_scope
@@ -152,6 +153,31 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         except Exception:  # recorded as accepted: the sweeper re-queues it
             log.exception("ingress.enqueue_failed", extra={"event_id": event_id})
         return JSONResponse({"id": event_id, "status": "accepted", "message": message}, status_code=202)
+
+    def openapi() -> dict[str, Any]:
+        """The generated schema plus what FastAPI cannot see: each webhook's body and signature headers.
+
+        The body is read raw (the signature covers the exact bytes), so it is not a FastAPI parameter.
+        """
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for conn in WEBHOOKS.values():
+            name = conn.model.__name__
+            body = conn.model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[name] = body
+            operation = schema["paths"][conn.path]["post"]
+            operation["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+            operation["parameters"] = [
+                {"name": h, "in": "header", "required": True, "schema": {"type": "string"},
+                 "description": "Standard Webhooks"} for h in REQUIRED_HEADERS]
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
