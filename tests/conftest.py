@@ -69,7 +69,9 @@ def timezest_server() -> Iterator[tuple[ThreadedServer, TimezestSandboxState]]:
 def timezest(timezest_server: tuple[ThreadedServer, TimezestSandboxState]) -> Iterator[tuple[str, TimezestSandboxState]]:
     server, state = timezest_server
     state.reset()
+    key = state.api_key
     yield server.url, state
+    state.api_key = key
     state.reset()
 
 

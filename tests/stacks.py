@@ -31,6 +31,13 @@ from tests.support import MC_SECRET, WEBFORM_SECRET, Proc, signed, wait_for
 __all__ = ["Stack", "start_stack"]
 
 _names = itertools.count(1)
+_redis_dbs = itertools.cycle(range(10, 16))
+
+
+def _own_redis_db(url: str) -> str:
+    """A Redis database of the stack's own, so no other stack's workers take its tasks."""
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    return f"{base}/{next(_redis_dbs)}"
 
 
 @dataclass
@@ -159,6 +166,7 @@ def start_stack(
     env.update(env_extra or {})
     if mode == "redis+postgresql":
         assert pg_url and redis_url
+        redis_url = _own_redis_db(redis_url)
         redis.Redis.from_url(redis_url).flushdb()
         env["ATRELAY_DATABASE_URL"] = pg_url
         env["ATRELAY_BROKER_URL"] = redis_url

@@ -13,7 +13,7 @@ from tests.stacks import Stack, start_stack
 MC_DELAY_SECONDS = 4
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack_factory(tmp_path_factory: pytest.TempPathFactory, autotask_server: tuple[ThreadedServer, SandboxState],
                   request: pytest.FixtureRequest) -> Iterator[Callable[[str], Stack]]:
     started: dict[str, Stack] = {}

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 
 from connectors.autotask.sandbox import SandboxState
 from connectors.common.sandbox_server import ThreadedServer
@@ -27,6 +28,7 @@ async def _post_all(url: str, bodies: list[bytes], concurrency: int = 24) -> lis
         return await asyncio.gather(*(one(b) for b in bodies))
 
 
+@pytest.mark.timeout(600)  # 2,000 real events; a guard against hangs, not a speed check
 def test_burst_stays_inside_autotask_limits(tmp_path: Path, autotask_server: tuple[ThreadedServer, SandboxState],
                                             pg_url: str, redis_url: str) -> None:
     server, state = autotask_server
