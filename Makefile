@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean
+.PHONY: run test lint bench install clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "atrelay needs Python 3.11 or newer")'
@@ -20,9 +20,13 @@ run: $(STAMP)
 	$(BIN)/atrelay run
 
 test: $(STAMP)
+	@scripts/install-browser
 	$(BIN)/ruff check connectors pipelines workers tests
 	$(BIN)/mypy connectors pipelines workers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+browser:
+	@scripts/install-browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check connectors pipelines workers tests

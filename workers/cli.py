@@ -40,7 +40,7 @@ def _settings() -> Settings:
         _fail(str(exc))
     from workers.logs import configure_logging
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, json_lines=settings.json_logs)
     return settings
 
 
@@ -60,10 +60,17 @@ def _check_tenant_statuses(settings: Settings) -> None:
     from pipelines.context import get_context
 
     try:
+        from pipelines import store
         from pipelines.context import check_rule_statuses
 
         ctx = get_context()
-        check_rule_statuses(ctx.rules, ctx.lists())
+        db = settings.effective_database_url
+        # Recorded like any other Autotask call: /readyz and the dashboard show picklists as loaded.
+        ctx.client.set_attempt_hook(lambda attempt: store.record_attempt(db, None, None, attempt))
+        try:
+            check_rule_statuses(ctx.rules, ctx.lists())
+        finally:
+            ctx.client.set_attempt_hook(None)
     except UnknownPicklistValue as exc:
         _fail(f"{exc}. Fix the label in the rules file ({settings.rules_file or 'defaults'}) or in Autotask.")
     except AutotaskError as exc:
@@ -149,9 +156,11 @@ def beat() -> None:
     """Run the scheduler (TimeZest polls, stuck-event sweeper)."""
     settings = _settings()
     _require_schema(settings)
+    from workers.beat_lock import BeatLock
     from workers.celery_app import app as celery
 
     settings.var_path.mkdir(parents=True, exist_ok=True)
+    BeatLock(settings).acquire()  # safe to run twice: the second waits as standby
     celery.start(["beat", "--loglevel", settings.log_level,
                   "--schedule", str(settings.var_path / "celerybeat-schedule")])
 
@@ -211,6 +220,22 @@ def events_show(event_id: int) -> None:
     _require_schema(settings)
     if not print_event(settings.effective_database_url, console, event_id):
         _fail(f"no event #{event_id}", 1)
+
+
+@app.command()
+def doctor() -> None:
+    """Check configuration, Autotask, the rules' statuses, TimeZest, database and broker."""
+    from workers.doctor import run_doctor
+
+    raise typer.Exit(run_doctor(_settings(), console, err))
+
+
+@app.command()
+def rules() -> None:
+    """Print the effective table: event type -> status label -> tenant id."""
+    from workers.doctor import print_rules
+
+    raise typer.Exit(print_rules(_settings(), console))
 
 
 @app.command()

@@ -16,16 +16,19 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from connectors.common.standard_webhooks import REQUIRED_HEADERS, VerificationFailed
 from connectors.registry import WEBHOOKS, WebhookConnector
 from pipelines import store
-from pipelines.db import session_scope
 from pipelines.schema import SchemaOutOfDate, check_schema
+from workers.metrics import AuditCollector
+from workers.ops import make_router
 from workers.settings import Settings, get_settings
+from workers.status import check_broker, picklists_fresh, picklists_loaded_at
 
 __all__ = ["create_app"]
 
@@ -179,26 +182,42 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
 
     app.openapi = openapi  # type: ignore[method-assign]
 
+    app.include_router(make_router(cfg, do_enqueue))
+    registry = CollectorRegistry()
+    registry.register(AuditCollector(cfg))
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body = await run_in_threadpool(generate_latest, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
+        """The process is up (liveness)."""
         return {"status": "ok"}
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        def check() -> str | None:
+        """Database at the right schema, broker reachable, Autotask picklists loaded by a worker."""
+
+        def check() -> dict[str, str]:
+            problems: dict[str, str] = {}
             try:
                 check_schema(db)
-                with session_scope(db) as s:
-                    s.connection()
             except SchemaOutOfDate as exc:
-                return str(exc)
+                problems["database"] = str(exc)
             except Exception as exc:
-                return f"database unavailable: {type(exc).__name__}"
-            return None
+                problems["database"] = f"database unavailable: {type(exc).__name__}"
+            broker = check_broker(cfg)
+            if broker:
+                problems["broker"] = broker
+            if "database" not in problems and not picklists_fresh(cfg, picklists_loaded_at(db)):
+                problems["picklists"] = "no worker has loaded the Autotask picklists recently (is a worker running?)"
+            return problems
 
-        problem = await run_in_threadpool(check)
-        if problem:
-            return JSONResponse({"status": "not-ready", "problem": problem}, status_code=503)
+        problems = await run_in_threadpool(check)
+        if problems:
+            return JSONResponse({"status": "not-ready", "problems": problems}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     return app

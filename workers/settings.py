@@ -14,7 +14,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str | None = None
     log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"  # auto: JSON in distributed mode
 
     autotask_username: str | None = None
     autotask_secret: SecretStr | None = None
@@ -109,6 +110,7 @@ class Settings(BaseSettings):
     rejections_keep: int = Field(default=10_000, ge=100)
     worker_concurrency: int = Field(default=2, ge=1, le=64)
     lease_seconds: int = Field(default=120, ge=2, le=3600)
+    beat_lock_seconds: int = Field(default=30, ge=2, le=600)
     sweep_seconds: float = Field(default=15.0, ge=1.0, le=600.0)
 
     @field_validator("mc_webhook_secret", "webform_webhook_secret")
@@ -158,6 +160,10 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """True when running on the no-servers default (SQLite audit DB and file broker)."""
         return self.effective_broker_url.startswith("sqla+")
+
+    @property
+    def json_logs(self) -> bool:
+        return self.log_format == "json" or (self.log_format == "auto" and not self.embedded)
 
     @property
     def autotask_configured(self) -> bool:

@@ -1,0 +1,144 @@
+"""`atrelay doctor` and `atrelay rules`: check a deployment from the outside, one line per problem."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+from connectors.autotask.errors import AutotaskError
+from connectors.autotask.picklists import Picklists, UnknownPicklistValue
+from pipelines.events import EventType
+from pipelines.rules import Rule, RulesError, load_rules
+from pipelines.schema import SchemaOutOfDate, check_schema
+from workers.settings import Settings
+from workers.status import check_broker
+
+__all__ = ["Report", "print_rules", "run_doctor"]
+
+
+@dataclass
+class Report:
+    ok: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _client(settings: Settings):  # type: ignore[no-untyped-def]
+    from pipelines.context import build_client
+
+    return build_client(settings, max_attempts=1)
+
+
+def _load_lists(settings: Settings, report: Report) -> Picklists | None:
+    if not settings.autotask_configured:
+        report.problems.append("autotask: not configured (set ATRELAY_AUTOTASK_USERNAME, _SECRET and "
+                               "_INTEGRATION_CODE; `atrelay run` uses the bundled sandbox without them)")
+        return None
+    client = _client(settings)
+    try:
+        base = client.base_url
+        report.ok.append(f"autotask: zone {base}" + (" (configured)" if settings.autotask_base_url else " (looked up)"))
+        lists = Picklists.load(client)
+        report.ok.append(f"autotask: credentials accepted; {len(lists.status.labels)} active ticket statuses")
+        return lists
+    except (AutotaskError, UnknownPicklistValue) as exc:
+        reason = exc.reason if isinstance(exc, AutotaskError) else str(exc)
+        report.problems.append(f"autotask: {reason}")
+        return None
+    finally:
+        client.close()
+
+
+def _rules(settings: Settings, report: Report) -> dict[EventType, Rule] | None:
+    try:
+        rules = load_rules(settings.rules_file)
+    except RulesError as exc:
+        report.problems.append(f"rules: {exc}")
+        return None
+    report.ok.append(f"rules: {'defaults' if settings.rules_file is None else settings.rules_file}")
+    return rules
+
+
+def _status_table(rules: dict[EventType, Rule], lists: Picklists | None, report: Report | None) -> Table:
+    table = Table(title="Effective rules: event type -> status -> tenant id", header_style="bold")
+    for name in ("event type", "status", "tenant id", "note"):
+        table.add_column(name)
+    for etype, rule in rules.items():
+        if rule.status is None:
+            table.add_row(etype.value, "(none: note only)", "-", "yes" if rule.note else "no")
+            continue
+        if lists is None:
+            table.add_row(etype.value, rule.status, "?", "yes" if rule.note else "no")
+            continue
+        try:
+            value = str(lists.status_id(rule.status))
+        except UnknownPicklistValue as exc:
+            value = "MISSING"
+            if report is not None:
+                report.problems.append(f"status {rule.status!r} (for {etype.value}) is missing in the tenant: {exc}")
+        table.add_row(etype.value, rule.status, value, "yes" if rule.note else "no")
+    return table
+
+
+def _timezest(settings: Settings, report: Report) -> None:
+    if settings.timezest_api_key is None:
+        report.problems.append("timezest: ATRELAY_TIMEZEST_API_KEY is not set (the poller is off)")
+        return
+    from connectors.timezest.client import TimezestClient, TimezestError
+
+    client = TimezestClient(api_key=settings.timezest_api_key.get_secret_value(),
+                            base_url=settings.timezest_base_url, max_attempts=1)
+    try:
+        next(iter(client.scheduling_requests(max_pages=1)), None)
+        report.ok.append(f"timezest: API key accepted at {settings.timezest_base_url}")
+    except TimezestError as exc:
+        report.problems.append(f"timezest: {exc}")
+    finally:
+        client.close()
+
+
+def run_doctor(settings: Settings, console: Console, err: Console) -> int:
+    report = Report()
+    db = settings.effective_database_url
+    try:
+        check_schema(db)
+        report.ok.append(f"database: {db.split('@')[-1]} at the current schema")
+    except SchemaOutOfDate as exc:
+        report.problems.append(f"database: {exc}")
+    except Exception as exc:
+        report.problems.append(f"database: {db.split('@')[-1]} unreachable: {type(exc).__name__}: {exc}")
+    broker = check_broker(settings)
+    if broker:
+        report.problems.append(broker)
+    else:
+        report.ok.append(f"broker: {settings.effective_broker_url.split('@')[-1]} reachable")
+    if settings.mc_webhook_secret is None or settings.webform_webhook_secret is None:
+        report.problems.append("webhooks: ATRELAY_WEBFORM_WEBHOOK_SECRET and/or ATRELAY_MC_WEBHOOK_SECRET unset "
+                               "(a generated development secret is used)")
+    else:
+        report.ok.append("webhooks: both secrets configured")
+    rules = _rules(settings, report)
+    lists = _load_lists(settings, report)
+    _timezest(settings, report)
+    for line in report.ok:
+        console.print(f"[green]ok[/]      {line}", highlight=False)
+    if rules is not None:
+        console.print(_status_table(rules, lists, report))
+    for line in report.problems:
+        err.print(f"[red]problem[/] {line}", highlight=False)
+    console.print(f"{len(report.problems)} problem(s)")
+    return 1 if report.problems else 0
+
+
+def print_rules(settings: Settings, console: Console) -> int:
+    report = Report()
+    rules = _rules(settings, report)
+    if rules is None:
+        console.print(report.problems[0])
+        return 1
+    lists = _load_lists(settings, report) if settings.autotask_configured else None
+    console.print(_status_table(rules, lists, report))
+    for line in report.problems:
+        console.print(f"[red]problem[/] {line}")
+    return 1 if report.problems else 0

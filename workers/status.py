@@ -1,0 +1,97 @@
+"""What operators need to see, gathered once for the dashboard, /metrics, /readyz and `atrelay doctor`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, text
+from sqlmodel import col, select
+
+from pipelines.audit import EventState, InboundEvent, OutboundAttempt, PollRun
+from pipelines.db import engine_for, session_scope, utcnow
+from workers.settings import Settings
+
+__all__ = ["Health", "broker_queue_depth", "check_broker", "health", "picklists_fresh", "picklists_loaded_at",
+           "state_counts"]
+
+
+@dataclass
+class Health:
+    counts: dict[str, int] = field(default_factory=dict)
+    last_poll: PollRun | None = None
+    last_event_by_source: dict[str, datetime] = field(default_factory=dict)
+    picklists_loaded_at: datetime | None = None
+    queue_depth: int | None = None
+    quota: Any = None
+
+
+def state_counts(db: str) -> dict[str, int]:
+    with session_scope(db) as s:
+        rows = s.exec(select(InboundEvent.state, func.count()).group_by(InboundEvent.state)).all()
+    counts = {state.value: 0 for state in EventState}
+    counts.update({str(k): int(v) for k, v in rows})
+    return counts
+
+
+def picklists_loaded_at(db: str) -> datetime | None:
+    """When a worker last read the picklists successfully (its attempts are in the audit log)."""
+    with session_scope(db) as s:
+        at = s.exec(select(func.max(OutboundAttempt.at)).where(
+            col(OutboundAttempt.path).like("%entityInformation/fields"), OutboundAttempt.status_code == 200)).one()
+    return at
+
+
+def broker_queue_depth(settings: Settings) -> int | None:
+    """Messages waiting on the atrelay queue; None when the broker cannot be asked."""
+    url = settings.effective_broker_url
+    try:
+        if url.startswith(("redis://", "rediss://")):
+            import redis
+
+            return int(redis.Redis.from_url(url, socket_timeout=2).llen("atrelay"))
+        if url.startswith("sqla+"):
+            engine = engine_for(url.removeprefix("sqla+"))
+            with engine.connect() as conn:
+                return int(conn.execute(text("SELECT count(*) FROM kombu_message WHERE visible = 1")).scalar() or 0)
+    except Exception:
+        return None
+    return None
+
+
+def check_broker(settings: Settings, timeout: float = 3.0) -> str | None:
+    """None when the broker accepts a connection, else the reason."""
+    from kombu.connection import Connection
+
+    try:
+        with Connection(settings.effective_broker_url, connect_timeout=timeout) as conn:  # type: ignore[no-untyped-call]
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+    except Exception as exc:
+        return f"broker {settings.effective_broker_url.split('@')[-1]} unreachable: {type(exc).__name__}: {exc}"
+    return None
+
+
+def health(settings: Settings, *, with_quota: bool = True) -> Health:
+    db = settings.effective_database_url
+    out = Health(counts=state_counts(db))
+    with session_scope(db) as s:
+        out.last_poll = s.exec(select(PollRun).order_by(col(PollRun.id).desc()).limit(1)).first()
+        rows = s.exec(select(InboundEvent.source, func.max(InboundEvent.received_at))
+                      .group_by(InboundEvent.source)).all()
+        out.last_event_by_source = {str(src): at for src, at in rows}
+    out.picklists_loaded_at = picklists_loaded_at(db)
+    out.queue_depth = broker_queue_depth(settings)
+    if with_quota:
+        try:
+            from pipelines.context import get_governor
+
+            out.quota = get_governor().usage()
+        except Exception:
+            out.quota = None
+    return out
+
+
+def picklists_fresh(settings: Settings, loaded_at: datetime | None) -> bool:
+    fresh_for = timedelta(seconds=2 * settings.autotask_picklist_ttl_seconds)
+    return loaded_at is not None and utcnow() - loaded_at < fresh_for
