@@ -17,7 +17,7 @@ from sqlmodel import col, select
 from pipelines.audit import InboundEvent, OutboundAttempt, PipelineRun
 from pipelines.db import session_scope
 from workers.settings import Settings
-from workers.status import broker_queue_depth, state_counts
+from workers.status import broker_queue_depth, quota_usage, state_counts
 
 __all__ = ["LATENCY_BUCKETS", "AuditCollector"]
 
@@ -87,11 +87,8 @@ class AuditCollector(Collector):
         depth = broker_queue_depth(self.settings)
         if depth is not None:
             yield GaugeMetricFamily("atrelay_queue_depth", "Messages waiting on the broker queue", value=float(depth))
-        try:
-            from pipelines.context import get_governor
-
-            usage = get_governor().usage()
-        except Exception:
+        usage = quota_usage(self.settings)
+        if usage is None:
             return
         yield GaugeMetricFamily("atrelay_autotask_quota_used", "Autotask requests in the last rolling hour",
                                 value=float(usage.used_last_hour))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, text
+from sqlalchemy import func, inspect, text
 from sqlmodel import col, select
 
 from pipelines.audit import EventState, InboundEvent, OutboundAttempt, PollRun
@@ -14,7 +15,7 @@ from pipelines.db import engine_for, session_scope, utcnow
 from workers.settings import Settings
 
 __all__ = ["Health", "broker_queue_depth", "check_broker", "health", "picklists_fresh", "picklists_loaded_at",
-           "state_counts"]
+           "quota_usage", "state_counts"]
 
 
 @dataclass
@@ -54,6 +55,8 @@ def broker_queue_depth(settings: Settings) -> int | None:
         if url.startswith("sqla+"):
             engine = engine_for(url.removeprefix("sqla+"))
             with engine.connect() as conn:
+                if not inspect(conn).has_table("kombu_message"):
+                    return 0  # no worker has declared the queue yet: nothing can be waiting
                 return int(conn.execute(text("SELECT count(*) FROM kombu_message WHERE visible = 1")).scalar() or 0)
     except Exception:
         return None
@@ -83,13 +86,24 @@ def health(settings: Settings, *, with_quota: bool = True) -> Health:
     out.picklists_loaded_at = picklists_loaded_at(db)
     out.queue_depth = broker_queue_depth(settings)
     if with_quota:
-        try:
-            from pipelines.context import get_governor
-
-            out.quota = get_governor().usage()
-        except Exception:
-            out.quota = None
+        out.quota = quota_usage(settings)
     return out
+
+
+@functools.lru_cache(maxsize=4)
+def _governor(broker_url: str, db: str, max_in_flight: int, hourly_budget: int) -> Any:
+    from pipelines.governor import governor_for
+
+    return governor_for(broker_url=broker_url, db=db, max_in_flight=max_in_flight, hourly_budget=hourly_budget)
+
+
+def quota_usage(settings: Settings) -> Any:
+    """The governor's view (in flight, used vs budget, tenant), or None if its store is unreachable."""
+    try:
+        return _governor(settings.effective_broker_url, settings.effective_database_url,
+                         settings.autotask_max_in_flight, settings.autotask_hourly_budget).usage()
+    except Exception:
+        return None
 
 
 def picklists_fresh(settings: Settings, loaded_at: datetime | None) -> bool:
