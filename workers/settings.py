@@ -24,6 +24,7 @@ __all__ = [
     "SANDBOX_AUTOTASK_CREDENTIALS",
     "Settings",
     "SettingsError",
+    "dev_admin_token",
     "get_settings",
     "load_settings",
     "reset_settings_cache",
@@ -216,6 +217,11 @@ def _dev_secret(var_path: Path, name: str) -> str:
         os.chmod(tmp, 0o600)
         tmp.replace(path)
     return data[name]
+
+
+def dev_admin_token(settings: Settings) -> str:
+    """The dashboard token `atrelay run` uses when none is configured (kept in var/dev-secrets.json)."""
+    return _dev_secret(settings.var_path, "admin-token").removeprefix("whsec_")
 
 
 def webhook_secrets(settings: Settings, source: str) -> tuple[list[str], bool]:

@@ -13,7 +13,7 @@ import httpx
 from rich.console import Console
 from rich.panel import Panel
 
-from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY, Settings
+from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY, Settings, dev_admin_token
 
 __all__ = ["Supervisor"]
 
@@ -76,6 +76,11 @@ class Supervisor:
             lines.append(f"[yellow]No TimeZest API key set: polling the bundled TimeZest sandbox at {url}[/]")
         else:
             lines.append(f"TimeZest: {s.timezest_base_url}")
+        if s.admin_token is None:
+            self.env["ATRELAY_ADMIN_TOKEN"] = dev_admin_token(s)
+            token_hint = f"the admin-token in {s.var_path / 'dev-secrets.json'}"
+        else:
+            token_hint = "ATRELAY_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a value)
         self._spawn("worker", "worker")
         self._spawn("beat", "beat")
         self._spawn("ingress", "ingress", "--host", self.host, "--port", str(self.port))
@@ -83,7 +88,8 @@ class Supervisor:
         base = f"http://{self.host}:{self.port}"
         lines += [
             f"Ingress: {base}  (POST {base}/webhooks/webform, {base}/webhooks/mission-control)",
-            f"API docs: {base}/docs   health: {base}/healthz   ready: {base}/readyz",
+            f"Dashboard: {base}/ops  (sign in with {token_hint})",
+            f"Metrics: {base}/metrics   API docs: {base}/docs   health: {base}/healthz   ready: {base}/readyz",
             f"Audit DB: {s.effective_database_url}",
             f"Broker:   {s.effective_broker_url}",
             "Try:      atrelay send samples/webform-new-user.json   then   atrelay events",

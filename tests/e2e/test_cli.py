@@ -35,6 +35,7 @@ def test_run_send_events_with_no_configuration(tmp_path: Path) -> None:
         banner = run.log()
         assert "using the bundled Autotask sandbox" in banner
         assert f"http://127.0.0.1:{ports['port']}" in banner
+        assert f"Dashboard: http://127.0.0.1:{ports['port']}/ops" in banner
         sent = atrelay(tmp_path, "send", str(ROOT / "samples" / "webform-new-user.json"),
                        "--url", f"http://127.0.0.1:{ports['port']}")
         assert sent.returncode == 0, sent.stderr
