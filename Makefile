@@ -21,15 +21,18 @@ run: $(STAMP)
 
 test: $(STAMP)
 	@scripts/install-browser
-	$(BIN)/ruff check connectors pipelines workers tests
+	$(BIN)/ruff check connectors pipelines workers tests bench
 	$(BIN)/mypy connectors pipelines workers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
 
 browser:
 	@scripts/install-browser
 
 lint: $(STAMP)
-	$(BIN)/ruff check connectors pipelines workers tests
+	$(BIN)/ruff check connectors pipelines workers tests bench
 	$(BIN)/mypy connectors pipelines workers
 
 clean:

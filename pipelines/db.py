@@ -84,7 +84,8 @@ def _create(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # The ingress runs its database work on a thread pool (40 threads): enough connections for it.
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
 @contextmanager

@@ -6,12 +6,15 @@ crash at any point leaves a record that tells the next run exactly what already 
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, update
+from sqlalchemy import bindparam, delete, func, or_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -25,7 +28,7 @@ from pipelines.audit import (
     RejectedRequest,
     TicketState,
 )
-from pipelines.db import session_scope, utcnow
+from pipelines.db import engine_for, session_scope, utcnow
 
 __all__ = [
     "Claim",
@@ -71,36 +74,43 @@ class NewEvent:
     state: str = EventState.ACCEPTED
 
 
+@functools.lru_cache(maxsize=4)
+def _insert_statement(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once: it is the ingress's hot path."""
+    dialect_insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    columns = ("source", "external_id", "event_type", "body", "headers", "ticket_id", "ticket_number",
+               "occurred_at", "caused_by_id", "not_before", "state", "received_at", "updated_at", "attempts",
+               "replays")
+    return (
+        dialect_insert(InboundEvent)
+        .values({name: bindparam(name) for name in columns})
+        .on_conflict_do_nothing(index_elements=["source", "external_id"])
+        .returning(col(InboundEvent.id))
+    )
+
+
 def insert_event(db: str, new: NewEvent) -> tuple[int, bool]:
-    """Record an inbound event; return (id, created). A repeat of (source, external_id) is not created."""
-    try:
-        with session_scope(db) as s:
-            row = InboundEvent(
-                source=new.source,
-                external_id=new.external_id,
-                event_type=new.event_type,
-                body=new.body,
-                headers=safe_headers(new.headers),
-                ticket_id=new.ticket_id,
-                ticket_number=new.ticket_number,
-                occurred_at=new.occurred_at,
-                caused_by_id=new.caused_by_id,
-                not_before=new.not_before,
-                state=new.state,
-            )
-            s.add(row)
-            s.flush()
-            assert row.id is not None
-            return row.id, True
-    except IntegrityError:
-        with session_scope(db) as s:
-            existing = s.exec(
-                select(InboundEvent.id).where(
-                    InboundEvent.source == new.source, InboundEvent.external_id == new.external_id
-                )
-            ).one()
-            assert existing is not None
-            return int(existing), False
+    """Record an inbound event; return (id, created). A repeat of (source, external_id) is not created.
+
+    One prepared INSERT in its own transaction, committed before this returns.
+    """
+    engine = engine_for(db)
+    now = utcnow()
+    params = {
+        "source": new.source, "external_id": new.external_id, "event_type": new.event_type, "body": new.body,
+        "headers": safe_headers(new.headers), "ticket_id": new.ticket_id, "ticket_number": new.ticket_number,
+        "occurred_at": new.occurred_at, "caused_by_id": new.caused_by_id, "not_before": new.not_before,
+        "state": str(new.state), "received_at": now, "updated_at": now, "attempts": 0, "replays": 0,
+    }
+    with engine.begin() as conn:
+        created = conn.execute(_insert_statement(engine.dialect.name), params).scalar()
+        if created is not None:
+            return int(created), True
+        existing = conn.execute(
+            select(InboundEvent.id).where(InboundEvent.source == new.source,
+                                          InboundEvent.external_id == new.external_id)
+        ).scalar_one()
+        return int(existing), False
 
 
 def record_rejection(

@@ -68,9 +68,10 @@ class Stack:
         beat.wait_log("beat: Starting", timeout=60)
         return beat
 
-    def start_ingress(self) -> Proc:
+    def start_ingress(self, processes: int = 1) -> Proc:
         port = free_port()
-        ingress = Proc(f"ingress-{next(_names)}", ["ingress", "--port", str(port)], self.env, self.tmp)
+        ingress = Proc(f"ingress-{next(_names)}", ["ingress", "--port", str(port), "--workers", str(processes)],
+                       self.env, self.tmp)
         self.procs.append(ingress)
         self.ingress_url = f"http://127.0.0.1:{port}"
         ingress.wait_http(f"{self.ingress_url}/healthz", timeout=60)
@@ -153,6 +154,7 @@ def start_stack(
     workers: int = 1,
     concurrency: int = 2,
     beat: bool = False,
+    ingress_processes: int = 1,
 ) -> Stack:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATRELAY_")}
     env.update(autotask_env(sandbox_server.url))
@@ -182,7 +184,7 @@ def start_stack(
             stack.start_worker(concurrency)
         if beat:
             stack.start_beat()
-        stack.start_ingress()
+        stack.start_ingress(ingress_processes)
     except BaseException:
         stack.stop()
         raise

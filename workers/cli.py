@@ -98,11 +98,9 @@ def run(
     timezest_sandbox_port: int = 8102,
 ) -> None:
     """Embedded mode: migrate, then ingress + worker + beat (+ sandboxes when unconfigured)."""
-    from pipelines.schema import upgrade
     from workers.supervisor import Supervisor
 
     settings = _settings()
-    upgrade(settings.effective_database_url)
     sup = Supervisor(settings, console, host=host, port=port, autotask_sandbox_port=autotask_sandbox_port,
                      timezest_sandbox_port=timezest_sandbox_port)
     try:
@@ -135,6 +133,8 @@ def ingress(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Processes (default ATRELAY_WORKER_CONCURRENCY)")] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Celery node name")] = None,
+    beat: Annotated[bool, typer.Option("--beat", help="Also run the scheduler in this process (embedded mode)")]
+    = False,
 ) -> None:
     """Run a Celery worker that processes events."""
     settings = _settings()
@@ -148,6 +148,12 @@ def worker(
             "--without-mingle"]
     if name:
         argv += ["-n", name]
+    if beat:
+        # One process fewer for a single-machine install; the lock still keeps it the only beat.
+        from workers.beat_lock import BeatLock
+
+        BeatLock(settings).acquire()
+        argv += ["--beat", "--schedule", str(settings.var_path / "celerybeat-schedule")]
     celery.worker_main(argv)
 
 

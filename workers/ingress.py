@@ -11,9 +11,11 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
@@ -33,6 +35,7 @@ from workers.status import check_broker, picklists_fresh, picklists_loaded_at
 __all__ = ["create_app"]
 
 log = logging.getLogger("atrelay.ingress")
+INGRESS_THREADS = 8
 
 
 class _Rejected(Exception):
@@ -66,11 +69,20 @@ def _default_enqueue(event_id: int) -> None:
     enqueue_event(event_id)
 
 
+@asynccontextmanager
+async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    # Each request's database insert and enqueue run on a worker thread. A few threads keep the
+    # database busy; forty (anyio's default) mostly fight over the GIL and stretch tail latency.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = INGRESS_THREADS
+    yield
+
+
 def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] | None = None) -> FastAPI:
     cfg = settings or get_settings()
     db = cfg.effective_database_url
     do_enqueue = enqueue if enqueue is not None else _default_enqueue
-    app = FastAPI(title="atrelay ingress", version="0.1.0", docs_url="/docs", redoc_url=None)
+    app = FastAPI(title="atrelay ingress", version="0.1.0", docs_url="/docs", redoc_url=None,
+                  lifespan=_lifespan)
 
     async def _accept(conn: WebhookConnector, request: Request) -> tuple[int, int, str]:
         limit = cfg.max_body_bytes
@@ -99,14 +111,17 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
             body=body, headers=dict(request.headers), ticket_id=payload.data.ticket_id,
             ticket_number=payload.data.ticket_number, occurred_at=payload.timestamp,
         )
-        event_id, created = await run_in_threadpool(store.insert_event, db, new)
-        if not created:
-            return 200, event_id, "duplicate"
-        try:
-            await run_in_threadpool(do_enqueue, event_id)  # after the commit in insert_event
-        except Exception:  # the broker is down: the row is kept and the sweeper re-queues it
-            log.exception("ingress.enqueue_failed", extra={"event_id": event_id})
-        return 202, event_id, "accepted"
+        def record_then_enqueue() -> tuple[int, bool]:
+            event_id, created = store.insert_event(db, new)  # committed when this returns
+            if created:
+                try:
+                    do_enqueue(event_id)
+                except Exception:  # the broker is down: the row is kept and the sweeper re-queues it
+                    log.exception("ingress.enqueue_failed", extra={"event_id": event_id})
+            return event_id, created
+
+        event_id, created = await run_in_threadpool(record_then_enqueue)
+        return (202, event_id, "accepted") if created else (200, event_id, "duplicate")
 
     def _route(conn: WebhookConnector) -> Callable[[Request], Any]:
         async def receive(request: Request) -> JSONResponse:

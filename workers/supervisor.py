@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 
-import httpx
 from rich.console import Console
 from rich.panel import Panel
 
@@ -40,9 +40,10 @@ class Supervisor:
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
             try:
-                if httpx.get(url, timeout=1.0).status_code < 500:
-                    return
-            except httpx.HTTPError:
+                with urllib.request.urlopen(url, timeout=1.0) as response:  # noqa: S310 (our own localhost URL)
+                    if response.status < 500:
+                        return
+            except OSError:
                 pass
             time.sleep(0.2)
         raise RuntimeError(f"{name} did not answer at {url} within {timeout:.0f}s")
@@ -52,6 +53,10 @@ class Supervisor:
         lines: list[str] = []
         s = self.settings
         self.env["ATRELAY_VAR_DIR"] = str(s.var_path)
+        # Migrations in a child process: the long-lived supervisor stays small (no SQLAlchemy/Alembic).
+        migrate = subprocess.run([sys.executable, "-m", "workers.cli", "migrate"], env=self.env, check=False)
+        if migrate.returncode != 0:
+            raise RuntimeError(f"`atrelay migrate` failed (exit {migrate.returncode})")
         if not s.autotask_configured:
             url = f"http://127.0.0.1:{self.autotask_sandbox_port}"
             self._spawn("autotask-sandbox", "sandbox", "autotask", "--port", str(self.autotask_sandbox_port))
@@ -81,8 +86,8 @@ class Supervisor:
             token_hint = f"the admin-token in {s.var_path / 'dev-secrets.json'}"
         else:
             token_hint = "ATRELAY_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a value)
-        self._spawn("worker", "worker")
-        self._spawn("beat", "beat")
+        # Beat runs inside the worker process here (one process fewer); `atrelay beat` is for deployments.
+        self._spawn("worker", "worker", "--beat")
         self._spawn("ingress", "ingress", "--host", self.host, "--port", str(self.port))
         self._wait_http("ingress", f"http://{self.host}:{self.port}/healthz")
         base = f"http://{self.host}:{self.port}"
