@@ -194,15 +194,17 @@ class _Run:
         if decision.follow_up is None or target_id is None or decision.status is None:
             return None
         now = utcnow()
+        # The follow-up belongs to its cause's moment on the partner's clock: stamping it with our
+        # processing time would make later partner events look older than it (and "stale").
         body = FollowUpBody(
             cause_event_id=self.event_id, cause_type=event.type, ticket_id=ticket_id,
-            expect_status_id=target_id, expect_status=decision.status, occurred_at=now,
+            expect_status_id=target_id, expect_status=decision.status, occurred_at=event.occurred_at,
         )
         delay = self.ctx.follow_up_delay_seconds
         return store.NewEvent(
             source="atrelay", external_id=f"{self.event_id}:{decision.follow_up.value}",
             event_type=decision.follow_up.value, body=body.encode(), headers={}, ticket_id=ticket_id,
-            occurred_at=now, caused_by_id=self.event_id,
+            occurred_at=event.occurred_at, caused_by_id=self.event_id,
             not_before=now + timedelta(seconds=delay) if delay else None,
             state=EventState.PARKED if delay > SHORT_RETRY_MAX else EventState.ACCEPTED,
         )

@@ -357,3 +357,17 @@ def test_reads_are_retried_inside_the_call_after_a_timeout(autotask: tuple[str, 
     sandbox.script = [{"endpoint": "tickets", "method": "GET", "delay_ms": 600, "then": "process"}]
     assert client.get_ticket(50001).id == 50001
     assert sandbox.calls["GET tickets/{id}"] == 2
+
+
+def test_follow_up_does_not_make_later_partner_events_stale(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    """The follow-up carries its cause's partner time, not atrelay's processing time."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact", 50002, "2026-11-26T10:15:00Z"),
+                      occurred_at=datetime(2026, 11, 26, 10, 15, tzinfo=UTC))
+    (child,) = process_event(ctx, cause).derived
+    assert process_event(ctx, child).state == "applied"
+    later = add_event(db_url, "webform", "form.submitted", webform_body(50002, "2026-11-26T10:20:00Z"),
+                      occurred_at=datetime(2026, 11, 26, 10, 20, tzinfo=UTC))
+    assert process_event(ctx, later).state == "applied"
+    assert sandbox.tickets[50002]["status"] == RECEIVED_FORM
