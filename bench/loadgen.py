@@ -93,8 +93,18 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
                 if not request:
                     return
                 sent = time.perf_counter()
-                writer.write(request)
-                status = await _read_response(reader)
+                for attempt in range(3):
+                    try:
+                        writer.write(request)
+                        status = await asyncio.wait_for(_read_response(reader), timeout=60)
+                        break
+                    except (asyncio.IncompleteReadError, ConnectionError):
+                        # The server closed an idle keep-alive connection: reconnect and send again, as a
+                        # partner would (same webhook-id, so a repeat can only be a duplicate).
+                        writer.close()
+                        reader, writer = await asyncio.open_connection(host, port)
+                        if attempt == 2:
+                            raise
                 latencies.append((time.perf_counter() - sent) * 1000)
                 codes[status] = codes.get(status, 0) + 1
                 queue.task_done()

@@ -152,19 +152,24 @@ def end_to_end(server: ThreadedServer, state: SandboxState, pg: str, runs: int, 
         s = stack("redis+postgresql", server, state, pg, workers=1, concurrency=processes)
         try:
             for latency in (0, 150):
+                # With 150 ms per Autotask call an event takes about half a second of worker time, so a
+                # process sustains about 2 events/s: offer what the configuration can carry, otherwise
+                # the numbers describe a growing queue rather than latency.
+                rate = 20.0 if latency == 0 else 1.5 * processes
+                n = count if latency == 0 else int(rate * 20)
                 p50s, p99s, rates = [], [], []
                 for _ in range(runs):
                     s.clean()
                     state.latency_ms = latency
-                    first = add_tickets(state, count)
-                    gen = loadgen(s.ingress_url + "/webhooks/webform", WEBFORM_SECRET, count, 16, first, rate=20)
-                    assert gen["codes"] == {"202": count}, gen["codes"]
-                    s.all_final(count, timeout=600)
+                    first = add_tickets(state, n)
+                    gen = loadgen(s.ingress_url + "/webhooks/webform", WEBFORM_SECRET, n, 4, first, rate=rate)
+                    assert gen["codes"].get("202", 0) + gen["codes"].get("200", 0) == n, gen["codes"]
+                    s.all_final(n, timeout=600)
                     lat, span = _latencies(s.db)
                     p50s.append(percentile(lat, 50))
                     p99s.append(percentile(lat, 99))
                     rates.append(len(lat) / span if span else 0.0)
-                rows.append({"processes": processes, "sandbox_latency_ms": latency, "offered_rate": 20,
+                rows.append({"processes": processes, "sandbox_latency_ms": latency, "offered_rate": rate,
                              "p50_ms": summary(p50s), "p99_ms": summary(p99s), "events_per_s": summary(rates)})
                 log(f"e2e {processes} proc, {latency} ms: p50 {rows[-1]['p50_ms']['median']:.0f} ms "
                     f"p99 {rows[-1]['p99_ms']['median']:.0f} ms")
@@ -377,8 +382,9 @@ def write_doc(res: dict[str, Any]) -> None:
     c = res["calls"]
     ratio = _fmt(c["ratio"], 2)
     lines += ["", "## 3. Autotask calls per applied transition (realistic mix)", "",
-              "Mix: 100 web forms, 50 Mission Control escalations, 20 events whose ticket already has the status,",
-              "30 duplicate deliveries, 30 TimeZest requests polled through sent and scheduled.", "",
+              "Mix: 100 web forms; 50 Mission Control events (escalated, out of scope, and no contact with its",
+              "follow-up to Waiting Customer); 20 events whose ticket already has the status; 30 duplicate deliveries;",
+              "30 TimeZest requests polled through sent and scheduled.", "",
               f"- Calls per applied transition: **{ratio[0]}** (min {ratio[1]}, max {ratio[2]}); "
               f"{c['autotask_calls']} calls for {c['applied_transitions']} applied transitions in the last run.",
               "", "| Call | Count (last run) |", "|---|---|"]
@@ -430,10 +436,23 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def _notes() -> list[str]:
+    notes_file = ROOT / "bench" / "notes.md"
+    if not notes_file.exists():
+        return []
+    return [line[2:] for line in notes_file.read_text().splitlines() if line.startswith("- ")]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer runs and events (a smoke run)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite docs/benchmarks.md from the last results")
     args = parser.parse_args()
+    if args.report_only:
+        res = json.loads((RESULTS / "latest.json").read_text())
+        res["notes"] = _notes()
+        write_doc(res)
+        return
     runs = 2 if args.quick else 3
     started = time.monotonic()
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -442,8 +461,9 @@ def main() -> None:
     tz_state = TimezestSandboxState()
     tz_server = ThreadedServer(timezest_app(tz_state)).start()
     res: dict[str, Any] = {"machine": machine(), "notes": []}
-    res["config"] = ("one ingress process (uvicorn, 1 worker); Celery prefork workers; Redis 7 broker; "
-                     "PostgreSQL 15 audit DB; governor on; defaults otherwise")
+    res["config"] = ("ingress: uvicorn with uvloop/httptools, 1 or 2 processes as shown; Celery prefork workers; "
+                     "Redis 7 broker; PostgreSQL 15 audit DB; quota governor on; the load generator, "
+                     "PostgreSQL and Redis share the same 2 cores; defaults otherwise")
     try:
         with pg_database() as pg:
             log("intake")
@@ -461,9 +481,7 @@ def main() -> None:
         tz_server.stop()
     res["targets"] = targets(res)
     res["seconds"] = time.monotonic() - started
-    notes_file = ROOT / "bench" / "notes.md"
-    if notes_file.exists():
-        res["notes"] = [line[2:] for line in notes_file.read_text().splitlines() if line.startswith("- ")]
+    res["notes"] = _notes()
     (RESULTS / "latest.json").write_text(json.dumps(res, indent=2, default=str))
     write_doc(res)
     log(f"wrote {DOC.relative_to(ROOT)} in {res['seconds'] / 60:.1f} min")

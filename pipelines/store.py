@@ -37,6 +37,7 @@ __all__ = [
     "claim_event",
     "claim_ticket",
     "dead_letters",
+    "event_story",
     "finish_run",
     "get_effect",
     "get_event",
@@ -351,6 +352,30 @@ def dead_letters(db: str, *, since: datetime | None = None, limit: int | None = 
         if limit is not None:
             q = q.limit(limit)
         return list(s.exec(q).all())
+
+
+@dataclass(frozen=True)
+class EventStory:
+    """One event with everything that happened to it: for `atrelay events show` and the dashboard."""
+
+    event: InboundEvent
+    runs: list[PipelineRun]
+    attempts: list[OutboundAttempt]
+    children: list[InboundEvent]
+
+
+def event_story(db: str, event_id: int) -> EventStory | None:
+    with session_scope(db) as s:
+        event = s.get(InboundEvent, event_id)
+        if event is None:
+            return None
+        runs = list(s.exec(select(PipelineRun).where(PipelineRun.event_id == event_id)
+                           .order_by(col(PipelineRun.id))).all())
+        attempts = list(s.exec(select(OutboundAttempt).where(OutboundAttempt.event_id == event_id)
+                               .order_by(col(OutboundAttempt.id))).all())
+        children = list(s.exec(select(InboundEvent).where(InboundEvent.caused_by_id == event_id)
+                               .order_by(col(InboundEvent.id))).all())
+        return EventStory(event, runs, attempts, children)
 
 
 def count_by_state(db: str) -> dict[str, int]:

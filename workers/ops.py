@@ -22,7 +22,7 @@ from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from pipelines import store
-from pipelines.audit import EventState, InboundEvent, OutboundAttempt, PipelineRun
+from pipelines.audit import EventState, InboundEvent
 from pipelines.db import session_scope
 from pipelines.events import Source
 from workers.settings import Settings
@@ -109,20 +109,15 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
             return login_page(request)
 
         def gather() -> dict[str, Any] | None:
-            with session_scope(db) as s:
-                e = s.get(InboundEvent, event_id)
-                if e is None:
-                    return None
-                runs = list(s.exec(select(PipelineRun).where(PipelineRun.event_id == event_id)
-                                   .order_by(col(PipelineRun.id))).all())
-                attempts = list(s.exec(select(OutboundAttempt).where(OutboundAttempt.event_id == event_id)
-                                       .order_by(col(OutboundAttempt.id))).all())
-                children = list(s.exec(select(InboundEvent).where(InboundEvent.caused_by_id == event_id)).all())
+            story = store.event_story(db, event_id)
+            if story is None:
+                return None
+            e = story.event
             try:
                 body = json.dumps(json.loads(e.body), indent=2)
             except ValueError:
                 body = e.body.decode("utf-8", "replace")
-            return {"e": e, "runs": runs, "attempts": attempts, "children": children, "body": body,
+            return {"e": e, "runs": story.runs, "attempts": story.attempts, "children": story.children, "body": body,
                     "headers": json.dumps(e.headers, indent=2), "replayable": e.state in store.REPLAYABLE}
 
         data = await run_in_threadpool(gather)

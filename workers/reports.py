@@ -6,8 +6,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlmodel import col, select
 
-from pipelines.audit import InboundEvent, OutboundAttempt, PipelineRun, PollRun, RejectedRequest
+from pipelines.audit import InboundEvent, PollRun, RejectedRequest
 from pipelines.db import session_scope, utcnow
+from pipelines.store import event_story
 
 __all__ = ["print_dead_letters", "print_event", "print_events", "print_polls", "print_rejections"]
 
@@ -39,24 +40,18 @@ def print_events(db: str, console: Console, *, limit: int, source: str | None, s
 
 
 def print_event(db: str, console: Console, event_id: int) -> bool:
-    with session_scope(db) as s:
-        ev = s.get(InboundEvent, event_id)
-        if ev is None:
-            return False
-        runs = list(s.exec(select(PipelineRun).where(PipelineRun.event_id == event_id)
-                           .order_by(col(PipelineRun.id))).all())
-        attempts = list(s.exec(select(OutboundAttempt).where(OutboundAttempt.event_id == event_id)
-                               .order_by(col(OutboundAttempt.id))).all())
-        children = list(s.exec(select(InboundEvent.id, InboundEvent.event_type)
-                               .where(InboundEvent.caused_by_id == event_id)).all())
+    story = event_story(db, event_id)
+    if story is None:
+        return False
+    ev, runs, attempts = story.event, story.runs, story.attempts
     console.print(f"[bold]Event #{ev.id}[/] {ev.source} {ev.event_type} -> [bold]{ev.state}[/] {ev.reason or ''}")
     console.print(f"  external id: {ev.external_id}   received: {_ts(ev.received_at)}   "
                   f"happened: {_ts(ev.occurred_at)}   attempts: {ev.attempts}")
     console.print(f"  ticket: {ev.ticket_id or '-'} {ev.ticket_number or ''}")
     if ev.caused_by_id:
         console.print(f"  caused by: event #{ev.caused_by_id}")
-    for child_id, child_type in children:
-        console.print(f"  led to: event #{child_id} ({child_type})")
+    for child in story.children:
+        console.print(f"  led to: event #{child.id} ({child.event_type})")
     console.print(f"  headers: {ev.headers}")
     console.print(f"  body: {ev.body.decode('utf-8', 'replace')[:2000]}")
     runs_table = Table(title="Pipeline runs", header_style="bold")
