@@ -18,15 +18,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, text
 from sqlmodel import col, select
 
 from connectors.autotask.sandbox import SandboxState
@@ -37,10 +33,9 @@ from connectors.timezest.poller import poll_once
 from connectors.timezest.sandbox import TimezestSandboxState
 from connectors.timezest.sandbox import create_app as timezest_app
 from pipelines.audit import InboundEvent, PipelineRun
-from pipelines.db import engine_for, session_scope
-from pipelines.schema import upgrade
+from pipelines.db import session_scope
 from tests.stacks import Stack, start_stack
-from tests.support import MC_SECRET, PG_ADMIN_URL, ROOT, WEBFORM_SECRET, Proc, wait_for
+from tests.support import MC_SECRET, ROOT, WEBFORM_SECRET, Proc, fresh_pg_database, wait_for
 from workers.settings import SANDBOX_TIMEZEST_API_KEY
 
 RESULTS = ROOT / "bench" / "results"
@@ -76,21 +71,8 @@ def loadgen(url: str, secret: str, count: int, concurrency: int, first_ticket: i
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-@contextmanager
-def pg_database() -> Iterator[str]:
-    name = f"atrelay_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    try:
-        yield url
-    finally:
-        engine_for(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+def pg_database() -> Any:
+    return fresh_pg_database("atrelay_bench")
 
 
 def add_tickets(state: SandboxState, count: int, status: int = 1) -> int:

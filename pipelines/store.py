@@ -7,12 +7,11 @@ crash at any point leaves a record that tells the next run exactly what already 
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, or_, update
+from sqlalchemy import bindparam, delete, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -376,13 +375,3 @@ def event_story(db: str, event_id: int) -> EventStory | None:
         children = list(s.exec(select(InboundEvent).where(InboundEvent.caused_by_id == event_id)
                                .order_by(col(InboundEvent.id))).all())
         return EventStory(event, runs, attempts, children)
-
-
-def count_by_state(db: str) -> dict[str, int]:
-    with session_scope(db) as s:
-        rows = s.execute(select(InboundEvent.state, func.count()).group_by(InboundEvent.state)).all()
-        return {str(state): int(n) for state, n in rows}
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str).encode()

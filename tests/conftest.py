@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from connectors.autotask.sandbox import SandboxState
 from connectors.autotask.sandbox import create_app as create_autotask_app
@@ -16,7 +15,7 @@ from connectors.common.sandbox_server import ThreadedServer
 from connectors.timezest.sandbox import TimezestSandboxState
 from connectors.timezest.sandbox import create_app as create_timezest_app
 from pipelines.schema import upgrade
-from tests.support import PG_ADMIN_URL, require_service
+from tests.support import fresh_pg_database, require_service
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, reset_settings_cache
 
 #: Every table a test may fill; emptied between tests that share a PostgreSQL database.
@@ -95,19 +94,8 @@ def sqlite_url(tmp_path: Path) -> str:
 def pg_database() -> Iterator[str]:
     """A fresh PostgreSQL database for this test session, migrated to head, dropped afterwards."""
     require_service("PostgreSQL", "127.0.0.1", 5432)
-    name = f"atrelay_t_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    upgrade(url)
-    yield url
-    from pipelines.db import engine_for
-
-    engine_for(url).dispose()
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with fresh_pg_database("atrelay_t") as url:
+        yield url
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,6 +29,29 @@ WEBFORM_SECRET = "whsec_" + base64.b64encode(b"atrelay-test-webform-secret-0001"
 WEBFORM_OLD_SECRET = "whsec_" + base64.b64encode(b"atrelay-test-webform-secret-0000").decode()
 MC_SECRET = "whsec_" + base64.b64encode(b"atrelay-test-mission-ctl-secret1").decode()
 WRONG_SECRET = "whsec_" + base64.b64encode(b"someone-else-entirely-secret-xyz").decode()
+
+
+@contextmanager
+def fresh_pg_database(prefix: str) -> Iterator[str]:
+    """A new PostgreSQL database migrated to head, dropped afterwards (tests and benchmarks)."""
+    from sqlalchemy import create_engine, text
+
+    from pipelines.db import engine_for
+    from pipelines.schema import upgrade
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        engine_for(url).dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def service_up(host: str, port: int) -> bool:
