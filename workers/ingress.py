@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
             body=body, headers=dict(request.headers), ticket_id=payload.data.ticket_id,
             ticket_number=payload.data.ticket_number, occurred_at=payload.timestamp,
         )
+
         def record_then_enqueue() -> tuple[int, bool]:
             event_id, created = store.insert_event(db, new)  # committed when this returns
             if created:
