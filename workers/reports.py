@@ -17,6 +17,15 @@ def _ts(value: object) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else "-"
 
 
+def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = Table(title=title, header_style="bold")
+    for name in columns:
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
 def print_events(db: str, console: Console, *, limit: int, source: str | None, state: str | None) -> None:
     with session_scope(db) as s:
         q = select(InboundEvent).order_by(col(InboundEvent.id).desc()).limit(limit)
@@ -86,34 +95,23 @@ def print_dead_letters(db: str, console: Console, *, limit: int) -> None:
     with session_scope(db) as s:
         rows = list(s.exec(select(InboundEvent).where(InboundEvent.state == "dead")
                            .order_by(col(InboundEvent.id).desc()).limit(limit)).all())
-    table = Table(title=f"Dead letters ({len(rows)}); replay with `atrelay replay ID`", header_style="bold")
-    for name in ("id", "age", "source", "type", "ticket", "tries", "reason"):
-        table.add_column(name, overflow="fold")
-    for r in rows:
-        table.add_row(str(r.id), _age(r.updated_at), r.source, r.event_type, str(r.ticket_id or r.ticket_number or "-"),
-                      str(r.attempts), r.reason or "")
-    console.print(table)
+    _print_table(console, f"Dead letters ({len(rows)}); replay with `atrelay replay ID`",
+                 ("id", "age", "source", "type", "ticket", "tries", "reason"),
+                 [(str(r.id), _age(r.updated_at), r.source, r.event_type, str(r.ticket_id or r.ticket_number or "-"),
+                   str(r.attempts), r.reason or "") for r in rows])
 
 
 def print_rejections(db: str, console: Console, *, limit: int) -> None:
     with session_scope(db) as s:
         rows = list(s.exec(select(RejectedRequest).order_by(col(RejectedRequest.id).desc()).limit(limit)).all())
-    table = Table(title="Rejected requests", header_style="bold")
-    for name in ("id", "at", "source", "status", "reason", "webhook-id", "from"):
-        table.add_column(name, overflow="fold")
-    for r in rows:
-        table.add_row(str(r.id), _ts(r.at), r.source, str(r.status_code), r.reason, r.webhook_id or "-",
-                      r.remote or "-")
-    console.print(table)
+    _print_table(console, "Rejected requests", ("id", "at", "source", "status", "reason", "webhook-id", "from"),
+                 [(str(r.id), _ts(r.at), r.source, str(r.status_code), r.reason, r.webhook_id or "-",
+                   r.remote or "-") for r in rows])
 
 
 def print_polls(db: str, console: Console, *, limit: int) -> None:
     with session_scope(db) as s:
         rows = list(s.exec(select(PollRun).order_by(col(PollRun.id).desc()).limit(limit)).all())
-    table = Table(title="Partner polls", header_style="bold")
-    for name in ("id", "source", "started", "outcome", "seen", "emitted", "error"):
-        table.add_column(name, overflow="fold")
-    for r in rows:
-        table.add_row(str(r.id), r.source, _ts(r.started_at), r.outcome, str(r.requests_seen),
-                      str(r.events_emitted), (r.error or "")[:120])
-    console.print(table)
+    _print_table(console, "Partner polls", ("id", "source", "started", "outcome", "seen", "emitted", "error"),
+                 [(str(r.id), r.source, _ts(r.started_at), r.outcome, str(r.requests_seen), str(r.events_emitted),
+                   (r.error or "")[:120]) for r in rows])
