@@ -23,6 +23,7 @@ test: $(STAMP)
 	@scripts/install-browser
 	$(BIN)/ruff check connectors pipelines workers tests bench
 	$(BIN)/mypy connectors pipelines workers
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
@@ -34,6 +35,7 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check connectors pipelines workers tests bench
 	$(BIN)/mypy connectors pipelines workers
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

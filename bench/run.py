@@ -29,11 +29,11 @@ from connectors.autotask.sandbox import SandboxState
 from connectors.autotask.sandbox import create_app as autotask_app
 from connectors.common.sandbox_server import ThreadedServer, free_port
 from connectors.timezest.client import TimezestClient
-from connectors.timezest.poller import poll_once
 from connectors.timezest.sandbox import TimezestSandboxState
 from connectors.timezest.sandbox import create_app as timezest_app
 from pipelines.audit import InboundEvent, PipelineRun
 from pipelines.db import session_scope
+from pipelines.timezest_poll import poll_once
 from tests.stacks import Stack, start_stack
 from tests.support import MC_SECRET, ROOT, WEBFORM_SECRET, Proc, fresh_pg_database, wait_for
 from workers.settings import SANDBOX_TIMEZEST_API_KEY

@@ -7,8 +7,7 @@ from datetime import datetime
 
 from pydantic import AwareDatetime, BaseModel
 
-from pipelines.audit import InboundEvent
-from pipelines.events import EventType, PartnerEvent, Source
+from connectors.common.events import EventType, PartnerEvent, Source, StoredEvent
 
 __all__ = ["FollowUpBody", "to_event"]
 
@@ -25,7 +24,7 @@ class FollowUpBody(BaseModel):
         return json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
 
 
-def to_event(row: InboundEvent) -> PartnerEvent:
+def to_event(row: StoredEvent) -> PartnerEvent:
     body = FollowUpBody.model_validate_json(row.body)
     occurred: datetime = body.occurred_at
     return PartnerEvent(

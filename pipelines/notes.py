@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pipelines.events import PartnerEvent
+from connectors.common.events import PartnerEvent
 
 __all__ = ["marker", "render_note"]
 

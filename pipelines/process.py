@@ -15,14 +15,14 @@ from connectors.autotask.client import Attempt
 from connectors.autotask.errors import PermanentError, RetryableError
 from connectors.autotask.models import Ticket
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
-from connectors.registry import parse_stored
+from connectors.common.events import PartnerEvent
 from pipelines import store
 from pipelines.audit import EffectLedger, EventState, InboundEvent
 from pipelines.context import Context
 from pipelines.db import utcnow
-from pipelines.events import PartnerEvent
 from pipelines.followups import FollowUpBody
 from pipelines.notes import marker, render_note
+from pipelines.registry import parse_stored
 from pipelines.retry import SHORT_RETRY_MAX, plan_retry
 from pipelines.rules import Ignore, Transition, decide
 

@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipelines.events import EventType, PartnerEvent
+from connectors.common.events import EventType, PartnerEvent
 
 __all__ = [
     "DEFAULT_RULES",

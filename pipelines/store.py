@@ -51,6 +51,7 @@ __all__ = [
 ]
 
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_INT4 = 2**31 - 1
 _REDACT = ("authorization", "cookie", "secret", "apiintegrationcode", "x-api-key", "token", "password")
 
 
@@ -72,6 +73,7 @@ class NewEvent:
     caused_by_id: int | None = None
     not_before: datetime | None = None
     state: str = EventState.ACCEPTED
+    reason: str | None = None  # why an event recorded as not runnable (ignored) is not
 
 
 @functools.lru_cache(maxsize=4)
@@ -80,7 +82,7 @@ def _insert_statement(dialect: str) -> Any:
     dialect_insert = pg_insert if dialect == "postgresql" else sqlite_insert
     columns = ("source", "external_id", "event_type", "body", "headers", "ticket_id", "ticket_number",
                "occurred_at", "caused_by_id", "not_before", "state", "received_at", "updated_at", "attempts",
-               "replays")
+               "replays", "reason")
     return (
         dialect_insert(InboundEvent)
         .values({name: bindparam(name) for name in columns})
@@ -101,6 +103,7 @@ def insert_event(db: str, new: NewEvent) -> tuple[int, bool]:
         "headers": safe_headers(new.headers), "ticket_id": new.ticket_id, "ticket_number": new.ticket_number,
         "occurred_at": new.occurred_at, "caused_by_id": new.caused_by_id, "not_before": new.not_before,
         "state": str(new.state), "received_at": now, "updated_at": now, "attempts": 0, "replays": 0,
+        "reason": new.reason,
     }
     with engine.begin() as conn:
         created = conn.execute(_insert_statement(engine.dialect.name), params).scalar()
@@ -121,7 +124,9 @@ def record_rejection(
     with session_scope(db) as s:
         row = RejectedRequest(
             source=source, status_code=status_code, reason=reason[:300],
-            webhook_id=(webhook_id or None) and webhook_id[:200], remote=remote, body_size=body_size,
+            webhook_id=(webhook_id or None) and webhook_id[:200], remote=(remote or None) and remote[:64],
+            # A client's claimed size can exceed any integer column (2**31 on PostgreSQL, 2**63 on SQLite).
+            body_size=max(0, min(body_size, _MAX_INT4)),
         )
         s.add(row)
         s.flush()

@@ -11,14 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
 
 from workers.settings import get_settings
 
 __all__ = ["QUEUE", "app", "configure"]
 
 QUEUE = "atrelay"
-app = Celery("atrelay", include=["pipelines.tasks", "workers.beat"])
+app = Celery("atrelay", include=["workers.tasks", "workers.beat"])
 
 
 def configure(celery: Celery) -> None:
@@ -62,14 +61,3 @@ def configure(celery: Celery) -> None:
 
 
 configure(app)
-
-
-@worker_process_init.connect
-def _after_fork(**_kwargs: Any) -> None:
-    """Each prefork child opens its own database and HTTP connections (sockets must not be shared)."""
-    from pipelines.context import get_context, get_governor
-    from pipelines.db import forget_engines_after_fork
-
-    forget_engines_after_fork()
-    get_context.cache_clear()
-    get_governor.cache_clear()

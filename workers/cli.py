@@ -57,7 +57,7 @@ def _check_tenant_statuses(settings: Settings) -> None:
     """Refuse to start when a status the rules name is missing from the tenant."""
     from connectors.autotask.errors import AutotaskError
     from connectors.autotask.picklists import UnknownPicklistValue
-    from pipelines.context import get_context
+    from workers.runtime import get_context
 
     try:
         from pipelines import store
@@ -264,7 +264,7 @@ def replay(
     from rich.progress import Progress
 
     from pipelines import store
-    from pipelines.tasks import enqueue_event
+    from workers.queue import enqueue_event
 
     settings = _settings()
     _require_schema(settings)

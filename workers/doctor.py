@@ -9,7 +9,7 @@ from rich.table import Table
 
 from connectors.autotask.errors import AutotaskError
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
-from pipelines.events import EventType
+from connectors.common.events import EventType
 from pipelines.rules import Rule, RulesError, load_rules
 from pipelines.schema import SchemaOutOfDate, check_schema
 from workers.settings import Settings
@@ -25,7 +25,7 @@ class Report:
 
 
 def _client(settings: Settings):  # type: ignore[no-untyped-def]
-    from pipelines.context import build_client
+    from workers.runtime import build_client
 
     return build_client(settings, max_attempts=1)
 

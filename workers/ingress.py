@@ -23,13 +23,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from connectors.common.events import Source
 from connectors.common.standard_webhooks import REQUIRED_HEADERS, VerificationFailed
-from connectors.registry import WEBHOOKS, WebhookConnector
-from pipelines import store
+from pipelines import intake, store
+from pipelines.registry import WEBHOOKS, WebhookConnector
 from pipelines.schema import SchemaOutOfDate, check_schema
 from workers.metrics import AuditCollector
 from workers.ops import make_router
-from workers.settings import Settings, get_settings
+from workers.settings import Settings, get_settings, webhook_secrets
 from workers.status import check_broker, picklists_fresh, picklists_loaded_at
 
 __all__ = ["create_app"]
@@ -64,7 +65,7 @@ async def _read_capped(request: Request, limit: int) -> bytes | None:
 
 
 def _default_enqueue(event_id: int) -> None:
-    from pipelines.tasks import enqueue_event
+    from workers.queue import enqueue_event
 
     enqueue_event(event_id)
 
@@ -81,6 +82,14 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
     cfg = settings or get_settings()
     db = cfg.effective_database_url
     do_enqueue = enqueue if enqueue is not None else _default_enqueue
+    secrets: dict[Source, list[str]] = {}
+
+    def secrets_for(conn: WebhookConnector) -> list[str]:
+        """The sender's secrets, read once (generated into var/dev-secrets.json when none is set)."""
+        if conn.source not in secrets:
+            secrets[conn.source] = webhook_secrets(cfg, conn.source.value)[0]
+        return secrets[conn.source]
+
     app = FastAPI(title="atrelay ingress", version="0.1.0", docs_url="/docs", redoc_url=None,
                   lifespan=_lifespan)
 
@@ -93,7 +102,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         if body is None:
             raise _Rejected(413, f"body larger than {limit} bytes")
         try:
-            webhook_id = conn.verify(body, request.headers, cfg)
+            webhook_id = conn.verify(body, request.headers, secrets_for(conn))
         except VerificationFailed as exc:
             raise _Rejected(401, f"signature rejected: {exc}") from None
         try:
@@ -112,16 +121,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
             ticket_number=payload.data.ticket_number, occurred_at=payload.timestamp,
         )
 
-        def record_then_enqueue() -> tuple[int, bool]:
-            event_id, created = store.insert_event(db, new)  # committed when this returns
-            if created:
-                try:
-                    do_enqueue(event_id)
-                except Exception:  # the broker is down: the row is kept and the sweeper re-queues it
-                    log.exception("ingress.enqueue_failed", extra={"event_id": event_id})
-            return event_id, created
-
-        event_id, created = await run_in_threadpool(record_then_enqueue)
+        event_id, created = await run_in_threadpool(intake.accept, db, new, do_enqueue)
         return (202, event_id, "accepted") if created else (200, event_id, "duplicate")
 
     def _route(conn: WebhookConnector) -> Callable[[Request], Any]:

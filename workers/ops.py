@@ -21,10 +21,10 @@ from fastapi.templating import Jinja2Templates
 from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
+from connectors.common.events import Source
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import session_scope
-from pipelines.events import Source
 from workers.settings import Settings
 from workers.status import health
 

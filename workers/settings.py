@@ -19,9 +19,13 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from connectors.autotask.sandbox_data import SANDBOX_AUTOTASK_CREDENTIALS
+from connectors.timezest.sandbox_data import SANDBOX_TIMEZEST_API_KEY
+
 __all__ = [
     "DEFAULT_AUTOTASK_ZONE_URL",
     "SANDBOX_AUTOTASK_CREDENTIALS",
+    "SANDBOX_TIMEZEST_API_KEY",
     "Settings",
     "SettingsError",
     "dev_admin_token",
@@ -34,13 +38,6 @@ __all__ = [
 DEFAULT_AUTOTASK_ZONE_URL = "https://webservices2.autotask.net/atservicesrest/v1.0/zoneInformation"
 DEFAULT_TIMEZEST_BASE_URL = "https://api.timezest.com/v1"
 
-#: Credentials the bundled Autotask sandbox accepts. Not secrets: they only open the emulator.
-SANDBOX_AUTOTASK_CREDENTIALS = {
-    "username": "sandbox-api@atrelay.invalid",
-    "secret": "sandbox-secret",
-    "integration_code": "ATRELAY-SANDBOX",
-}
-SANDBOX_TIMEZEST_API_KEY = "tz-sandbox-key"
 
 
 class SettingsError(Exception):

@@ -20,12 +20,12 @@ deterministic validation errors, so a 500 is only retried when its text says it 
 
 from __future__ import annotations
 
-import email.utils
 import json
-import time
 from typing import Any
 
 import httpx
+
+from connectors.common.http import parse_retry_after
 
 __all__ = [
     "AuthError",
@@ -128,22 +128,6 @@ class TransportError(RetryableError):
     def __init__(self, message: str, *, sent: bool = True, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.sent = sent
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date); None if absent."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
 def _errors_of(body: Any) -> list[str] | None:

@@ -27,8 +27,13 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from connectors.autotask.client import endpoint_of
-from connectors.autotask.sandbox_data import NOTE_TYPES, PUBLISH, STATUSES, seed_tickets
-from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
+from connectors.autotask.sandbox_data import (
+    NOTE_TYPES,
+    PUBLISH,
+    SANDBOX_AUTOTASK_CREDENTIALS,
+    STATUSES,
+    seed_tickets,
+)
 
 __all__ = ["SandboxState", "create_app"]
 

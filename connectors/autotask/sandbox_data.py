@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NOTE_TYPES", "PUBLISH", "STATUSES", "seed_tickets"]
+__all__ = ["NOTE_TYPES", "PUBLISH", "SANDBOX_AUTOTASK_CREDENTIALS", "STATUSES", "seed_tickets"]
+
+#: Credentials the bundled Autotask sandbox accepts. Not secrets: they only open the emulator.
+SANDBOX_AUTOTASK_CREDENTIALS = {
+    "username": "sandbox-api@atrelay.invalid",
+    "secret": "sandbox-secret",
+    "integration_code": "ATRELAY-SANDBOX",
+}
 
 # (value, label, is_active, is_system)
 STATUSES: list[tuple[int, str, bool, bool]] = [

@@ -18,7 +18,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from connectors.autotask.errors import parse_retry_after
+from connectors.common.http import parse_retry_after
 from connectors.timezest.parse import SchedulingRequest
 
 __all__ = ["RateLimiter", "TimezestAuthError", "TimezestClient", "TimezestError", "TimezestUnavailable"]

@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipelines.audit import InboundEvent
-from pipelines.events import EventType, PartnerEvent, Source
+from connectors.common.events import EventType, PartnerEvent, Source, StoredEvent
 
 __all__ = ["STATUS_EVENTS", "AssociatedEntity", "SchedulingRequest", "to_event"]
 
@@ -66,7 +65,7 @@ def _when(ts: int | None, zone: str | None) -> str:
     return f"{text} (client's zone: {zone})" if zone else text
 
 
-def to_event(row: InboundEvent) -> PartnerEvent:
+def to_event(row: StoredEvent) -> PartnerEvent:
     req = SchedulingRequest.model_validate_json(row.body)
     etype = EventType(row.event_type)
     ticket = req.autotask_ticket

@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from workers.settings import SANDBOX_TIMEZEST_API_KEY
+from connectors.timezest.sandbox_data import SANDBOX_TIMEZEST_API_KEY
 
 __all__ = ["TimezestSandboxState", "create_app"]
 

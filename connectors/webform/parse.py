@@ -6,9 +6,8 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from connectors.common.events import EventType, PartnerEvent, Source, StoredEvent
 from connectors.common.payloads import TicketRef, render_value
-from pipelines.audit import InboundEvent
-from pipelines.events import EventType, PartnerEvent, Source
 
 __all__ = ["WebformPayload", "parse_payload", "to_event"]
 
@@ -40,7 +39,7 @@ def parse_payload(body: bytes) -> WebformPayload:
     return WebformPayload.model_validate_json(body)
 
 
-def to_event(row: InboundEvent) -> PartnerEvent:
+def to_event(row: StoredEvent) -> PartnerEvent:
     payload = parse_payload(row.body)
     data = payload.data
     who = data.submitted_by

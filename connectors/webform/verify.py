@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from connectors.common.standard_webhooks import verify as verify_standard
-from workers.settings import Settings, webhook_secrets
 
 __all__ = ["SOURCE", "verify"]
 
 SOURCE = "webform"
 
 
-def verify(body: bytes, headers: Mapping[str, str], settings: Settings) -> str:
-    return verify_standard(body, headers, webhook_secrets(settings, SOURCE)[0])
+def verify(body: bytes, headers: Mapping[str, str], secrets: list[str]) -> str:
+    """The ``webhook-id`` of a request signed with one of ``secrets`` (two during a rotation)."""
+    return verify_standard(body, headers, secrets)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from connectors.registry import EVENT_HANDLERS, WEBHOOKS
+from connectors.common.events import EventType
 from pipelines.audit import InboundEvent
-from pipelines.events import EventType
+from pipelines.registry import EVENT_HANDLERS, WEBHOOKS
 
 HERE = Path(__file__).parent
 FIXTURES = sorted(HERE.glob("*/fixtures/*.json"))

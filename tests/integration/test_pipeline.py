@@ -91,7 +91,7 @@ def test_unknown_ticket_number_is_dead_with_reason(db_url: str, autotask: tuple[
 
 
 def test_unknown_status_label_is_dead_naming_the_labels(db_url: str, autotask: tuple[str, SandboxState]) -> None:
-    from pipelines.events import EventType
+    from connectors.common.events import EventType
     from pipelines.rules import DEFAULT_RULES, Rule
 
     url, _ = autotask
@@ -124,7 +124,7 @@ def test_retryable_error_schedules_a_retry(db_url: str, autotask: tuple[str, San
 
 
 def test_long_waits_are_parked_for_the_sweeper(db_url: str, autotask: tuple[str, SandboxState]) -> None:
-    from workers.beat import sweep
+    from pipelines.sweeper import sweep
 
     url, sandbox = autotask
     queue = Queue()

@@ -12,8 +12,8 @@ from sqlmodel import col
 from connectors.autotask.sandbox import SandboxState
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import session_scope, utcnow
+from pipelines.sweeper import sweep
 from tests.integration.helpers import add_event, webform_body
-from workers.beat import sweep
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
 
 HEADERS = {"ApiIntegrationCode": SANDBOX_AUTOTASK_CREDENTIALS["integration_code"],

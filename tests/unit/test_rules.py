@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.events import EventType, PartnerEvent, Source
+from connectors.common.events import EventType, PartnerEvent, Source
 from pipelines.rules import DEFAULT_RULES, Ignore, RulesError, Transition, decide, load_rules
 
 KB_TABLE = [

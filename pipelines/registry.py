@@ -13,6 +13,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from connectors.common.events import EventType, PartnerEvent, Source, StoredEvent
 from connectors.common.payloads import TicketRef
 from connectors.mission_control import parse as mc_parse
 from connectors.mission_control import verify as mc_verify
@@ -20,13 +21,10 @@ from connectors.timezest import parse as tz_parse
 from connectors.webform import parse as webform_parse
 from connectors.webform import verify as webform_verify
 from pipelines import followups
-from pipelines.audit import InboundEvent
-from pipelines.events import EventType, PartnerEvent, Source
-from workers.settings import Settings
 
 __all__ = ["EVENT_HANDLERS", "WEBHOOKS", "WebhookConnector", "parse_stored"]
 
-Handler = Callable[[InboundEvent], PartnerEvent]
+Handler = Callable[[StoredEvent], PartnerEvent]
 
 EVENT_HANDLERS: dict[EventType, Handler] = {
     EventType.FORM_SUBMITTED: webform_parse.to_event,
@@ -57,7 +55,7 @@ class Payload(Protocol):
 class WebhookConnector:
     source: Source
     path: str
-    verify: Callable[[bytes, Mapping[str, str], Settings], str]
+    verify: Callable[[bytes, Mapping[str, str], list[str]], str]  # body, headers, secrets -> id
     parse: Callable[[bytes], Payload]
     fixture_dir: str
     model: type[BaseModel]  # the payload contract, published in the ingress's OpenAPI
@@ -75,7 +73,7 @@ WEBHOOKS: dict[Source, WebhookConnector] = {
 }
 
 
-def parse_stored(row: InboundEvent) -> PartnerEvent:
+def parse_stored(row: StoredEvent) -> PartnerEvent:
     """Step 1 of the pipeline: re-parse the stored raw bytes into a typed event."""
     handler = EVENT_HANDLERS.get(EventType(row.event_type))
     if handler is None:

@@ -1,20 +1,16 @@
-"""The TimeZest poller: diff scheduling requests against what we saw last, emit one event per change.
+"""The TimeZest poll's stateful half: poll runs, what was seen last, and recording the events owed.
 
 TimeZest has no webhooks. Each poll lists requests newest-first down to the high-water mark (the
-newest ``created_at`` we know, less an overlap), and re-checks requests we last saw ``new`` or
-``sent``. A change emits ``timezest.<status>`` with external id ``"{request id}:{status}"``, so
-re-polls never duplicate. A request first seen already ``scheduled`` emits only that. All HTTP is
-done before the one database commit, so a failed poll changes nothing and the next catches up.
-
-The very first poll only records a baseline (emitting events for requests changed in the last hour),
-so switching atrelay on does not replay months of history onto old tickets.
+newest ``created_at`` we know, less an overlap) and re-checks requests we last saw ``new`` or
+``sent``; :func:`connectors.timezest.diff.diff` says which changes are events. All HTTP is done
+before the one database commit, so a failed poll changes nothing and the next catches up. Events
+go through the shared intake path (recorded, committed, then enqueued).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -22,16 +18,16 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from connectors.timezest.client import TimezestClient, TimezestError
-from connectors.timezest.parse import STATUS_EVENTS, SchedulingRequest
-from pipelines.audit import EventState, InboundEvent, PollRun, TimezestRequest
+from connectors.timezest.diff import diff, listing_floor
+from connectors.timezest.parse import SchedulingRequest
+from pipelines import intake, store
+from pipelines.audit import EventState, PollRun, TimezestRequest
 from pipelines.db import session_scope, utcnow
-from workers.settings import Settings
 
-__all__ = ["PollResult", "poll_from_settings", "poll_once"]
+__all__ = ["PollResult", "poll_once"]
 
 log = logging.getLogger("atrelay.timezest")
 SOURCE = "timezest"
-OVERLAP_SECONDS = 3600  # requests created shortly before the mark may appear late in the listing
 BOOTSTRAP_WINDOW_SECONDS = 3600
 BOOTSTRAP_DAYS = 30
 RECHECK_LIMIT = 100
@@ -86,7 +82,7 @@ def _fetch(db: str, client: TimezestClient) -> tuple[dict[str, SchedulingRequest
         listing = client.scheduling_requests(tql=f"scheduling_request.created_at GTE {since}")
     else:
         listing = client.scheduling_requests()
-    floor = None if bootstrap else int(high_water) - OVERLAP_SECONDS
+    floor = listing_floor(high_water)
     for req in listing:
         seen[req.id] = req
         if floor is not None and req.created_at < floor:
@@ -96,7 +92,7 @@ def _fetch(db: str, client: TimezestClient) -> tuple[dict[str, SchedulingRequest
     return seen, bootstrap
 
 
-def poll_once(db: str, client: TimezestClient, enqueue: Callable[[int], None]) -> PollResult:
+def poll_once(db: str, client: TimezestClient, enqueue: intake.Enqueue) -> PollResult:
     run_id = _start(db)
     if run_id is None:
         return PollResult("busy")
@@ -111,58 +107,35 @@ def poll_once(db: str, client: TimezestClient, enqueue: Callable[[int], None]) -
         raise
 
 
-def _poll(db: str, client: TimezestClient, enqueue: Callable[[int], None], run_id: int) -> PollResult:
+def _poll(db: str, client: TimezestClient, enqueue: intake.Enqueue, run_id: int) -> PollResult:
     seen, bootstrap = _fetch(db, client)
     new_ids: list[int] = []
-    recent = int(time.time()) - BOOTSTRAP_WINDOW_SECONDS
     now = utcnow()
     with session_scope(db) as s:
         known = {r.id: r for r in s.exec(
             select(TimezestRequest).where(col(TimezestRequest.id).in_(list(seen)))).all()}
+        changes = diff({rid: row.status for rid, row in known.items()}, seen.values(), bootstrap=bootstrap,
+                       recent_cutoff=int(time.time()) - BOOTSTRAP_WINDOW_SECONDS)
+        for change in changes:
+            req, ticket = change.request, change.request.autotask_ticket
+            event_id = intake.record_in(s, store.NewEvent(
+                source=SOURCE, external_id=change.external_id, event_type=change.event_type.value,
+                body=req.model_dump_json().encode(), headers={},
+                ticket_id=ticket.id if ticket else None, ticket_number=ticket.number if ticket else None,
+                occurred_at=req.changed_at(),
+                state=EventState.IGNORED if change.ticketless else EventState.ACCEPTED,
+                reason="no-autotask-ticket" if change.ticketless else None,
+            ))
+            if event_id is not None:
+                new_ids.append(event_id)
         for req in seen.values():
-            row = known.get(req.id)
+            row = known.get(req.id) or TimezestRequest(id=req.id, status=req.status, created_at=req.created_at,
+                                                       updated_at=req.updated_at)
             ticket = req.autotask_ticket
-            changed = row is None or row.status != req.status
-            etype = STATUS_EVENTS.get(req.status)
-            if changed and etype is not None and not (bootstrap and req.updated_at < recent):
-                external_id = f"{req.id}:{req.status}"
-                exists = s.exec(select(InboundEvent.id).where(
-                    InboundEvent.source == SOURCE, InboundEvent.external_id == external_id)).first()
-                if exists is None:
-                    ev = InboundEvent(
-                        source=SOURCE, external_id=external_id, event_type=etype.value,
-                        body=req.model_dump_json().encode(), headers={},
-                        ticket_id=ticket.id if ticket else None, ticket_number=ticket.number if ticket else None,
-                        occurred_at=req.changed_at(),
-                    )
-                    if ticket is None or (ticket.id is None and not ticket.number):
-                        ev.state, ev.reason = EventState.IGNORED, "no-autotask-ticket"
-                    s.add(ev)
-                    s.flush()
-                    if ev.state == EventState.ACCEPTED and ev.id is not None:
-                        new_ids.append(ev.id)
-            if row is None:
-                row = TimezestRequest(id=req.id, status=req.status, created_at=req.created_at,
-                                      updated_at=req.updated_at)
             row.status, row.updated_at, row.last_checked_at = req.status, req.updated_at, now
             row.ticket_id = ticket.id if ticket else None
             s.add(row)
         high_water = s.exec(select(func.max(TimezestRequest.created_at))).one()
-    for event_id in new_ids:  # after the commit
-        enqueue(event_id)
+    intake.enqueue_committed(enqueue, new_ids)  # after the commit
     _finish(db, run_id, "ok", seen=len(seen), emitted=len(new_ids), high_water=high_water)
     return PollResult("ok", seen=len(seen), emitted=new_ids)
-
-
-def poll_from_settings(settings: Settings) -> int:
-    if settings.timezest_api_key is None:
-        return 0
-    from pipelines.tasks import enqueue_event
-
-    client = TimezestClient(api_key=settings.timezest_api_key.get_secret_value(),
-                            base_url=settings.timezest_base_url)
-    try:
-        result = poll_once(settings.effective_database_url, client, enqueue_event)
-    finally:
-        client.close()
-    return len(result.emitted or [])

@@ -1,13 +1,30 @@
-"""The typed event every connector parses its input into."""
+"""The event vocabulary shared by connectors and pipelines: types, sources, the typed PartnerEvent."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["EventType", "PartnerEvent", "Source"]
+__all__ = ["EventType", "PartnerEvent", "Source", "StoredEvent"]
+
+
+class StoredEvent(Protocol):
+    """What a connector's ``to_event`` reads from a recorded event (the audit row satisfies it).
+
+    A protocol rather than the audit table's class, so connectors never import the pipelines layer.
+    """
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def event_type(self) -> str: ...
+
+    @property
+    def external_id(self) -> str: ...
 
 
 class Source(StrEnum):

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that take ids and call the idempotent pipeline."""
+"""The pipeline task: a thin Celery wrapper that takes an event id and calls the idempotent run."""
 
 from __future__ import annotations
 
@@ -6,16 +6,20 @@ import logging
 import socket
 from typing import Any
 
-from pipelines.context import get_context
+from celery.signals import worker_process_init
+
+from pipelines.db import forget_engines_after_fork
 from pipelines.process import Result, process_event
 from workers.celery_app import app
+from workers.queue import PROCESS_EVENT, enqueue_event
+from workers.runtime import get_context, reset_runtime
 
-__all__ = ["enqueue_event", "process_event_task"]
+__all__ = ["process_event_task"]
 
 log = logging.getLogger("atrelay.pipeline")
 
 
-@app.task(name="atrelay.process_event", bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=PROCESS_EVENT, bind=True, acks_late=True, reject_on_worker_lost=True)
 def process_event_task(self: Any, event_id: int) -> str:
     ctx = get_context()
     worker = getattr(self.request, "hostname", None) or socket.gethostname()
@@ -31,9 +35,8 @@ def process_event_task(self: Any, event_id: int) -> str:
     return result.state
 
 
-def enqueue_event(event_id: int, countdown: float = 0.0) -> None:
-    """Queue one event id; call only after the transaction that recorded it has committed."""
-    if countdown > 0:
-        process_event_task.apply_async((event_id,), countdown=countdown)
-    else:
-        process_event_task.apply_async((event_id,))
+@worker_process_init.connect
+def _after_fork(**_kwargs: Any) -> None:
+    """Each prefork child opens its own database and HTTP connections (sockets must not be shared)."""
+    forget_engines_after_fork()
+    reset_runtime()

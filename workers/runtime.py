@@ -1,0 +1,68 @@
+"""Builds, once per worker process, what the lower layers take as plain arguments.
+
+``pipelines`` never reads the environment: the Autotask client, the governor and the run
+:class:`~pipelines.context.Context` are assembled here from :class:`workers.settings.Settings`.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from connectors.autotask.client import AutotaskClient
+from connectors.autotask.picklists import PicklistCache
+from pipelines.context import Context
+from pipelines.governor import Governor, governor_for
+from pipelines.rules import load_rules
+from workers.queue import enqueue_event
+from workers.settings import Settings, get_settings
+
+__all__ = ["build_client", "get_context", "get_governor", "reset_runtime"]
+
+
+def build_client(settings: Settings, **kwargs: object) -> AutotaskClient:
+    if not settings.autotask_configured:
+        raise RuntimeError(
+            "Autotask is not configured: set ATRELAY_AUTOTASK_USERNAME, ATRELAY_AUTOTASK_SECRET and "
+            "ATRELAY_AUTOTASK_INTEGRATION_CODE (`atrelay run` starts the sandbox when none are set)"
+        )
+    assert settings.autotask_username and settings.autotask_secret and settings.autotask_integration_code
+    return AutotaskClient(
+        username=settings.autotask_username,
+        secret=settings.autotask_secret.get_secret_value(),
+        integration_code=settings.autotask_integration_code.get_secret_value(),
+        base_url=settings.autotask_base_url,
+        zone_url=settings.autotask_zone_url,
+        timeout=settings.autotask_timeout_seconds,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def get_governor() -> Governor:
+    settings = get_settings()
+    return governor_for(broker_url=settings.effective_broker_url, db=settings.effective_database_url,
+                        max_in_flight=settings.autotask_max_in_flight,
+                        hourly_budget=settings.autotask_hourly_budget)
+
+
+@functools.lru_cache(maxsize=1)
+def get_context() -> Context:
+    settings = get_settings()
+    return Context(
+        db=settings.effective_database_url,
+        client=build_client(settings, gate=get_governor().slot),
+        picklists=PicklistCache(settings.autotask_picklist_ttl_seconds),
+        rules=load_rules(settings.rules_file),
+        note_type=settings.autotask_note_type,
+        note_publish=settings.autotask_note_publish,
+        follow_up_delay_seconds=settings.mc_no_contact_delay_seconds,
+        retry_horizon_hours=settings.retry_horizon_hours,
+        enqueue=enqueue_event,
+        lease_seconds=float(settings.lease_seconds),
+    )
+
+
+def reset_runtime() -> None:
+    """Forget the per-process objects (after a fork: sockets must not be shared)."""
+    get_context.cache_clear()
+    get_governor.cache_clear()
