@@ -52,7 +52,10 @@ __all__ = [
 
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_INT4 = 2**31 - 1
-_REDACT = ("authorization", "cookie", "secret", "apiintegrationcode", "x-api-key", "token", "password")
+# Substrings of header names that carry credentials, whatever a sender calls them (api-key, x-auth,
+# x-access-key, apiintegrationcode, session, ...): such headers are never kept.
+_REDACT = ("authorization", "auth", "cookie", "secret", "apiintegrationcode", "key", "token", "password",
+           "session", "credential", "signature-key")
 
 
 def safe_headers(headers: dict[str, str]) -> dict[str, str]:

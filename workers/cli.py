@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Annotated, NoReturn
 import httpx
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from workers.settings import Settings, SettingsError, get_settings
 
@@ -125,8 +127,10 @@ def ingress(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None
         if webhook_secrets(settings, source)[1]:
             err.print(f"[yellow]note:[/] no secret configured for {source}; using the generated one in "
                       f"{settings.var_path / 'dev-secrets.json'} (atrelay send signs with it)")
+    # The guarded protocol bounds headers and cuts slow clients; limit_concurrency caps connections.
     uvicorn.run("workers.ingress:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False)
+                log_level="warning", access_log=False, http="workers.http_guard:GuardedHttpToolsProtocol",
+                limit_concurrency=settings.max_connections, timeout_keep_alive=5)
 
 
 @app.command()
@@ -195,7 +199,7 @@ def send(
         response = httpx.post(url.rstrip("/") + path, content=body, headers=headers, timeout=10)
     except httpx.HTTPError as exc:
         _fail(f"could not reach the ingress at {url}: {exc}. Is `atrelay run` running?", 1)
-    console.print(f"{response.status_code} {response.text}")
+    console.print(Text(f"{response.status_code} {response.text}"))  # the server's text is not markup
     if response.status_code >= 400:
         raise typer.Exit(1)
 
@@ -380,6 +384,9 @@ def sandbox_timezest(host: str = "127.0.0.1", port: int = 8102) -> None:
 
 
 def main() -> None:
+    # Files atrelay creates (var/atrelay.db, the broker file, dev secrets, beat's schedule) hold audit
+    # data and secrets: readable by this user only.
+    os.umask(0o077)
     try:
         app()
     except SettingsError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from datetime import UTC
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -28,6 +29,7 @@ from connectors.common.standard_webhooks import REQUIRED_HEADERS, VerificationFa
 from pipelines import intake, store
 from pipelines.registry import WEBHOOKS, WebhookConnector
 from pipelines.schema import SchemaOutOfDate, check_schema
+from workers.http_guard import Refusal, RequestGuard
 from workers.metrics import AuditCollector
 from workers.ops import make_router
 from workers.settings import Settings, get_settings, webhook_secrets
@@ -37,6 +39,8 @@ __all__ = ["create_app"]
 
 log = logging.getLogger("atrelay.ingress")
 INGRESS_THREADS = 8
+#: The audit column's width; a longer id could not be stored, so it is refused up front.
+MAX_WEBHOOK_ID = 200
 
 
 class _Rejected(Exception):
@@ -62,6 +66,16 @@ async def _read_capped(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _declared_size(value: str | None) -> int:
+    """The Content-Length a client claimed, for the rejection record (0 when absent or not a number)."""
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 19 else 0
+
+
+def _source_of(path: str) -> str:
+    """The rejection record's source for a refused path: the partner for webhooks, else "http"."""
+    return path.removeprefix("/webhooks/")[:32] if path.startswith("/webhooks/") else "http"
 
 
 def _default_enqueue(event_id: int) -> None:
@@ -96,8 +110,10 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
     async def _accept(conn: WebhookConnector, request: Request) -> tuple[int, int, str]:
         limit = cfg.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > limit):
             raise _Rejected(413, f"body larger than {limit} bytes")
+        if len(request.headers.get("webhook-id", "")) > MAX_WEBHOOK_ID:
+            raise _Rejected(400, f"webhook-id longer than {MAX_WEBHOOK_ID} characters")
         body = await _read_capped(request, limit)
         if body is None:
             raise _Rejected(413, f"body larger than {limit} bytes")
@@ -107,7 +123,9 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
             raise _Rejected(401, f"signature rejected: {exc}") from None
         try:
             json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except RecursionError:
+            raise _Rejected(400, "malformed JSON: nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer over Python's 4,300 digits
             raise _Rejected(400, f"malformed JSON: {exc}") from None
         try:
             payload = conn.parse(body)
@@ -115,10 +133,15 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
             fields = _field_errors(exc)
             first = fields[0]
             raise _Rejected(422, f"{first['field']}: {first['message']}", {"fields": fields}) from None
+        try:
+            # Stored in UTC: a valid ISO date near year 1 or 9999 can overflow once converted.
+            occurred_at = payload.timestamp.astimezone(UTC) if payload.timestamp else None
+        except (OverflowError, ValueError):
+            raise _Rejected(422, "timestamp: out of range once converted to UTC") from None
         new = store.NewEvent(
             source=conn.source.value, external_id=webhook_id, event_type=payload.event_type.value,
             body=body, headers=dict(request.headers), ticket_id=payload.data.ticket_id,
-            ticket_number=payload.data.ticket_number, occurred_at=payload.timestamp,
+            ticket_number=payload.data.ticket_number, occurred_at=occurred_at,
         )
 
         event_id, created = await run_in_threadpool(intake.accept, db, new, do_enqueue)
@@ -133,8 +156,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
                     store.record_rejection, db, source=conn.source.value, status_code=rej.status,
                     reason=rej.reason, webhook_id=request.headers.get("webhook-id"),
                     remote=request.client.host if request.client else None,
-                    body_size=int(request.headers.get("content-length") or 0)
-                    if (request.headers.get("content-length") or "").isdigit() else 0,
+                    body_size=_declared_size(request.headers.get("content-length")),
                     keep=cfg.rejections_keep,
                 )
                 return JSONResponse({"error": rej.reason, **rej.extra}, status_code=rej.status)
@@ -163,6 +185,9 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
     @app.post("/api/events/{event_id}/replay", summary="Re-drive a dead letter (admin)")
     async def replay_event(event_id: int, request: Request) -> JSONResponse:
         _admin(request)
+        if not 0 < event_id < 2**31:  # the id column's range: anything outside cannot exist
+            return JSONResponse({"id": event_id, "status": "not-replayed", "error": f"no event #{event_id}"},
+                                status_code=404)
         queued, message = await run_in_threadpool(store.replay, db, event_id)
         if not queued:
             status = 404 if message.startswith("no event") else 409
@@ -199,6 +224,14 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
     app.openapi = openapi  # type: ignore[method-assign]
 
     app.include_router(make_router(cfg, do_enqueue))
+
+    async def record_refusal(r: Refusal) -> None:
+        await run_in_threadpool(
+            store.record_rejection, db, source=_source_of(r.path), status_code=r.status, reason=r.reason,
+            webhook_id=r.headers.get("webhook-id"), remote=r.remote, body_size=r.size, keep=cfg.rejections_keep)
+
+    # Outermost: every route, present and future, gets the size and duplicate-header limits.
+    app.add_middleware(RequestGuard, max_body_bytes=cfg.max_body_bytes, record=record_refusal)
     registry = CollectorRegistry()
     registry.register(AuditCollector(cfg))
 
@@ -217,18 +250,23 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         """Database at the right schema, broker reachable, Autotask picklists loaded by a worker."""
 
         def check() -> dict[str, str]:
+            # Anyone can ask (no sign-in): the answer names components only. Hosts, ports and exception
+            # text go to the log, where operators look and the public does not.
             problems: dict[str, str] = {}
             try:
                 check_schema(db)
             except SchemaOutOfDate as exc:
-                problems["database"] = str(exc)
+                problems["database"] = "schema out of date"
+                log.warning("readyz.database", extra={"detail": str(exc)})
             except Exception as exc:
-                problems["database"] = f"database unavailable: {type(exc).__name__}"
+                problems["database"] = "unavailable"
+                log.warning("readyz.database", extra={"detail": type(exc).__name__})
             broker = check_broker(cfg)
             if broker:
-                problems["broker"] = broker
+                problems["broker"] = "unreachable"
+                log.warning("readyz.broker", extra={"detail": broker})
             if "database" not in problems and not picklists_fresh(cfg, picklists_loaded_at(db)):
-                problems["picklists"] = "no worker has loaded the Autotask picklists recently (is a worker running?)"
+                problems["picklists"] = "not loaded recently (is a worker running?)"
             return problems
 
         problems = await run_in_threadpool(check)

@@ -1,9 +1,16 @@
-"""`atrelay events` tables: recent events with outcomes, and one event's full story."""
+"""`atrelay events` tables: recent events with outcomes, and one event's full story.
+
+Partner-controlled text (webhook ids, bodies, headers, reasons quoting them) is never read as rich
+markup: table cells are :class:`~rich.text.Text` and interpolated lines go through ``escape``, so a
+``[/]`` cannot crash a report and a ``[link=...]`` cannot render as a link.
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from sqlmodel import col, select
 
 from pipelines.audit import InboundEvent, PollRun, RejectedRequest
@@ -22,7 +29,7 @@ def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: l
     for name in columns:
         table.add_column(name, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
 
 
@@ -42,8 +49,8 @@ def print_events(db: str, console: Console, *, limit: int, source: str | None, s
         ticket = str(r.ticket_id or r.ticket_number or "-")
         style = colours.get(r.state, "")
         table.add_row(
-            str(r.id), _ts(r.received_at), r.source, r.event_type, ticket,
-            f"[{style}]{r.state}[/]" if style else r.state, (r.reason or "")[:80], str(r.attempts),
+            str(r.id), _ts(r.received_at), Text(r.source), Text(r.event_type), Text(ticket),
+            Text(r.state, style=style), Text((r.reason or "")[:80]), str(r.attempts),
         )
     console.print(table)
 
@@ -53,30 +60,32 @@ def print_event(db: str, console: Console, event_id: int) -> bool:
     if story is None:
         return False
     ev, runs, attempts = story.event, story.runs, story.attempts
-    console.print(f"[bold]Event #{ev.id}[/] {ev.source} {ev.event_type} -> [bold]{ev.state}[/] {ev.reason or ''}")
-    console.print(f"  external id: {ev.external_id}   received: {_ts(ev.received_at)}   "
+    console.print(f"[bold]Event #{ev.id}[/] {escape(ev.source)} {escape(ev.event_type)} -> "
+                  f"[bold]{escape(ev.state)}[/] {escape(ev.reason or '')}")
+    console.print(f"  external id: {escape(ev.external_id)}   received: {_ts(ev.received_at)}   "
                   f"happened: {_ts(ev.occurred_at)}   attempts: {ev.attempts}")
-    console.print(f"  ticket: {ev.ticket_id or '-'} {ev.ticket_number or ''}")
+    console.print(f"  ticket: {ev.ticket_id or '-'} {escape(ev.ticket_number or '')}")
     if ev.caused_by_id:
         console.print(f"  caused by: event #{ev.caused_by_id}")
     for child in story.children:
-        console.print(f"  led to: event #{child.id} ({child.event_type})")
-    console.print(f"  headers: {ev.headers}")
-    console.print(f"  body: {ev.body.decode('utf-8', 'replace')[:2000]}")
+        console.print(f"  led to: event #{child.id} ({escape(child.event_type)})")
+    console.print(Text(f"  headers: {ev.headers}"))
+    console.print(Text(f"  body: {ev.body.decode('utf-8', 'replace')[:2000]}"))
     runs_table = Table(title="Pipeline runs", header_style="bold")
     for name in ("run", "started", "worker", "decision", "from -> to", "outcome", "reason"):
         runs_table.add_column(name, overflow="fold")
     for r in runs:
-        runs_table.add_row(str(r.id), _ts(r.started_at), r.worker or "-", r.decision or "-",
-                           f"{r.from_status or '-'} -> {r.to_status or '-'}", r.outcome or "(running)",
-                           r.reason or "")
+        runs_table.add_row(*(Text(c) for c in (
+            str(r.id), _ts(r.started_at), r.worker or "-", r.decision or "-",
+            f"{r.from_status or '-'} -> {r.to_status or '-'}", r.outcome or "(running)", r.reason or "")))
     console.print(runs_table)
     att_table = Table(title="Autotask attempts", header_style="bold")
     for name in ("run", "at", "method", "path", "status", "ms", "error"):
         att_table.add_column(name, overflow="fold")
     for a in attempts:
-        att_table.add_row(str(a.run_id or "-"), _ts(a.at), a.method, a.path, str(a.status_code or "-"),
-                          f"{a.duration_ms:.0f}", (a.error or "")[:120])
+        att_table.add_row(*(Text(c) for c in (
+            str(a.run_id or "-"), _ts(a.at), a.method, a.path, str(a.status_code or "-"),
+            f"{a.duration_ms:.0f}", (a.error or "")[:120])))
     console.print(att_table)
     return True
 

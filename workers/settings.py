@@ -37,6 +37,7 @@ __all__ = [
 
 DEFAULT_AUTOTASK_ZONE_URL = "https://webservices2.autotask.net/atservicesrest/v1.0/zoneInformation"
 DEFAULT_TIMEZEST_BASE_URL = "https://api.timezest.com/v1"
+MIN_ADMIN_TOKEN_CHARS = 20
 
 
 
@@ -100,11 +101,16 @@ class Settings(BaseSettings):
     mc_webhook_secret: SecretStr | None = None
     webform_webhook_secret: SecretStr | None = None
     admin_token: SecretStr | None = None
+    ops_session_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
 
     rules_file: Path | None = None
     mc_no_contact_delay_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600)
     retry_horizon_hours: int = Field(default=72, ge=1)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # The ingress faces the network directly (compose publishes it): it bounds what one client can hold.
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    request_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    max_connections: int = Field(default=1000, ge=1)
     rejections_keep: int = Field(default=10_000, ge=100)
     worker_concurrency: int = Field(default=2, ge=1, le=64)
     lease_seconds: int = Field(default=120, ge=2, le=3600)
@@ -115,6 +121,14 @@ class Settings(BaseSettings):
     @classmethod
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
         return _check_whsec(value)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # It opens the dashboard and the replay API to whoever guesses it: refuse guessable ones.
+        if value is not None and len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 24`)")
+        return value
 
     @field_validator("rules_file")
     @classmethod
@@ -217,8 +231,21 @@ def _dev_secret(var_path: Path, name: str) -> str:
 
 
 def dev_admin_token(settings: Settings) -> str:
-    """The dashboard token `atrelay run` uses when none is configured (kept in var/dev-secrets.json)."""
-    return _dev_secret(settings.var_path, "admin-token").removeprefix("whsec_")
+    """The dashboard token `atrelay run` uses when none is configured (kept in var/dev-secrets.json).
+
+    Stored without the ``whsec_`` prefix the webhook secrets carry, so the value in the file is the
+    value that signs in (older files stored it prefixed: rewritten once here).
+    """
+    value = _dev_secret(settings.var_path, "admin-token")
+    if value.startswith("whsec_"):
+        path = settings.var_path / "dev-secrets.json"
+        data = json.loads(path.read_text())
+        value = data["admin-token"] = value.removeprefix("whsec_")
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2))
+        os.chmod(tmp, 0o600)
+        tmp.replace(path)
+    return value
 
 
 def webhook_secrets(settings: Settings, source: str) -> tuple[list[str], bool]:

@@ -83,7 +83,8 @@ class Supervisor:
             lines.append(f"TimeZest: {s.timezest_base_url}")
         if s.admin_token is None:
             self.env["ATRELAY_ADMIN_TOKEN"] = dev_admin_token(s)
-            token_hint = f"the admin-token in {s.var_path / 'dev-secrets.json'}"
+            # The exact value that signs in, so nobody has to find (or trim) it in the secrets file.
+            token_hint = f"token: {self.env['ATRELAY_ADMIN_TOKEN']}  (kept in {s.var_path / 'dev-secrets.json'})"
         else:
             token_hint = "ATRELAY_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a value)
         # Beat runs inside the worker process here (one process fewer); `atrelay beat` is for deployments.
