@@ -1,14 +1,29 @@
 """An Autotask REST emulator, faithful to the reference facts, for tests, benchmarks and `atrelay run`.
 
 What it reproduces: zone lookup; the three auth headers (401 otherwise); ``GET Tickets/{id}`` with
-``200 {"item": null}`` for a missing id; ``POST Tickets/query`` and ``TicketNotes/query`` with the
-filter grammar; ``PATCH Tickets`` (PUT is refused, so a client that uses it is caught);
-``POST Tickets/{id}/Notes``; entityInformation/fields picklists with string values; 500 with
-``errors[]`` for rejected writes; ``ThresholdInformation``.
+``200 {"item": null}`` for a missing id; ``POST Tickets/query``, ``TicketNotes/query`` and
+``Resources/query`` with the filter grammar; ``PATCH Tickets`` (PUT is refused, so a client that uses
+it is caught); ``POST Tickets/{id}/Notes``, ``GET TicketNotes/{id}`` and ``GET Tickets/{id}/Notes/{id}``;
+entityInformation/fields picklists with string values; 500 with ``errors[]`` for rejected writes;
+``ThresholdInformation``; ticket and note webhooks with signed callouts (``sandbox_webhooks``);
+``TicketHistory`` and ``TicketChecklistItems`` (``sandbox_entities``).
 
-Switchable faults (``PUT /_sandbox/faults``): added latency, a per-endpoint concurrency limit that
-answers the thread-threshold error, a rolling hourly request limit, and a script of canned failures
-(429 with or without Retry-After, 5xx, errors[] texts). ``GET /_sandbox/calls`` counts what arrived.
+Attribution: every write made with the API credentials is made by atrelay's API resource
+(``SANDBOX_RESOURCES["atrelay"]``), or by the resource named in an ``ImpersonationResourceId`` header
+(then ``impersonatorCreatorResourceID`` on a note is atrelay's). Tickets carry ``lastActivityDate``,
+``lastActivityResourceID`` and ``lastActivityPersonType`` (1 = resource, 2 = contact; for a contact
+``lastActivityResourceID`` is null, an assumption), updated on every write. The control endpoints
+(``sandbox_control``) let a test act as the technician, Mission Control, TimeZest or a contact.
+
+Thread limit: Autotask limits concurrent calls per integration code and "object endpoint"; whether
+``Tickets`` and ``Tickets/{id}/Notes`` share a bucket is not known (facts §7), so by default every
+API call of the tenant counts against ONE bucket (the stricter reading). ``PUT /_sandbox/faults``
+with ``"thread_buckets": "entity"`` splits the buckets per entity path (``tickets``,
+``tickets/notes``, ``ticketnotes``, ...).
+
+Switchable faults (``PUT /_sandbox/faults``): added latency, the concurrency limit that answers the
+thread-threshold error, a rolling hourly request limit, and a script of canned failures (429 with or
+without Retry-After, 5xx, errors[] texts). ``GET /_sandbox/calls`` counts what arrived.
 """
 
 from __future__ import annotations
@@ -18,7 +33,7 @@ import collections
 import itertools
 import re
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,16 +41,27 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from connectors.autotask.client import endpoint_of
+from connectors.autotask.sandbox_control import add_control_routes
 from connectors.autotask.sandbox_data import (
+    ACT_AS,
+    API_ONLY_RESOURCES,
     NOTE_TYPES,
     PUBLISH,
     SANDBOX_AUTOTASK_CREDENTIALS,
+    SANDBOX_RESOURCES,
     STATUSES,
+    seed_contacts,
+    seed_resources,
     seed_tickets,
 )
+from connectors.autotask.sandbox_entities import add_entity_routes
+from connectors.autotask.sandbox_query import errors as _errors
+from connectors.autotask.sandbox_query import lowered as _lower
+from connectors.autotask.sandbox_query import now as _now
+from connectors.autotask.sandbox_query import run_query as _query
+from connectors.autotask.sandbox_webhooks import WebhookHub, add_webhook_routes
 
-__all__ = ["SandboxState", "create_app"]
+__all__ = ["ACT_AS", "Actor", "SandboxState", "create_app"]
 
 THREAD_ERROR = (
     "Thread Threshold Exceeded - The Autotask API thread threshold of {n} threads has been exceeded. "
@@ -43,21 +69,54 @@ THREAD_ERROR = (
 )
 HOURLY_ERROR = "API request threshold exceeded: {n} requests per 60 minutes for this database."
 _ID = re.compile(r"/\d+(?=/|$)")
+# Path segments that name an operation, not an entity, when the thread buckets are split.
+_OPERATIONS = {"query", "count", "entityinformation", "fields", "userdefinedfields"}
+
+# What an API PATCH /Tickets may change here (lower-case wire name -> field).
+_WRITABLE = {"status": "status", "duedatetime": "dueDateTime", "assignedresourceid": "assignedResourceID",
+             "title": "title", "priority": "priority", "queueid": "queueID", "description": "description"}
+_LABELS = {"status": "Status", "dueDateTime": "Due Date", "assignedResourceID": "Primary Resource",
+           "title": "Title", "priority": "Priority", "queueID": "Queue", "description": "Description"}
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{datetime.now(UTC).microsecond // 1000:03d}Z"
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change: a resource, or a contact (an e-mailed note); ``label`` is for the history."""
+
+    resource_id: int | None
+    contact_id: int | None = None
+    label: str = ""
+    impersonator_id: int | None = None
+
+    @property
+    def person_type(self) -> int:
+        return 2 if self.resource_id is None and self.contact_id is not None else 1
+
+
+def _bucket(path: str, mode: str) -> str:
+    if mode != "entity":
+        return "tenant"
+    parts = [p for p in path.split("/") if p and not p.isdigit() and p not in _OPERATIONS]
+    return "/".join(parts)
 
 
 class SandboxState:
     def __init__(self, credentials: dict[str, str] | None = None) -> None:
         self.credentials = credentials or dict(SANDBOX_AUTOTASK_CREDENTIALS)
+        self.webhooks = WebhookHub(resource_exists=lambda rid: rid in self.resources,
+                                   owner_resource_id=SANDBOX_RESOURCES["atrelay"])
         self.reset()
 
     def reset(self) -> None:
         self.tickets: dict[int, dict[str, Any]] = {t["id"]: t for t in seed_tickets()}
         self.notes: dict[int, dict[str, Any]] = {}
+        # Every status write (even one that sets the value it already has): a test's count of writes.
         self.history: list[dict[str, Any]] = []
+        # Real changes and note additions, as TicketHistory rows.
+        self.changes: list[dict[str, Any]] = []
+        self.resources: dict[int, dict[str, Any]] = {r["id"]: r for r in seed_resources()}
+        self.contacts: dict[int, dict[str, Any]] = {c["id"]: c for c in seed_contacts()}
+        self.checklist: dict[int, dict[str, Any]] = {}
         self.calls: collections.Counter[str] = collections.Counter()
         self.errors_returned: collections.Counter[str] = collections.Counter()
         self.window: collections.deque[float] = collections.deque()
@@ -65,13 +124,21 @@ class SandboxState:
         self.max_in_flight_seen: collections.Counter[str] = collections.Counter()
         self.note_ids = itertools.count(900001)
         self.ticket_ids = itertools.count(50001 + len(self.tickets))
+        self.checklist_ids = itertools.count(770001)
+        self.history_ids = itertools.count(3300001)
         self.latency_ms = 0.0
         self.max_in_flight: int | None = None
+        self.thread_buckets = "tenant"
         self.hourly_limit: int | None = None
         self.script: list[dict[str, Any]] = []
         self.outage_until = 0.0
         self.outage_statuses: list[int] = []
         self.outage_count = 0
+        self.webhooks.reset()
+
+    def close(self) -> None:
+        """Stop the webhook delivery threads (they are daemons, so this is only for a clean exit)."""
+        self.webhooks.stop()
 
     # ---- picklists ------------------------------------------------------------------------
     @staticmethod
@@ -95,13 +162,137 @@ class SandboxState:
                 return v
         raise KeyError(label)
 
-    def set_status(self, ticket_id: int, status: int, actor: str) -> None:
+    # ---- who acts ---------------------------------------------------------------------------
+    def resource_name(self, rid: int | None) -> str:
+        res = self.resources.get(rid) if rid is not None else None
+        return f"{res['firstName']} {res['lastName']}" if res else f"#{rid}"
+
+    def actor(self, name: str | None = None, resource_id: int | None = None, label: str | None = None) -> Actor:
+        """``"contact"``, an ``ACT_AS`` name, or a resource id; the technician when neither is given."""
+        if resource_id is not None:
+            if resource_id not in self.resources:
+                raise KeyError(f"no resource {resource_id}")
+            return Actor(resource_id, label=label or self.resource_name(resource_id))
+        key = (name or "technician").strip().lower().replace("_", "-")
+        if key == "contact":
+            contact = next(iter(self.contacts))
+            return Actor(None, contact_id=contact, label=label or "contact")
+        if key == "api":
+            key = "atrelay"
+        if key not in ACT_AS:
+            raise KeyError(f"unknown actor {name!r}; use one of {sorted(ACT_AS)} or contact")
+        return Actor(ACT_AS[key], label=label or key)
+
+    def api_actor(self, impersonate: str | None) -> Actor:
+        """The API credentials act as atrelay's resource, or as the impersonated one."""
+        own = SANDBOX_RESOURCES["atrelay"]
+        if impersonate:
+            rid = int(impersonate) if impersonate.strip().isdigit() else None
+            if rid is None or rid not in self.resources:
+                raise ValueError(f"ImpersonationResourceId {impersonate} is not a valid resource.")
+            return Actor(rid, label="api", impersonator_id=own)
+        return Actor(own, label="api")
+
+    # ---- changes ----------------------------------------------------------------------------
+    def _log(self, ticket_id: int, action: str, detail: str, actor: Actor, at: str) -> None:
+        self.changes.append({"id": next(self.history_ids), "ticketID": ticket_id, "action": action,
+                             "detail": detail, "date": at, "resourceID": actor.resource_id})
+
+    def _describe(self, field: str, old: Any, new: Any) -> str:
+        if field == "status":
+            old, new = self.status_label(old) if old is not None else "", self.status_label(new)
+        elif field == "assignedResourceID":
+            old = self.resource_name(old) if old is not None else "(none)"
+            new = self.resource_name(new) if new is not None else "(none)"
+        return f"{_LABELS.get(field, field)} changed from {old} to {new}"
+
+    def change_ticket(self, ticket_id: int, changes: dict[str, Any], actor: Actor) -> set[str]:
+        """Apply one write: history, lastActivity*, callouts. Returns the fields whose value changed."""
         ticket = self.tickets[ticket_id]
-        self.history.append(
-            {"ticket_id": ticket_id, "from": ticket["status"], "to": status, "actor": actor, "at": _now()}
-        )
-        ticket["status"] = status
-        ticket["lastActivityDate"] = _now()
+        at = _now()
+        changed: set[str] = set()
+        for field, value in changes.items():
+            old = ticket.get(field)
+            if field == "status":
+                self.history.append({"ticket_id": ticket_id, "from": old, "to": value, "actor": actor.label,
+                                     "resource_id": actor.resource_id, "person_type": actor.person_type,
+                                     "at": at})
+            if old != value:
+                changed.add(field)
+                ticket[field] = value
+                self._log(ticket_id, "Edit", self._describe(field, old, value), actor, at)
+        activity = {"lastActivityDate": at, "lastActivityResourceID": actor.resource_id,
+                    "lastActivityPersonType": actor.person_type}
+        changed |= {k for k, v in activity.items() if ticket.get(k) != v}
+        ticket.update(activity)
+        self.webhooks.record_changed("ticketwebhooks", ticket, "Update", changed, actor.resource_id)
+        return changed
+
+    def set_status(self, ticket_id: int, status: int, actor: str, resource_id: int | None = None) -> None:
+        """A status write; ``actor`` is the history label, and names the resource when it is an ACT_AS name."""
+        try:
+            who = self.actor(actor if resource_id is None else None, resource_id, label=actor)
+        except KeyError:
+            who = self.actor("technician", label=actor)  # a free-text label: a person at the UI
+        self.change_ticket(ticket_id, {"status": status}, who)
+
+    def validate_ticket_changes(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The writable fields of a (lower-cased) PATCH body, checked; ValueError with Autotask's wording."""
+        out: dict[str, Any] = {}
+        for key, field in _WRITABLE.items():
+            if key not in body:
+                continue
+            value = body[key]
+            if field == "status" and value not in self.active_status_ids():
+                raise ValueError(f"Value {value} is not a valid value for field status.")
+            if field == "assignedResourceID" and value is not None:
+                if not isinstance(value, int) or value not in self.resources:
+                    raise ValueError(f"Value {value} is not a valid value for field assignedResourceID.")
+                if value in API_ONLY_RESOURCES:
+                    raise ValueError(f"Resource {value} is an API-only user and cannot be assigned to a ticket.")
+            if field == "dueDateTime" and value is not None:
+                try:
+                    parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+                except ValueError:
+                    raise ValueError(f"Value {value} is not a valid value for field dueDateTime.") from None
+                at = parsed.astimezone(UTC) if parsed.tzinfo else parsed  # UTC on the way in (facts §3)
+                value = at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+            if field in ("priority", "queueID") and not isinstance(value, int):
+                raise ValueError(f"Value {value} is not a valid value for field {field}.")
+            limit = {"title": 255, "description": 8000}.get(field)
+            if limit and (not isinstance(value, str) or len(value) > limit or (field == "title" and not value)):
+                raise ValueError(f"{field} must be a string of at most {limit} characters.")
+            out[field] = value
+        return out
+
+    def add_note(self, ticket_id: int, fields: dict[str, Any], actor: Actor) -> dict[str, Any]:
+        at = _now()
+        note_id = next(self.note_ids)
+        note = {
+            "id": note_id, "ticketID": ticket_id, "title": fields.get("title"),
+            "description": fields["description"], "noteType": fields["noteType"], "publish": fields["publish"],
+            "creatorResourceID": actor.resource_id, "createdByContactID": actor.contact_id,
+            "impersonatorCreatorResourceID": actor.impersonator_id, "impersonatorUpdaterResourceID": None,
+            "createDateTime": at, "lastActivityDate": at,
+        }
+        self.notes[note_id] = note
+        self._log(ticket_id, "Note Added", f"Note added: {note['title'] or ''}".rstrip(), actor, at)
+        self.webhooks.record_changed("ticketnotewebhooks", note, "Create", set(note), actor.resource_id)
+        self.change_ticket(ticket_id, {}, actor)  # the ticket's lastActivity* move too
+        return note
+
+    def create_ticket(self, fields: dict[str, Any], actor: Actor) -> dict[str, Any]:
+        tid = next(self.ticket_ids)
+        at = _now()
+        ticket = {"id": tid, "ticketNumber": fields.get("ticketNumber") or f"T20261126.{tid % 10000:04d}",
+                  "title": fields.get("title", "Sandbox ticket"), "status": fields.get("status", 1),
+                  "companyID": 29683500, "queueID": 8, "priority": 2, "createDate": at,
+                  "creatorResourceID": actor.resource_id, "dueDateTime": fields.get("dueDateTime"),
+                  "assignedResourceID": fields.get("assignedResourceID"), "lastActivityDate": at,
+                  "lastActivityResourceID": actor.resource_id, "lastActivityPersonType": actor.person_type}
+        self.tickets[tid] = ticket
+        self.webhooks.record_changed("ticketwebhooks", ticket, "Create", set(ticket), actor.resource_id)
+        return ticket
 
 
 def _picklist(values: list[tuple[int, str, bool]]) -> list[dict[str, Any]]:
@@ -122,55 +313,6 @@ def _field(name: str, data_type: str, picklist: list[dict[str, Any]] | None = No
     }
 
 
-def _errors(status: int, *messages: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"errors": list(messages)}, status_code=status, headers=headers)
-
-
-def _matches(record: dict[str, Any], cond: dict[str, Any]) -> bool:
-    op = str(cond.get("op", "")).lower()
-    if op in ("and", "or"):
-        results = [_matches(record, c) for c in cond.get("items") or []]
-        return all(results) if op == "and" else any(results)
-    key = str(cond.get("field", "")).lower()
-    actual = next((v for k, v in record.items() if k.lower() == key), None)
-    want = cond.get("value")
-    text, wtext = str(actual or "").lower(), str(want or "").lower()
-    checks: dict[str, Callable[[], bool]] = {
-        "eq": lambda: actual == want or text == wtext,
-        "noteq": lambda: not (actual == want or text == wtext),
-        "contains": lambda: wtext in text,
-        "beginswith": lambda: text.startswith(wtext),
-        "endswith": lambda: text.endswith(wtext),
-        "exist": lambda: actual not in (None, ""),
-        "notexist": lambda: actual in (None, ""),
-        "in": lambda: actual in (want or []),
-        "notin": lambda: actual not in (want or []),
-        "gt": lambda: actual is not None and actual > want,
-        "gte": lambda: actual is not None and actual >= want,
-        "lt": lambda: actual is not None and actual < want,
-        "lte": lambda: actual is not None and actual <= want,
-    }
-    if op not in checks:
-        raise ValueError(f"Unsupported operator {cond.get('op')!r}")
-    return bool(checks[op]())
-
-
-def _query(records: list[dict[str, Any]], body: dict[str, Any]) -> dict[str, Any]:
-    lower = {k.lower(): v for k, v in body.items()}
-    max_records = int(lower.get("maxrecords") or 500)
-    if not 1 <= max_records <= 500:
-        raise ValueError("MaxRecords must be between 1 and 500")
-    conditions = lower.get("filter") or []
-    if not conditions:
-        raise ValueError("A query requires at least one filter condition")
-    hits = [r for r in records if all(_matches(r, c) for c in conditions)][:max_records]
-    include = [f.lower() for f in lower.get("includefields") or []]
-    if include:
-        hits = [{k: v for k, v in r.items() if k.lower() in include} for r in hits]
-    return {"items": hits, "pageDetails": {"count": len(hits), "requestCount": max_records,
-                                           "prevPageUrl": None, "nextPageUrl": None}}
-
-
 class _LowercasePath:
     """Autotask paths are case-insensitive in practice; route on the lower-cased path."""
 
@@ -189,13 +331,17 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
     app = FastAPI(title="Autotask sandbox", docs_url=None, redoc_url=None)
     app.state.sandbox = st
     api = "/atservicesrest/v1.0"
+    # Runs only when the server has lifespan on; ThreadedServer and `atrelay sandbox` run without it,
+    # and there the lanes are daemon threads (SandboxState.close() joins them).
+    app.router.add_event_handler("shutdown", st.close)
 
     @app.middleware("http")
     async def gatekeeper(request: Request, call_next: Any) -> Response:
         path = request.url.path
         if path.startswith("/_sandbox"):
             return await call_next(request)  # type: ignore[no-any-return]
-        key = f"{request.method} {_ID.sub('/{id}', path.split(api, 1)[-1]).lstrip('/')}"
+        relative = path.split(api, 1)[-1]
+        key = f"{request.method} {_ID.sub('/{id}', relative).lstrip('/')}"
         st.calls[key] += 1
         st.calls["total"] += 1
         now = time.monotonic()
@@ -215,11 +361,12 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         if st.hourly_limit is not None and len(st.window) > st.hourly_limit:
             st.errors_returned["hourly_limit"] += 1
             return _errors(429, HOURLY_ERROR.format(n=st.hourly_limit))
-        endpoint = endpoint_of(path)
-        st.in_flight[endpoint] += 1
+        bucket = _bucket(relative, st.thread_buckets)
+        endpoint = _bucket(relative, "entity")  # what the scripted faults name
+        st.in_flight[bucket] += 1
         try:
-            st.max_in_flight_seen[endpoint] = max(st.max_in_flight_seen[endpoint], st.in_flight[endpoint])
-            if st.max_in_flight is not None and st.in_flight[endpoint] > st.max_in_flight:
+            st.max_in_flight_seen[bucket] = max(st.max_in_flight_seen[bucket], st.in_flight[bucket])
+            if st.max_in_flight is not None and st.in_flight[bucket] > st.max_in_flight:
                 st.errors_returned["thread_threshold"] += 1
                 return _errors(500, THREAD_ERROR.format(n=st.max_in_flight))
             if time.monotonic() < st.outage_until and st.outage_statuses:
@@ -228,7 +375,8 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
                 st.errors_returned[f"outage_{status}"] += 1
                 return Response("Service Unavailable" if status != 500 else "Internal Server Error", status_code=status)
             for i, fault in enumerate(st.script):
-                if fault.get("endpoint") in (None, endpoint) and fault.get("method") in (None, request.method):
+                if fault.get("endpoint") in (None, endpoint, endpoint.replace("tickets/notes", "ticketnotes")) \
+                        and fault.get("method") in (None, request.method):
                     fault["count"] = int(fault.get("count", 1)) - 1
                     if fault["count"] <= 0:
                         st.script.pop(i)
@@ -245,7 +393,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
                 await asyncio.sleep(st.latency_ms / 1000)
             return await call_next(request)  # type: ignore[no-any-return]
         finally:
-            st.in_flight[endpoint] -= 1
+            st.in_flight[bucket] -= 1
 
     async def _scripted(fault: dict[str, Any], st: SandboxState) -> Response:
         if fault.get("delay_ms"):
@@ -278,7 +426,11 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
             _field("ticketNumber", "string", length=50, read_only=True),
             _field("title", "string", length=255, required=True),
             _field("status", "integer", st.status_values(), required=True),
+            _field("dueDateTime", "datetime"),
+            _field("assignedResourceID", "integer"),
             _field("lastActivityDate", "datetime", read_only=True),
+            _field("lastActivityResourceID", "integer", read_only=True),
+            _field("lastActivityPersonType", "integer", read_only=True),
         ]}
 
     @app.get(f"{api}/ticketnotes/entityinformation/fields")
@@ -290,6 +442,10 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
             _field("description", "string", length=32000, required=True),
             _field("noteType", "integer", _picklist(NOTE_TYPES), required=True),
             _field("publish", "integer", _picklist(PUBLISH), required=True),
+            _field("creatorResourceID", "integer", read_only=True),
+            _field("createdByContactID", "integer", read_only=True),
+            _field("createDateTime", "datetime", read_only=True),
+            _field("lastActivityDate", "datetime", read_only=True),
         ]}
 
     @app.get(f"{api}/tickets/{{ticket_id}}")
@@ -305,17 +461,18 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
 
     @app.patch(f"{api}/tickets")
     async def patch_ticket(request: Request) -> Response:
-        body = await request.json()
-        lower = {k.lower(): v for k, v in body.items()} if isinstance(body, dict) else {}
+        lower = _lower(await request.json())
         tid = lower.get("id")
         if not isinstance(tid, int):
             return _errors(500, "The id field is required for PATCH.")
         if tid not in st.tickets:
             return _errors(500, f"Unable to find the Ticket with ID {tid}.")
-        if "status" in lower:
-            if lower["status"] not in st.active_status_ids():
-                return _errors(500, f"Value {lower['status']} is not a valid value for field status.")
-            st.set_status(tid, int(lower["status"]), actor="api")
+        try:
+            who = st.api_actor(request.headers.get("impersonationresourceid"))
+            changes = st.validate_ticket_changes(lower)
+        except ValueError as exc:
+            return _errors(500, str(exc))
+        st.change_ticket(tid, changes, who)
         return JSONResponse({"itemId": tid})
 
     @app.put(f"{api}/tickets")
@@ -326,8 +483,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
     # ---- notes ----------------------------------------------------------------------------
     @app.post(f"{api}/tickets/{{ticket_id}}/notes")
     async def add_note(ticket_id: int, request: Request) -> Response:
-        body = await request.json()
-        lower = {k.lower(): v for k, v in body.items()} if isinstance(body, dict) else {}
+        lower = _lower(await request.json())
         if ticket_id not in st.tickets:
             return _errors(500, f"Unable to find the parent Ticket with ID {ticket_id}.")
         if not lower.get("description"):
@@ -338,14 +494,22 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
             return _errors(500, f"Value {lower.get('notetype')} is not a valid value for field noteType.")
         if lower.get("publish") not in {v for v, _l, _d in PUBLISH}:
             return _errors(500, f"Value {lower.get('publish')} is not a valid value for field publish.")
-        note_id = next(st.note_ids)
-        st.notes[note_id] = {
-            "id": note_id, "ticketID": ticket_id, "title": lower.get("title"),
-            "description": lower["description"], "noteType": lower["notetype"],
-            "publish": lower["publish"], "createDateTime": _now(),
-        }
-        st.tickets[ticket_id]["lastActivityDate"] = _now()
-        return JSONResponse({"itemId": note_id})
+        try:
+            who = st.api_actor(request.headers.get("impersonationresourceid"))
+        except ValueError as exc:
+            return _errors(500, str(exc))
+        note = st.add_note(ticket_id, {"title": lower.get("title"), "description": lower["description"],
+                                       "noteType": lower["notetype"], "publish": lower["publish"]}, who)
+        return JSONResponse({"itemId": note["id"]})
+
+    @app.get(f"{api}/ticketnotes/{{note_id}}")
+    async def get_note(note_id: int) -> dict[str, Any]:
+        return {"item": st.notes.get(note_id)}
+
+    @app.get(f"{api}/tickets/{{ticket_id}}/notes/{{note_id}}")
+    async def get_child_note(ticket_id: int, note_id: int) -> dict[str, Any]:
+        note = st.notes.get(note_id)
+        return {"item": note if note is not None and note["ticketID"] == ticket_id else None}
 
     @app.post(f"{api}/ticketnotes/query")
     async def query_notes(request: Request) -> Response:
@@ -359,69 +523,7 @@ def create_app(state: SandboxState | None = None) -> ASGIApp:
         return {"externalRequestThreshold": st.hourly_limit or 10000, "requestThresholdTimeframe": 60,
                 "currentTimeframeRequestCount": len(st.window)}
 
-    # ---- sandbox control (not part of Autotask) --------------------------------------------
-    @app.get("/_sandbox/calls")
-    async def calls() -> dict[str, Any]:
-        return {"total": st.calls.get("total", 0),
-                "by_endpoint": {k: v for k, v in st.calls.items() if k != "total"},
-                "errors_returned": dict(st.errors_returned),
-                "max_in_flight_seen": dict(st.max_in_flight_seen)}
-
-    @app.post("/_sandbox/reset")
-    async def reset() -> dict[str, str]:
-        st.reset()
-        return {"status": "reset"}
-
-    @app.put("/_sandbox/faults")
-    async def faults(request: Request) -> dict[str, Any]:
-        body = await request.json()
-        st.latency_ms = float(body.get("latency_ms", 0))
-        st.max_in_flight = body.get("max_in_flight")
-        st.hourly_limit = body.get("hourly_limit")
-        st.script = list(body.get("script") or [])
-        if body.get("outage_seconds"):
-            st.outage_until = time.monotonic() + float(body["outage_seconds"])
-            st.outage_statuses = [int(x) for x in body.get("outage_statuses") or [502, 503, 500]]
-        return {"latency_ms": st.latency_ms, "max_in_flight": st.max_in_flight,
-                "hourly_limit": st.hourly_limit, "script": st.script}
-
-    @app.get("/_sandbox/statuses")
-    async def statuses() -> dict[str, int]:
-        return {lab: v for v, lab, act, _s in STATUSES if act}
-
-    @app.get("/_sandbox/tickets/{ticket_id}")
-    async def show(ticket_id: int) -> Response:
-        if ticket_id not in st.tickets:
-            return JSONResponse({"detail": "no such ticket"}, status_code=404)
-        ticket = dict(st.tickets[ticket_id])
-        ticket["statusLabel"] = st.status_label(ticket["status"])
-        return JSONResponse({
-            "ticket": ticket,
-            "notes": [n for n in st.notes.values() if n["ticketID"] == ticket_id],
-            "history": [h for h in st.history if h["ticket_id"] == ticket_id],
-        })
-
-    @app.post("/_sandbox/tickets/{ticket_id}/status")
-    async def human_change(ticket_id: int, request: Request) -> Response:
-        body = await request.json()
-        if ticket_id not in st.tickets:
-            return JSONResponse({"detail": "no such ticket"}, status_code=404)
-        raw = body.get("status")
-        try:
-            value = raw if isinstance(raw, int) else st.status_by_label(str(raw))
-        except KeyError:
-            return JSONResponse({"detail": f"unknown status {raw!r}"}, status_code=422)
-        st.set_status(ticket_id, value, actor=str(body.get("actor", "human")))
-        return JSONResponse({"ticket_id": ticket_id, "status": value})
-
-    @app.post("/_sandbox/tickets")
-    async def create_ticket(request: Request) -> Response:
-        body = await request.json()
-        tid = next(st.ticket_ids)
-        st.tickets[tid] = {"id": tid, "ticketNumber": body.get("ticketNumber") or f"T20261126.{tid % 10000:04d}",
-                           "title": body.get("title", "Sandbox ticket"),
-                           "status": st.status_by_label(body.get("status", "New")),
-                           "lastActivityDate": _now()}
-        return JSONResponse(st.tickets[tid])
-
+    add_entity_routes(app, st, api)
+    add_webhook_routes(app, st.webhooks, api, _query)
+    add_control_routes(app, st)
     return _LowercasePath(app)

@@ -3,13 +3,33 @@
 Status ids are tenant-specific on purpose (custom statuses get large ids, not 1..N in the order the
 knowledge base lists them); only New = 1 and Complete = 5 are the fixed system values. An inactive
 old "Scheduled" value is kept so the client's active-only mapping is exercised.
+
+Resources and contacts carry tenant-style ids (large, not 1..N). Four of the resources are API-only
+users (atrelay's own, Mission Control's bridge, TimeZest's integration): Autotask lets them create and
+change records but never be assigned to a ticket (facts §2), so ``API_ONLY_RESOURCES`` lists them.
+Webhook field ids (the ``fieldID`` picklist of ``TicketWebhookFields``/``TicketNoteWebhookFields``) are
+tenant-specific too; a client must look them up by label, never assume them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NOTE_TYPES", "PUBLISH", "SANDBOX_AUTOTASK_CREDENTIALS", "STATUSES", "seed_tickets"]
+__all__ = [
+    "ACT_AS",
+    "API_ONLY_RESOURCES",
+    "NOTE_TYPES",
+    "NOTE_WEBHOOK_FIELDS",
+    "PUBLISH",
+    "SANDBOX_AUTOTASK_CREDENTIALS",
+    "SANDBOX_CONTACT_ID",
+    "SANDBOX_RESOURCES",
+    "STATUSES",
+    "TICKET_WEBHOOK_FIELDS",
+    "seed_contacts",
+    "seed_resources",
+    "seed_tickets",
+]
 
 #: Credentials the bundled Autotask sandbox accepts. Not secrets: they only open the emulator.
 SANDBOX_AUTOTASK_CREDENTIALS = {
@@ -59,6 +79,80 @@ PUBLISH: list[tuple[int, str, bool]] = [
 ]
 
 
+#: Who can act in the sandbox tenant, by role: resource ids as Autotask would report them.
+SANDBOX_RESOURCES: dict[str, int] = {
+    "atrelay": 29683077,  # the API user whose credentials are SANDBOX_AUTOTASK_CREDENTIALS
+    "technician": 29682885,  # "Taylor Tech", a licensed technician
+    "help_desk": 29683012,  # "Help Desk Support", the resource a ticket handed to Mission Control gets
+    "mission_control": 30691780,  # "Mission Control Bridge", MC's Autotask-to-Autotask API user
+    "timezest": 29683155,  # "TimeZest Integration", TimeZest's API user
+}
+API_ONLY_RESOURCES: frozenset[int] = frozenset(
+    SANDBOX_RESOURCES[k] for k in ("atrelay", "mission_control", "timezest")
+)
+#: Names a test may act as (``"as"`` on the sandbox control endpoints) -> resource id.
+ACT_AS: dict[str, int] = {
+    "atrelay": SANDBOX_RESOURCES["atrelay"],
+    "technician": SANDBOX_RESOURCES["technician"],
+    "help-desk": SANDBOX_RESOURCES["help_desk"],
+    "mission-control": SANDBOX_RESOURCES["mission_control"],
+    "timezest": SANDBOX_RESOURCES["timezest"],
+}
+#: The end user whose e-mailed form replies become "Note Emailed In" notes.
+SANDBOX_CONTACT_ID = 30685812
+
+#: (fieldID, field name) of the ticket fields a ticket webhook can subscribe to.
+TICKET_WEBHOOK_FIELDS: list[tuple[int, str]] = [
+    (72014, "status"),
+    (72031, "dueDateTime"),
+    (72002, "ticketNumber"),
+    (72019, "assignedResourceID"),
+    (72008, "title"),
+    (72011, "priority"),
+    (72026, "queueID"),
+    (72044, "lastActivityDate"),
+    (72047, "lastActivityResourceID"),
+    (72005, "companyID"),
+    (72009, "description"),
+]
+#: (fieldID, field name) of the note fields a note webhook can subscribe to.
+NOTE_WEBHOOK_FIELDS: list[tuple[int, str]] = [
+    (81003, "ticketID"),
+    (81007, "title"),
+    (81006, "description"),
+    (81012, "noteType"),
+    (81015, "creatorResourceID"),
+    (81018, "createdByContactID"),
+    (81013, "publish"),
+]
+
+
+def seed_resources() -> list[dict[str, Any]]:
+    """Resources in ResourceModel shape (camelCase on the wire); userType/licenseType values are illustrative."""
+    people = [
+        ("atrelay", "atrelay", "API", SANDBOX_AUTOTASK_CREDENTIALS["username"], "API User"),
+        ("technician", "Taylor", "Tech", "ttech@msp.invalid", "Service Technician"),
+        ("help_desk", "Help Desk", "Support", "helpdesk@msp.invalid", "Help Desk"),
+        ("mission_control", "Mission Control", "Bridge", "bridge@missioncontrolnoc.invalid", "API User"),
+        ("timezest", "TimeZest", "Integration", "timezest-api@msp.invalid", "API User"),
+    ]
+    return [
+        {
+            "id": SANDBOX_RESOURCES[key], "firstName": first, "lastName": last, "userName": user,
+            "email": user, "title": title, "isActive": True,
+            "resourceType": "Employee", "userType": 17 if SANDBOX_RESOURCES[key] in API_ONLY_RESOURCES else 1,
+            "licenseType": 7 if SANDBOX_RESOURCES[key] in API_ONLY_RESOURCES else 1,
+            "defaultServiceDeskRoleID": None if SANDBOX_RESOURCES[key] in API_ONLY_RESOURCES else 29683461,
+        }
+        for key, first, last, user, title in people
+    ]
+
+
+def seed_contacts() -> list[dict[str, Any]]:
+    return [{"id": SANDBOX_CONTACT_ID, "firstName": "Jane", "lastName": "Example",
+             "emailAddress": "jane@example.com", "companyID": 29683500, "isActive": 1}]
+
+
 def seed_tickets() -> list[dict[str, Any]]:
     titles = [
         "New user setup: J. Example",
@@ -78,7 +172,12 @@ def seed_tickets() -> list[dict[str, Any]]:
             "queueID": 8,
             "priority": 2,
             "createDate": "2026-11-26T08:00:00.000Z",
+            "creatorResourceID": SANDBOX_RESOURCES["technician"],
+            "dueDateTime": "2026-11-28T17:00:00.000Z",
+            "assignedResourceID": None,
             "lastActivityDate": "2026-11-26T08:00:00.000Z",
+            "lastActivityResourceID": SANDBOX_RESOURCES["technician"],
+            "lastActivityPersonType": 1,
         }
         for i, title in enumerate(titles)
     ]
