@@ -127,7 +127,6 @@ class Outbox:
     """Per-webhook ordered delivery with retries; thread-safe (handlers enqueue, lanes deliver)."""
 
     def __init__(self, on_exhausted: Callable[[int], None] | None = None) -> None:
-        self.settings = DeliverySettings()
         self.on_exhausted = on_exhausted
         self._cv = threading.Condition()
         self._stopping = False
@@ -141,6 +140,7 @@ class Outbox:
         """Forget every queue, counter and log; running lanes see the new generation and exit."""
         with self._cv:
             self._generation += 1
+            self.settings = DeliverySettings()
             self._lanes = {}
             self._queues: dict[int, collections.deque[Callout]] = {}
             self._counters: dict[int, _Counters] = collections.defaultdict(_Counters)
