@@ -81,26 +81,47 @@ class Supervisor:
             lines.append(f"[yellow]No TimeZest API key set: polling the bundled TimeZest sandbox at {url}[/]")
         else:
             lines.append(f"TimeZest: {s.timezest_base_url}")
+        base = f"http://{self.host}:{self.port}"
         if s.admin_token is None:
             self.env["ATRELAY_ADMIN_TOKEN"] = dev_admin_token(s)
-            # The exact value that signs in, so nobody has to find (or trim) it in the secrets file.
-            token_hint = f"token: {self.env['ATRELAY_ADMIN_TOKEN']}  (kept in {s.var_path / 'dev-secrets.json'})"
+            # The exact value that signs in, on a line of its own so no wrapping splits it.
+            token_lines = [f"Dashboard: {base}/ops", "  sign in with this token (kept in var/dev-secrets.json):",
+                           f"  {self.env['ATRELAY_ADMIN_TOKEN']}"]
         else:
-            token_hint = "ATRELAY_ADMIN_TOKEN"  # noqa: S105 (the variable's name, not a value)
+            token_lines = [f"Dashboard: {base}/ops  (sign in with ATRELAY_ADMIN_TOKEN)"]
         # Beat runs inside the worker process here (one process fewer); `atrelay beat` is for deployments.
         self._spawn("worker", "worker", "--beat")
         self._spawn("ingress", "ingress", "--host", self.host, "--port", str(self.port))
         self._wait_http("ingress", f"http://{self.host}:{self.port}/healthz")
-        base = f"http://{self.host}:{self.port}"
+        if not s.autotask_configured:
+            lines += self._register_sandbox_webhooks()
         lines += [
             f"Ingress: {base}  (POST {base}/webhooks/webform, {base}/webhooks/mission-control)",
-            f"Dashboard: {base}/ops  (sign in with {token_hint})",
+            *token_lines,
             f"Metrics: {base}/metrics   API docs: {base}/docs   health: {base}/healthz   ready: {base}/readyz",
             f"Audit DB: {s.effective_database_url}",
             f"Broker:   {s.effective_broker_url}",
             "Try:      atrelay send samples/webform-new-user.json   then   atrelay events",
         ]
         return lines
+
+    def _register_sandbox_webhooks(self) -> list[str]:
+        """Point the Autotask sandbox's ticket and note webhooks at this ingress, as an operator would."""
+        local = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        base = f"http://{local}:{self.port}"
+        done = subprocess.run(  # noqa: S603 (our own module)
+            [sys.executable, "-m", "workers.cli", "autotask", "webhooks", "install", "--url", base],
+            env=self.env, capture_output=True, text=True, check=False)
+        sandbox = f"http://127.0.0.1:{self.autotask_sandbox_port}"
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+            return [f"[red]Could not register the sandbox's Autotask webhooks: {tail[0]}[/]"]
+        return [
+            f"Autotask sandbox webhooks call {base}/webhooks/autotask/{{tickets,notes}} (reconciliation as well)",
+            "  act as Mission Control: curl -X POST "
+            f"{sandbox}/_sandbox/tickets/50002/status -H 'content-type: application/json' "
+            "-d '{\"status\": \"MC No Contact\", \"as\": \"mission-control\"}'",
+        ]
 
     def watch(self) -> int:
         """Block until a signal or a child's death; stop everything; return the exit code."""

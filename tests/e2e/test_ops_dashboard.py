@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from connectors.autotask.sandbox import SandboxState
 from connectors.common.sandbox_server import ThreadedServer
 from tests.stacks import Stack, start_stack
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, WEBFORM_SECRET, Proc, signed, wait_for
 
 TOKEN = "ops-test-token-5b1f0c9e"
 OUTPUT = ROOT / "test-output"
@@ -100,3 +101,75 @@ def test_dashboard_filter_and_replay_by_click(ops_stack: Stack) -> None:
     finally:
         browser.quit()  # type: ignore[attr-defined]
     assert stack.sandbox.tickets[50777]["status"] == 29682844
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def atrelay_run(tmp_path: Path) -> Iterator[tuple[str, str, Proc]]:
+    """`atrelay run` as a new user starts it (no admin token set); yields its URL, banner and process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATRELAY_")}
+    env.update({"ATRELAY_VAR_DIR": str(tmp_path / "var"), "ATRELAY_WEBFORM_WEBHOOK_SECRET": WEBFORM_SECRET,
+                "PYTHONUNBUFFERED": "1"})
+    port, at_port, tz_port = _free_port(), _free_port(), _free_port()
+    proc = Proc("atrelay-run", ["run", "--port", str(port), "--autotask-sandbox-port", str(at_port),
+                                "--timezest-sandbox-port", str(tz_port)], env, tmp_path)
+    try:
+        proc.wait_log("atrelay is running", timeout=120)
+        time.sleep(0.5)  # the rest of the banner
+        yield f"http://127.0.0.1:{port}", proc.log(), proc
+    finally:
+        proc.stop()
+
+
+def test_sign_in_with_the_banner_token_and_csrf_on_replay(atrelay_run: tuple[str, str, Proc]) -> None:
+    """The token exactly as `atrelay run` prints it signs in; Replay needs the form's CSRF token."""
+    from selenium.webdriver.common.by import By
+
+    url, banner, _ = atrelay_run
+    lines = banner.splitlines()
+    at = next(i for i, line in enumerate(lines) if "sign in with this token" in line)
+    shown = lines[at + 1].strip().strip("│").strip()  # the next line of the panel, as a user copies it
+    assert len(shown) >= 20 and " " not in shown, shown
+
+    lost = _form("T20261126.0777")  # no such ticket in the sandbox: a dead letter
+    response = httpx.post(f"{url}/webhooks/webform", content=lost, headers=signed(lost, WEBFORM_SECRET))
+    event_id = response.json()["id"]
+    wait_for(lambda: "ticket-not-found" in httpx.get(f"{url}/ops/events/{event_id}",
+                                                     headers={"Authorization": f"Bearer {shown}"}).text,
+             timeout=60, what="the dead letter")
+
+    browser = _browser()
+    try:
+        browser.get(f"{url}/ops")
+        browser.find_element(By.ID, "token").send_keys(shown)
+        browser.find_element(By.ID, "signin").click()
+        wait_for(lambda: browser.find_elements(By.ID, "events-table"), what="the dashboard")
+        browser.get(f"{url}/ops/events/{event_id}")
+        csrf = browser.find_element(By.CSS_SELECTOR, "form[action$='/replay'] input[name=csrf]").get_attribute("value")
+        assert csrf and len(csrf) >= 32
+        cookie = {c["name"]: c["value"] for c in browser.get_cookies()}["atrelay_ops"]  # type: ignore[attr-defined]
+
+        # A page on another port of the same host posting with the admin's cookie: refused.
+        forged = httpx.post(f"{url}/ops/events/{event_id}/replay", cookies={"atrelay_ops": cookie},
+                            headers={"Origin": "http://127.0.0.1:9999"}, data={"csrf": csrf})
+        assert forged.status_code == 403
+        no_token = httpx.post(f"{url}/ops/events/{event_id}/replay", cookies={"atrelay_ops": cookie}, data={})
+        assert no_token.status_code == 403
+
+        browser.find_element(By.ID, "replay").click()
+        wait_for(lambda: browser.find_elements(By.ID, "flash"), what="the replay message")
+        assert "queued again" in browser.find_element(By.ID, "flash").text
+
+        # Sign out ends the session: the same cookie no longer opens the dashboard.
+        browser.find_element(By.ID, "signout").click()
+        wait_for(lambda: browser.find_elements(By.ID, "token"), what="the sign-in page")
+        assert httpx.get(f"{url}/ops", cookies={"atrelay_ops": cookie}).status_code == 401
+    finally:
+        browser.quit()  # type: ignore[attr-defined]
