@@ -2,7 +2,24 @@
 
 Control endpoints (not TimeZest's): ``POST /_sandbox/scheduling_requests`` creates a request for a
 ticket, ``POST /_sandbox/scheduling_requests/{id}/transition`` moves it ``new -> sent -> scheduled |
-cancelled``, ``PUT /_sandbox/faults`` scripts failures, ``GET /_sandbox/calls`` counts calls.
+cancelled`` (a scheduled request can still be cancelled: status ``cancelled``, ``updated_at`` moves,
+the booked time stays as it was), ``POST /_sandbox/scheduling_requests/{id}/reschedule``
+``{"selected_start_time"?: unix, "shift_seconds"?: N}`` re-books a scheduled request (status stays
+``scheduled``; ``selected_start_time`` and ``updated_at`` move; ``scheduled_at`` is kept, an
+assumption), ``PUT /_sandbox/faults`` scripts failures, ``GET /_sandbox/calls`` counts calls.
+
+Request ids are never reused by one process, not even after ``reset()``: a poller that remembers an
+id must never meet it again on a different request. (A fresh process starts at ``sreq_SBX000001``
+again unless its state is restored.)
+
+TQL (partner facts §1): ``attribute OPERATOR value`` with spaces or ``~``, attribute optionally
+prefixed ``scheduling_request.``/``scheduling_requests.``; ``EQ NOT_EQ GT GTE LT LTE LIKE NOT_LIKE IN
+NOT_IN``; predicates joined by ``AND`` (binding tighter) and ``OR``. The time attributes
+(``created_at``, ``updated_at``, ``scheduled_at``, ``selected_start_time``) compare as unix seconds
+and take unix seconds or an ISO date/datetime (``2023-07-01`` is midnight UTC, an assumption: the
+docs do not say which zone). Whether real TimeZest filters on ``updated_at`` is unverified (a
+community note says only ``created_at`` works), so ``PUT /_sandbox/faults`` takes ``"tql_ignore":
+[attrs]`` (predicates on them silently match everything) and ``"tql_reject": [attrs]`` (400).
 """
 
 from __future__ import annotations
@@ -12,6 +29,8 @@ import itertools
 import operator
 import re
 import time
+from collections.abc import Set as AbstractSet
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -27,7 +46,9 @@ _ALLOWED = {"new": {"sent", "cancelled", "scheduled"}, "sent": {"scheduled", "ca
             "scheduled": {"cancelled", "closed"}, "cancelled": {"closed"}, "closed": set()}
 _OPS = {"EQ": operator.eq, "NOT_EQ": operator.ne, "GT": operator.gt, "GTE": operator.ge,
         "LT": operator.lt, "LTE": operator.le}
-_PRED = re.compile(r"^(?:scheduling_requests?\.)?(\w+)(?:\s+|~)(EQ|NOT_EQ|GT|GTE|LT|LTE|IN)(?:\s+|~)(.+)$", re.I)
+_PRED = re.compile(
+    r"^(?:scheduling_requests?\.)?(\w+)(?:\s+|~)(EQ|NOT_EQ|GTE|GT|LTE|LT|NOT_LIKE|LIKE|NOT_IN|IN)(?:\s+|~)(.+)$", re.I)
+_TIMES = {"created_at", "updated_at", "scheduled_at", "selected_start_time"}
 
 
 class TimezestSandboxState:
@@ -37,10 +58,13 @@ class TimezestSandboxState:
 
     def reset(self) -> None:
         self.requests: dict[str, dict[str, Any]] = {}
-        self.ids = itertools.count(1)
+        # Kept across resets: a request id is never handed out twice by one process.
+        self.ids = getattr(self, "ids", None) or itertools.count(1)
         self.clock = 0
         self.calls: collections.Counter[str] = collections.Counter()
         self.script: list[dict[str, Any]] = []
+        self.tql_ignore: set[str] = set()
+        self.tql_reject: set[str] = set()
 
     def tick(self) -> int:
         """Seconds, strictly increasing, so newest-first order is never ambiguous."""
@@ -80,22 +104,60 @@ class TimezestSandboxState:
             req["scheduled_agents"] = [{"id": "agnt_SBX01", "name": "Tech One", "object": "agent"}]
         return req
 
+    def reschedule(self, rid: str, start: int | None = None, shift_seconds: int = 86400) -> dict[str, Any]:
+        """The end user (or an agent) moves a booked appointment: same request, new time."""
+        req = self.requests[rid]
+        if req["status"] != "scheduled":
+            raise ValueError(f"cannot reschedule a {req['status']} request")
+        req["updated_at"] = self.tick()
+        req["selected_start_time"] = start if start is not None else int(req["selected_start_time"]) + shift_seconds
+        return req
 
-def _tql_match(req: dict[str, Any], tql: str) -> bool:
-    for pred in re.split(r"\s+AND\s+|~AND~", tql.strip(), flags=re.I):
-        m = _PRED.match(pred.strip())
-        if not m:
-            raise ValueError(f"invalid TQL predicate {pred!r}")
-        attr, op, raw = m.group(1), m.group(2).upper(), m.group(3).strip()
-        actual = req.get(attr)
-        if op == "IN":
-            ok = str(actual) in [v.strip() for v in raw.strip("()").split(",")]
-        else:
-            value: Any = int(raw) if raw.lstrip("-").isdigit() else raw
-            ok = actual is not None and bool(_OPS[op](actual, value))
-        if not ok:
-            return False
-    return True
+
+def _time_value(attr: str, raw: str) -> int:
+    text = raw.strip().strip("'\"")
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"invalid date {raw!r} for {attr}") from None
+    return int((at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp())
+
+
+def _predicate(req: dict[str, Any], pred: str, ignore: AbstractSet[str], reject: AbstractSet[str]) -> bool:
+    m = _PRED.match(pred.strip())
+    if not m:
+        raise ValueError(f"invalid TQL predicate {pred!r}")
+    attr, op, raw = m.group(1).lower(), m.group(2).upper(), m.group(3).strip()
+    if attr in reject:
+        raise ValueError(f"filtering on {attr} is not supported")
+    if attr in ignore:
+        return True
+    actual = req.get(attr)
+    if op in ("IN", "NOT_IN"):
+        inside = str(actual) in [v.strip().strip("'\"") for v in raw.strip("()").split(",")]
+        return inside if op == "IN" else not inside
+    if op in ("LIKE", "NOT_LIKE"):
+        found = raw.strip("'\"").strip("%").lower() in str(actual or "").lower()
+        return found if op == "LIKE" else not found
+    value: Any = _time_value(attr, raw) if attr in _TIMES else (int(raw) if raw.lstrip("-").isdigit() else raw)
+    if actual is None:
+        return op == "NOT_EQ" and value is not None
+    try:
+        return bool(_OPS[op](actual, value))
+    except TypeError:
+        raise ValueError(f"cannot compare {attr} with {raw!r}") from None
+
+
+def _tql_match(req: dict[str, Any], tql: str, ignore: AbstractSet[str] = frozenset(),
+               reject: AbstractSet[str] = frozenset()) -> bool:
+    """OR of AND-groups: ``a AND b OR c`` is ``(a AND b) OR c``."""
+    groups = re.split(r"\s+OR\s+|~OR~", tql.strip(), flags=re.I)
+    return any(
+        all(_predicate(req, p, ignore, reject) for p in re.split(r"\s+AND\s+|~AND~", group.strip(), flags=re.I))
+        for group in groups
+    )
 
 
 def create_app(state: TimezestSandboxState | None = None) -> FastAPI:
@@ -127,7 +189,7 @@ def create_app(state: TimezestSandboxState | None = None) -> FastAPI:
         items = sorted(st.requests.values(), key=lambda r: (r["created_at"], r["id"]), reverse=True)
         if filter:
             try:
-                items = [r for r in items if _tql_match(r, filter)]
+                items = [r for r in items if _tql_match(r, filter, st.tql_ignore, st.tql_reject)]
             except ValueError as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
         if starting_after:
@@ -164,10 +226,25 @@ def create_app(state: TimezestSandboxState | None = None) -> FastAPI:
         except ValueError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.post("/_sandbox/scheduling_requests/{rid}/reschedule")
+    async def sandbox_reschedule(rid: str, request: Request) -> Response:
+        body = await request.json()
+        if rid not in st.requests:
+            return JSONResponse({"detail": "no such request"}, status_code=404)
+        start = body.get("selected_start_time")
+        try:
+            return JSONResponse(st.reschedule(rid, int(start) if start is not None else None,
+                                              int(body.get("shift_seconds", 86400))))
+        except ValueError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=409)
+
     @app.put("/_sandbox/faults")
     async def faults(request: Request) -> dict[str, Any]:
-        st.script = list((await request.json()).get("script") or [])
-        return {"script": st.script}
+        body = await request.json()
+        st.script = list(body.get("script") or [])
+        st.tql_ignore = {str(a).lower() for a in body.get("tql_ignore") or []}
+        st.tql_reject = {str(a).lower() for a in body.get("tql_reject") or []}
+        return {"script": st.script, "tql_ignore": sorted(st.tql_ignore), "tql_reject": sorted(st.tql_reject)}
 
     @app.get("/_sandbox/calls")
     async def calls() -> dict[str, Any]:
