@@ -59,7 +59,8 @@ from connectors.autotask.sandbox_query import errors as _errors
 from connectors.autotask.sandbox_query import lowered as _lower
 from connectors.autotask.sandbox_query import now as _now
 from connectors.autotask.sandbox_query import run_query as _query
-from connectors.autotask.sandbox_webhooks import WebhookHub, add_webhook_routes
+from connectors.autotask.sandbox_webhook_routes import add_webhook_routes
+from connectors.autotask.sandbox_webhooks import WebhookHub
 
 __all__ = ["ACT_AS", "Actor", "SandboxState", "create_app"]
 
