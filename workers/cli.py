@@ -36,10 +36,20 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _settings() -> Settings:
+    from workers.settings import partial_autotask_credentials, unknown_variables
+
     try:
         settings = get_settings()
     except SettingsError as exc:
         _fail(str(exc))
+    unknown = unknown_variables()
+    if unknown:
+        _fail(f"unknown setting(s): {', '.join(unknown)}. Every variable is listed in infra/env.example")
+    missing = partial_autotask_credentials(settings)
+    if missing:
+        # Two of three would otherwise be ignored and the sandbox used instead of the tenant.
+        _fail(f"Autotask credentials are partly set: {', '.join(missing)} missing (set all three, or none "
+              "for the sandbox)")
     from workers.logs import configure_logging
 
     configure_logging(settings.log_level, json_lines=settings.json_logs)
@@ -210,15 +220,23 @@ def events(
     limit: int = 30,
     source: str | None = None,
     state: str | None = None,
+    ticket: Annotated[str | None, typer.Option(help="ticket number (T2026...) or id; includes follow-ups")] = None,
 ) -> None:
     """List recent events and outcomes (`atrelay events show ID` for one event)."""
     if ctx.invoked_subcommand is not None:
         return
+    from connectors.common.events import Source
+    from pipelines.audit import EventState
     from workers.reports import print_events
 
+    # A misspelt filter would silently match nothing: name the values that exist instead.
+    if source is not None and source not in {s.value for s in Source}:
+        _fail(f"--source {source!r} is not a source; use one of: {', '.join(s.value for s in Source)}")
+    if state is not None and state not in {s.value for s in EventState}:
+        _fail(f"--state {state!r} is not a state; use one of: {', '.join(s.value for s in EventState)}")
     settings = _settings()
     _require_schema(settings)
-    print_events(settings.effective_database_url, console, limit=limit, source=source, state=state)
+    print_events(settings.effective_database_url, console, limit=limit, source=source, state=state, ticket=ticket)
 
 
 @events_app.command("show")

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from datetime import UTC
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC
 from typing import Any
 
 import anyio.to_thread

@@ -33,13 +33,21 @@ def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: l
     console.print(table)
 
 
-def print_events(db: str, console: Console, *, limit: int, source: str | None, state: str | None) -> None:
+def print_events(db: str, console: Console, *, limit: int, source: str | None, state: str | None,
+                 ticket: str | None = None) -> None:
     with session_scope(db) as s:
         q = select(InboundEvent).order_by(col(InboundEvent.id).desc()).limit(limit)
         if source:
             q = q.where(InboundEvent.source == source)
         if state:
             q = q.where(InboundEvent.state == state)
+        if ticket:
+            t = ticket.strip()
+            tid = int(t) if t.isascii() and t.isdigit() and len(t) <= 9 else None
+            on_ticket = (col(InboundEvent.ticket_number) == t) | (
+                col(InboundEvent.ticket_id) == tid if tid is not None else col(InboundEvent.id) < 0)
+            # Follow-ups (MC No Contact -> Waiting Customer) may carry only the resolved ticket id.
+            q = q.where(on_ticket | col(InboundEvent.caused_by_id).in_(select(InboundEvent.id).where(on_ticket)))
         rows = list(s.exec(q).all())
     table = Table(title=f"Recent events ({len(rows)})", header_style="bold")
     for name in ("id", "received (UTC)", "source", "type", "ticket", "state", "reason", "tries"):

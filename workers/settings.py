@@ -31,7 +31,9 @@ __all__ = [
     "dev_admin_token",
     "get_settings",
     "load_settings",
+    "partial_autotask_credentials",
     "reset_settings_cache",
+    "unknown_variables",
     "webhook_secrets",
 ]
 
@@ -192,6 +194,34 @@ def _format_error(exc: ValidationError) -> str:
         shown = "" if name.endswith(("SECRET", "KEY", "TOKEN")) or raw is None else f" (got {raw!r})"
         parts.append(f"{name}: {msg}{shown}")
     return "; ".join(parts)
+
+
+def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
+    """``ATRELAY_*`` names in the environment that no setting reads, each with its likely intended name.
+
+    A typo (``ATRELAY_AUTOTASK_USER``) would otherwise be ignored and atrelay would quietly fall back
+    to the sandbox.
+    """
+    import difflib
+
+    known = {"ATRELAY_" + name.upper() for name in Settings.model_fields}
+    problems = []
+    for name in sorted(environ if environ is not None else os.environ):
+        upper = name.upper()
+        # ATRELAY_TEST_* belong to the test suite (e.g. ATRELAY_TEST_PG), not to atrelay.
+        if upper.startswith("ATRELAY_") and not upper.startswith("ATRELAY_TEST_") and upper not in known:
+            close = difflib.get_close_matches(upper, sorted(known), n=1)
+            problems.append(f"{name} (did you mean {close[0]}?)" if close else name)
+    return problems
+
+
+def partial_autotask_credentials(settings: Settings) -> list[str]:
+    """The Autotask credential variables missing when some but not all three are set."""
+    given = {"ATRELAY_AUTOTASK_USERNAME": settings.autotask_username,
+             "ATRELAY_AUTOTASK_SECRET": settings.autotask_secret,
+             "ATRELAY_AUTOTASK_INTEGRATION_CODE": settings.autotask_integration_code}
+    missing = [name for name, value in given.items() if not value]
+    return missing if 0 < len(missing) < len(given) else []
 
 
 def load_settings(**overrides: Any) -> Settings:
