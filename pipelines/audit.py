@@ -39,6 +39,7 @@ __all__ = [
     "RejectedRequest",
     "TenantUsage",
     "TicketState",
+    "TicketStatusChange",
     "TimezestRequest",
 ]
 
@@ -156,6 +157,32 @@ class TicketState(SQLModel, table=True):
     lease_event_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+    # What atrelay last knew of the ticket's status in Autotask (its own writes, callouts, reconciliation):
+    # a callout or poll that reports this same status is not a change.
+    observed_status_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    observed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class TicketStatusChange(SQLModel, table=True):
+    """A status change seen in Autotask, by anyone: a person, a partner's API user, or atrelay itself.
+
+    Fed by Autotask callouts, reconciliation and atrelay's own writes; the ordering rules read it to
+    tell whether a status change happened after a partner event ("never overwrite a person").
+    """
+
+    __tablename__ = "ticket_status_changes"
+    __table_args__ = (Index("ix_status_changes_ticket_changed", "ticket_id", "changed_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ticket_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    from_status_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    to_status_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    changed_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    by_resource_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    by_atrelay: bool = False
+    via: str = Field(sa_column=Column(String(16), nullable=False))  # callout | reconciliation | atrelay
+    event_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    recorded_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
 
 
 class RejectedRequest(SQLModel, table=True):

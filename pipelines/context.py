@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache, Picklists, UnknownPicklistValue
 from connectors.common.events import EventType
-from pipelines.rules import Rule
+from pipelines.rules import DEFAULT_WATCH_RULES, Rule, WatchRule
 
 __all__ = ["Context", "check_rule_statuses"]
 
@@ -25,9 +25,23 @@ class Context:
     retry_horizon_hours: int
     enqueue: Callable[[int, float], None]  # (event id, countdown seconds), after commit
     lease_seconds: float = 120.0
+    watch_rules: dict[str, WatchRule] = field(default_factory=lambda: dict(DEFAULT_WATCH_RULES))
+    form_note_title: str = "(?i)new user form"  # ATRELAY_WEBFORM_NOTE_TITLE
+    _own_resource: list[int | None] = field(default_factory=list, repr=False)
 
     def lists(self) -> Picklists:
         return self.picklists.get(self.client)
+
+    def own_resource_id(self) -> int | None:
+        """atrelay's own resource in the tenant (its API user), looked up once per process.
+
+        A change or note by this resource is atrelay's own and never triggers a rule, so atrelay's
+        writes cannot call back into it even when the webhook exclusion is missing.
+        """
+        if not self._own_resource:
+            found = self.client.find_resource_by_username(self.client.username)
+            self._own_resource.append(found.id if found is not None else None)
+        return self._own_resource[0]
 
 
 def check_rule_statuses(rules: dict[EventType, Rule], lists: Picklists) -> dict[str, int]:

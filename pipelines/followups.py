@@ -19,6 +19,7 @@ class FollowUpBody(BaseModel):
     expect_status_id: int
     expect_status: str
     occurred_at: AwareDatetime
+    cause_note_deferred: bool = False
 
     def encode(self) -> bytes:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
@@ -40,4 +41,5 @@ def to_event(row: StoredEvent) -> PartnerEvent:
         details=[("Caused by", f"atrelay event #{body.cause_event_id} ({body.cause_type})")],
         expect_status_id=body.expect_status_id,
         caused_by_id=body.cause_event_id,
+        carries_note_of=body.cause_event_id if body.cause_note_deferred else None,
     )

@@ -22,7 +22,10 @@ def render_note(
     to_status: str | None,
     received_at: datetime,
 ) -> tuple[str, str]:
-    if to_status is not None:
+    if to_status is not None and from_status == to_status:
+        title = f"Status confirmed: {to_status} ({event.source})"
+        head = f"The ticket was already {to_status}; atrelay recorded why and left the status as it was."
+    elif to_status is not None:
         title = f"Status set to {to_status} ({event.source})"
         head = f"atrelay changed the ticket status from {from_status or 'unknown'} to {to_status}."
     else:

@@ -6,37 +6,31 @@ made, so a run that dies anywhere can be run again and writes no second status c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pydantic import ValidationError
 
-from connectors.autotask.client import Attempt
 from connectors.autotask.errors import PermanentError, RetryableError
 from connectors.autotask.models import Ticket
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
-from connectors.common.events import PartnerEvent
+from connectors.common.events import EventType, PartnerEvent
 from pipelines import store
-from pipelines.audit import EffectLedger, EventState, InboundEvent
+from pipelines.audit import EffectLedger, EventState
 from pipelines.context import Context
 from pipelines.db import utcnow
 from pipelines.followups import FollowUpBody
 from pipelines.notes import marker, render_note
+from pipelines.observe import OBSERVATIONS, ObserveRun
 from pipelines.registry import parse_stored
-from pipelines.retry import SHORT_RETRY_MAX, plan_retry
+from pipelines.retry import SHORT_RETRY_MAX
 from pipelines.rules import Ignore, Transition, decide
+from pipelines.runbase import Result, RunBase
 
 __all__ = ["Result", "process_event"]
 
-
-@dataclass(frozen=True)
-class Result:
-    """How a run ended. ``retry_in`` asks the caller to enqueue the event again after that many seconds."""
-
-    state: str
-    reason: str | None = None
-    retry_in: float | None = None
-    derived: list[int] = field(default_factory=list)
+#: Event types that report one escalation, possibly twice (MC's webhook and the status MC set).
+ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, EventType.MC_NO_CONTACT})
+ESCALATION_WINDOW = timedelta(hours=12)
 
 
 def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, worker: str | None = None) -> Result:
@@ -51,34 +45,13 @@ def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, wo
             return Result(EventState.PARKED.value)
         return Result(claim.state)  # already final, or no such event: nothing to do
     run_id = store.start_run(ctx.db, event_id, task_id, worker)
+    if claim.event.event_type in OBSERVATIONS:
+        return ObserveRun(ctx, claim.event, run_id).execute()
     return _Run(ctx, claim.event, run_id).execute()
 
 
-class _Run:
-    def __init__(self, ctx: Context, row: InboundEvent, run_id: int) -> None:
-        assert row.id is not None
-        self.ctx, self.row, self.run_id, self.event_id = ctx, row, run_id, row.id
-        self.leased_ticket: int | None = None
-
-    # ---- endings ----------------------------------------------------------------------------
-    def _finish(self, state: EventState, outcome: str, reason: str | None = None, **kw: object) -> Result:
-        derived_id = store.finish_run(
-            self.ctx.db, event_id=self.event_id, run_id=self.run_id, state=state, outcome=outcome,
-            reason=reason, **kw,  # type: ignore[arg-type]
-        )
-        return Result(state.value, reason, derived=[derived_id] if derived_id else [])
-
-    def _retry_or_dead(self, exc: RetryableError) -> Result:
-        now = utcnow()
-        plan = plan_retry(attempts=self.row.attempts, retry_after=exc.retry_after,
-                          horizon_from=self.row.horizon_from or self.row.received_at,
-                          horizon_hours=self.ctx.retry_horizon_hours, now=now)
-        if plan.kind == "dead":
-            return self._finish(EventState.DEAD, "dead",
-                                f"retries-exhausted after {self.row.attempts} attempts: {exc.reason}")
-        state = EventState.RETRYING if plan.kind == "short" else EventState.PARKED
-        self._finish(state, "retry", exc.reason, not_before=now + plan.not_before)
-        return Result(state.value, exc.reason, retry_in=plan.delay if plan.kind == "short" else None)
+class _Run(RunBase):
+    """A partner event's run: decide, read the ticket, write status and note once, follow up."""
 
     # ---- the run ----------------------------------------------------------------------------
     def execute(self) -> Result:
@@ -102,9 +75,6 @@ class _Run:
             self.ctx.client.set_attempt_hook(None)
             if self.leased_ticket is not None:
                 store.release_ticket(self.ctx.db, self.leased_ticket, self.event_id)
-
-    def _record_attempt(self, attempt: Attempt) -> None:
-        store.record_attempt(self.ctx.db, self.event_id, self.run_id, attempt)
 
     def _resolve_ticket(self, event: PartnerEvent) -> Ticket | None:
         """Read the ticket and take its lease; None when another event holds the lease."""
@@ -141,12 +111,24 @@ class _Run:
             if last is not None and last.last_occurred_at is not None and event.occurred_at < last.last_occurred_at:
                 return self._finish(EventState.SKIPPED, "skipped", "stale", **base)
             if event.expect_status_id is not None and ticket.status != event.expect_status_id:
+                if event.carries_note_of is not None:
+                    return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
                 return self._finish(EventState.SKIPPED, "skipped", "status-changed", **base)
-            if target_id is not None and ticket.status == target_id:
+            if event.type in ESCALATIONS:
+                earlier = store.earlier_escalation(
+                    ctx.db, ticket_id=ticket.id, event_type=event.type.value, exclude_event_id=self.event_id,
+                    target_status_id=target_id, window=ESCALATION_WINDOW)
+                if earlier is not None:
+                    # MC's webhook and the status MC set in Autotask are one escalation: one note, one follow-up.
+                    return self._finish(EventState.SKIPPED, "skipped",
+                                        f"duplicate-escalation: event #{earlier} already handled it", **base)
+            if target_id is not None and ticket.status == target_id and not decision.note:
                 return self._finish(
                     EventState.SKIPPED, "skipped", "already-set",
                     ticket_update=(ticket.id, event.occurred_at, target_id), **base,
                 )
+            # Already in the target status (Mission Control set it itself) is not the end: the note
+            # is still written once and the follow-up still runs; only the PATCH is left out.
             effect = store.update_effect(
                 ctx.db, EffectLedger(event_id=self.event_id, ticket_id=ticket.id,
                                      from_status_id=ticket.status, to_status_id=target_id),
@@ -156,12 +138,19 @@ class _Run:
             if ticket.status != target_id:
                 effect = store.update_effect(ctx.db, effect, patch_started_at=utcnow())
                 client.set_ticket_status(ticket.id, target_id)
+                # Known before Autotask's callout about it arrives: that callout is then "no change".
+                store.observe_status(ctx.db, ticket.id, target_id, changed_at=utcnow(), by_resource_id=None,
+                                     by_atrelay=True, via="atrelay", event_id=self.event_id)
             effect = store.update_effect(ctx.db, effect, patched_at=utcnow())
-        if decision.note and effect.note_id is None:
-            effect = self._note_once(event, effect, lists)
-        derived = self._follow_up(event, decision, ticket.id, target_id)
+        noted_only = target_id is not None and effect.from_status_id == target_id
+        # Nothing changed here and a follow-up will change the status: one note, written by it, tells both.
+        defer = noted_only and decision.note and decision.follow_up is not None
+        if decision.note and not defer and effect.note_id is None:
+            effect = self._note_once(self._with_cause(event), effect, lists)
+        derived = self._follow_up(event, decision, ticket.id, target_id, note_deferred=defer)
+        reason = "already-set: note with the follow-up" if defer else "already-set: note only" if noted_only else None
         result = self._finish(
-            EventState.APPLIED, "applied", None,
+            EventState.APPLIED, "applied", reason,
             ticket_update=(ticket.id, event.occurred_at, target_id), derived=derived, **base,
         )
         if ctx.follow_up_delay_seconds <= SHORT_RETRY_MAX:  # else it waits parked for the sweeper
@@ -188,8 +177,34 @@ class _Run:
         )
         return store.update_effect(ctx.db, effect, note_id=note_id)
 
+    def _with_cause(self, event: PartnerEvent) -> PartnerEvent:
+        """A follow-up carrying its cause's note: the cause's why and details come first."""
+        if event.carries_note_of is None:
+            return event
+        row = store.get_event(self.ctx.db, event.carries_note_of)
+        if row is None:
+            return event
+        cause = parse_stored(row)
+        return event.model_copy(update={"summary": f"{cause.summary}; then {event.summary}",
+                                        "details": [*cause.details, *event.details]})
+
+    def _cause_note_only(self, event: PartnerEvent, ticket_id: int, status: int, lists: Picklists,
+                         base: dict[str, object]) -> Result:
+        """The follow-up cannot run (someone moved the ticket on): its cause's note is still owed, once."""
+        effect = store.get_effect(self.ctx.db, self.event_id) or store.update_effect(
+            self.ctx.db, EffectLedger(event_id=self.event_id, ticket_id=ticket_id, from_status_id=status,
+                                      to_status_id=None))
+        cause = self._with_cause(event)
+        note = cause.model_copy(update={"summary": cause.summary.split("; then ", 1)[0]
+                                        + "; not moved on: the status had been changed meanwhile"})
+        if effect.note_id is None:
+            self._note_once(note, effect, lists)
+        return self._finish(EventState.SKIPPED, "skipped",
+                            f"status-changed: the note of event #{event.carries_note_of} written", **base)
+
     def _follow_up(
-        self, event: PartnerEvent, decision: Transition, ticket_id: int, target_id: int | None
+        self, event: PartnerEvent, decision: Transition, ticket_id: int, target_id: int | None, *,
+        note_deferred: bool = False,
     ) -> store.NewEvent | None:
         if decision.follow_up is None or target_id is None or decision.status is None:
             return None
@@ -199,6 +214,7 @@ class _Run:
         body = FollowUpBody(
             cause_event_id=self.event_id, cause_type=event.type, ticket_id=ticket_id,
             expect_status_id=target_id, expect_status=decision.status, occurred_at=event.occurred_at,
+            cause_note_deferred=note_deferred,
         )
         delay = self.ctx.follow_up_delay_seconds
         return store.NewEvent(

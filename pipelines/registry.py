@@ -13,6 +13,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
+from connectors.autotask import derived as autotask_derived
 from connectors.common.events import EventType, PartnerEvent, Source, StoredEvent
 from connectors.common.payloads import TicketRef
 from connectors.mission_control import parse as mc_parse
@@ -22,7 +23,7 @@ from connectors.webform import parse as webform_parse
 from connectors.webform import verify as webform_verify
 from pipelines import followups
 
-__all__ = ["EVENT_HANDLERS", "WEBHOOKS", "WebhookConnector", "parse_stored"]
+__all__ = ["EVENT_HANDLERS", "SOURCE_HANDLERS", "WEBHOOKS", "WebhookConnector", "parse_stored"]
 
 Handler = Callable[[StoredEvent], PartnerEvent]
 
@@ -73,9 +74,17 @@ WEBHOOKS: dict[Source, WebhookConnector] = {
 }
 
 
+#: Events whose source decides the handler: the same ``mc.*`` type seen through Autotask has another body.
+SOURCE_HANDLERS: dict[str, Handler] = {
+    Source.AUTOTASK.value: autotask_derived.to_event,
+}
+
+
 def parse_stored(row: StoredEvent) -> PartnerEvent:
     """Step 1 of the pipeline: re-parse the stored raw bytes into a typed event."""
-    handler = EVENT_HANDLERS.get(EventType(row.event_type))
+    source = getattr(row, "source", None)
+    handler = SOURCE_HANDLERS.get(source) if isinstance(source, str) else None
+    handler = handler or EVENT_HANDLERS.get(EventType(row.event_type))
     if handler is None:
         raise ValueError(f"no handler for event type {row.event_type!r}")
     return handler(row)

@@ -9,6 +9,10 @@ workflow rules or APIs" are set here. A TOML file named by ``ATRELAY_RULES_FILE`
 
     [events."form.submitted"]
     status = "Received Form Response"
+
+    [autotask."mc-no-contact"]               # what Autotask's own events mean (watch rules)
+    enabled = false                          # switch a row off ...
+    # status = "MC No Contact"               # ... or re-target the status that triggers it
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from connectors.common.events import EventType, PartnerEvent
 
 __all__ = [
     "DEFAULT_RULES",
+    "DEFAULT_WATCH_RULES",
     "Ignore",
     "Rule",
     "RulesError",
     "Transition",
+    "WatchRule",
     "decide",
     "load_rules",
+    "load_watch_rules",
 ]
 
 
@@ -51,6 +58,37 @@ DEFAULT_RULES: dict[EventType, Rule] = {
     EventType.TIMEZEST_LINK_SENT: Rule("Scheduling Link Sent"),
     EventType.TIMEZEST_SCHEDULED: Rule("Scheduled"),
     EventType.TIMEZEST_CANCELLED: Rule(None, note=True),
+}
+
+
+@dataclass(frozen=True)
+class WatchRule:
+    """What a change seen in Autotask means: a status set (or a note added) -> a partner event.
+
+    ``status`` is the label that triggers a ``status`` rule; ``note_title`` rules match the note's
+    title against ``ATRELAY_WEBFORM_NOTE_TITLE``. Changes made by atrelay itself never trigger one.
+    """
+
+    name: str
+    on: str  # "status" | "note"
+    emits: EventType
+    kb: str  # the knowledge-base line it implements, shown by `atrelay rules`
+    status: str | None = None
+    enabled: bool = True
+
+
+DEFAULT_WATCH_RULES: dict[str, WatchRule] = {
+    rule.name: rule
+    for rule in (
+        WatchRule("mc-escalated", "status", EventType.MC_ESCALATED, status="Sent from MC",
+                  kb="Sent from MC: set by Mission Control when it escalates a ticket to the MSP"),
+        WatchRule("mc-out-of-scope", "status", EventType.MC_OUT_OF_SCOPE, status="Out of Scope",
+                  kb="Out of Scope: set by Mission Control for requests outside its scope"),
+        WatchRule("mc-no-contact", "status", EventType.MC_NO_CONTACT, status="MC No Contact",
+                  kb="MC No Contact: Mission Control could not reach the user; moved on to Waiting Customer"),
+        WatchRule("emailed-form", "note", EventType.FORM_SUBMITTED,
+                  kb="Received Form Response: new user form submitted and emailed from the web site to the ticket"),
+    )
 }
 
 
@@ -107,4 +145,38 @@ def load_rules(path: Path | None) -> dict[EventType, Rule]:
                 raise RulesError(f"rules file {path}: {name}.note must be true or false")
             rule = replace(rule, note=row["note"])
         rules[etype] = rule
+    return rules
+
+
+def load_watch_rules(path: Path | None) -> dict[str, WatchRule]:
+    """The default watch rules, with ``[autotask."<name>"]`` rows of ``path`` (enabled, status) laid over."""
+    rules = dict(DEFAULT_WATCH_RULES)
+    if path is None:
+        return rules
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RulesError(f"rules file {path}: {exc}") from None
+    section = data.get("autotask", {})
+    if not isinstance(section, dict):
+        raise RulesError(f"rules file {path}: [autotask] must be a table")
+    for name, row in section.items():
+        if name not in rules:
+            raise RulesError(f"rules file {path}: unknown Autotask rule [autotask.{name!r}]; "
+                             f"known: {', '.join(rules)}")
+        if not isinstance(row, dict) or set(row) - {"enabled", "status"}:
+            bad = sorted(set(row) - {"enabled", "status"}) if isinstance(row, dict) else []
+            raise RulesError(f"rules file {path}: [autotask.{name!r}] takes only 'enabled' and 'status'"
+                             + (f" (got {', '.join(bad)})" if bad else ""))
+        rule = rules[name]
+        if "enabled" in row:
+            if not isinstance(row["enabled"], bool):
+                raise RulesError(f"rules file {path}: [autotask.{name!r}] enabled must be true or false")
+            rule = replace(rule, enabled=row["enabled"])
+        if "status" in row:
+            if rule.on != "status" or not isinstance(row["status"], str) or not row["status"].strip():
+                raise RulesError(f"rules file {path}: [autotask.{name!r}] status must be a status label "
+                                 "(and only status rules take one)")
+            rule = replace(rule, status=row["status"].strip())
+        rules[name] = rule
     return rules

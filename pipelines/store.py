@@ -26,6 +26,7 @@ from pipelines.audit import (
     PipelineRun,
     RejectedRequest,
     TicketState,
+    TicketStatusChange,
 )
 from pipelines.db import engine_for, session_scope, utcnow
 
@@ -33,14 +34,18 @@ __all__ = [
     "Claim",
     "EventState",
     "NewEvent",
+    "Observed",
     "claim_event",
     "claim_ticket",
     "dead_letters",
+    "earlier_escalation",
     "event_story",
     "finish_run",
     "get_effect",
     "get_event",
     "insert_event",
+    "observe_status",
+    "observed_status",
     "park",
     "record_attempt",
     "record_rejection",
@@ -383,3 +388,79 @@ def event_story(db: str, event_id: int) -> EventStory | None:
         children = list(s.exec(select(InboundEvent).where(InboundEvent.caused_by_id == event_id)
                                .order_by(col(InboundEvent.id))).all())
         return EventStory(event, runs, attempts, children)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The outcome of recording a ticket status seen in Autotask."""
+
+    changed: bool
+    previous: int | None  # the status atrelay knew before (None: never seen)
+
+
+def observe_status(db: str, ticket_id: int, status_id: int, *, changed_at: datetime, by_resource_id: int | None,
+                   by_atrelay: bool, via: str, event_id: int | None, baseline_only: bool = False) -> Observed:
+    """Record that Autotask shows ``status_id`` on the ticket; a change from what atrelay knew is kept.
+
+    Run under the ticket's lease, so observations and atrelay's own writes on one ticket do not
+    interleave. ``baseline_only`` records the status without counting it as a change (first sight).
+    """
+    with session_scope(db) as s:
+        ts = s.get(TicketState, ticket_id)
+        if ts is None:
+            ts = TicketState(ticket_id=ticket_id, updated_at=NEVER)
+        previous = ts.observed_status_id
+        if previous == status_id:
+            return Observed(False, previous)
+        ts.observed_status_id, ts.observed_at = status_id, changed_at
+        s.add(ts)
+        if previous is None and baseline_only:
+            return Observed(False, None)
+        s.add(TicketStatusChange(ticket_id=ticket_id, from_status_id=previous, to_status_id=status_id,
+                                 changed_at=changed_at, by_resource_id=by_resource_id, by_atrelay=by_atrelay,
+                                 via=via, event_id=event_id))
+        return Observed(True, previous)
+
+
+def observed_status(db: str, ticket_id: int) -> int | None:
+    with session_scope(db) as s:
+        ts = s.get(TicketState, ticket_id)
+        return ts.observed_status_id if ts is not None else None
+
+
+def earlier_escalation(db: str, *, ticket_id: int, event_type: str, exclude_event_id: int,
+                       target_status_id: int | None, window: timedelta) -> int | None:
+    """Another event of this type already applied to this ticket (its note written or owed), same episode.
+
+    Mission Control's webhook and the status MC set in Autotask report one escalation twice. It is
+    the same episode unless someone other than atrelay moved the ticket to another status since the
+    earlier event finished (then a new escalation is new), and only within ``window``.
+    """
+    since = utcnow() - window
+    with session_scope(db) as s:
+        rows = s.exec(
+            select(InboundEvent.id, InboundEvent.updated_at)
+            .join(EffectLedger, col(EffectLedger.event_id) == col(InboundEvent.id))
+            .where(InboundEvent.event_type == event_type, col(EffectLedger.ticket_id) == ticket_id,
+                   col(InboundEvent.id) != exclude_event_id, InboundEvent.state == EventState.APPLIED,
+                   col(InboundEvent.updated_at) >= since)
+            .order_by(col(InboundEvent.id).desc()).limit(5)
+        ).all()
+        for other_id, finished in rows:
+            moved = s.exec(
+                select(TicketStatusChange.id).where(
+                    TicketStatusChange.ticket_id == ticket_id, col(TicketStatusChange.changed_at) > finished,
+                    col(TicketStatusChange.by_atrelay).is_(False),
+                    col(TicketStatusChange.to_status_id) != target_status_id)
+            ).first()
+            if moved is None and other_id is not None:
+                return int(other_id)
+        return None
+
+
+def atrelay_wrote(db: str, ticket_id: int, status_id: int) -> bool:
+    """True when the effect ledger shows atrelay itself set this status on this ticket."""
+    with session_scope(db) as s:
+        return s.exec(select(EffectLedger.event_id).where(
+            EffectLedger.ticket_id == ticket_id, EffectLedger.to_status_id == status_id,
+            col(EffectLedger.patched_at).is_not(None))).first() is not None

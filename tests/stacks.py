@@ -26,7 +26,7 @@ from pipelines.audit import EventState, InboundEvent
 from pipelines.db import engine_for, session_scope
 from pipelines.schema import upgrade
 from tests.conftest import DATA_TABLES, autotask_env
-from tests.support import MC_SECRET, WEBFORM_SECRET, Proc, signed, wait_for
+from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, WEBFORM_SECRET, Proc, signed, wait_for
 
 __all__ = ["Stack", "start_stack"]
 
@@ -162,6 +162,7 @@ def start_stack(
         "ATRELAY_VAR_DIR": str(tmp / "var"),
         "ATRELAY_WEBFORM_WEBHOOK_SECRET": WEBFORM_SECRET,
         "ATRELAY_MC_WEBHOOK_SECRET": MC_SECRET,
+        "ATRELAY_AUTOTASK_WEBHOOK_SECRET": AUTOTASK_HOOK_SECRET,
         "ATRELAY_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     })

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 import socket
 import subprocess
@@ -29,6 +31,14 @@ WEBFORM_SECRET = "whsec_" + base64.b64encode(b"atrelay-test-webform-secret-0001"
 WEBFORM_OLD_SECRET = "whsec_" + base64.b64encode(b"atrelay-test-webform-secret-0000").decode()
 MC_SECRET = "whsec_" + base64.b64encode(b"atrelay-test-mission-ctl-secret1").decode()
 WRONG_SECRET = "whsec_" + base64.b64encode(b"someone-else-entirely-secret-xyz").decode()
+#: The secretKey of the Autotask webhooks the tests install (Autotask secrets are plain strings, <= 64).
+AUTOTASK_HOOK_SECRET = "atrelay-test-autotask-hook-secret-0001"
+
+
+def autotask_signed(body: bytes, secret: str = AUTOTASK_HOOK_SECRET) -> dict[str, str]:
+    """Headers of a callout as Autotask signs it, computed here (not with atrelay's verifier)."""
+    digest = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha1).digest()).decode()
+    return {"X-Hook-Signature": f"sha1={digest}", "Content-Type": "application/json"}
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from workers.celery_app import app
 from workers.queue import enqueue_event
 from workers.settings import get_settings
 
-__all__ = ["audit_seal_task", "sweep_task", "tenant_usage_task", "timezest_poll_task"]
+__all__ = ["audit_seal_task", "autotask_reconcile_task", "sweep_task", "tenant_usage_task", "timezest_poll_task"]
 
 log = logging.getLogger("atrelay.beat")
 
@@ -69,3 +69,36 @@ def audit_seal_task() -> int:
     from pipelines.chain import seal
 
     return seal(get_settings().effective_database_url)
+
+
+@app.task(name="atrelay.autotask_reconcile", ignore_result=True)
+def autotask_reconcile_task() -> int:
+    """Recover Autotask callouts that were dropped: the same events, found by asking Autotask."""
+    from connectors.autotask.errors import AutotaskError
+    from connectors.autotask.picklists import UnknownPicklistValue
+    from pipelines.reconcile import reconcile_once, yielding_gate
+    from workers.queue import enqueue_now
+    from workers.runtime import build_client, get_context, get_governor
+
+    settings = get_settings()
+    ctx = get_context()
+    try:
+        lists = ctx.lists()
+        own = ctx.own_resource_id()
+    except AutotaskError as exc:
+        log.warning("autotask.reconcile.failed", extra={"error": exc.reason})
+        return -1
+    watched: set[int] = set()
+    for rule in ctx.watch_rules.values():
+        if rule.on == "status" and rule.enabled and rule.status:
+            try:
+                watched.add(lists.status_id(rule.status))
+            except UnknownPicklistValue:
+                continue
+    client = build_client(settings, gate=yielding_gate(get_governor(), settings.autotask_max_in_flight))
+    try:
+        result = reconcile_once(settings.effective_database_url, client, enqueue_now,
+                                watched_status_ids=watched, own_resource_id=own)
+    finally:
+        client.close()
+    return len(result.emitted)

@@ -54,6 +54,10 @@ def configure(celery: Celery) -> None:
                 "schedule": float(settings.timezest_poll_seconds),
             },
             "sweep-owed-events": {"task": "atrelay.sweep", "schedule": settings.sweep_seconds},
+            "autotask-reconcile": {
+                "task": "atrelay.autotask_reconcile",
+                "schedule": float(settings.autotask_reconcile_seconds),
+            },
             "read-autotask-thresholds": {"task": "atrelay.tenant_usage", "schedule": 180.0},
             "seal-audit-log": {"task": "atrelay.audit_seal", "schedule": 30.0},
         },

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from workers.cli_autotask import autotask_app
 from workers.settings import Settings, SettingsError, get_settings
 
 __all__ = ["app", "main"]
@@ -26,6 +27,7 @@ audit_app = typer.Typer(help="The tamper-evident audit chain.", no_args_is_help=
 app.add_typer(events_app, name="events")
 app.add_typer(audit_app, name="audit")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(autotask_app, name="autotask")
 console = Console()
 err = Console(stderr=True, soft_wrap=True)
 

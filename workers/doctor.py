@@ -12,6 +12,7 @@ from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import EventType
 from pipelines.rules import Rule, RulesError, load_rules
 from pipelines.schema import SchemaOutOfDate, check_schema
+from workers.doctor_autotask import check_autotask_source, watch_rules_table
 from workers.settings import Settings
 from workers.status import check_broker
 
@@ -121,10 +122,12 @@ def run_doctor(settings: Settings, console: Console, err: Console) -> int:
     rules = _rules(settings, report)
     lists = _load_lists(settings, report)
     _timezest(settings, report)
+    check_autotask_source(settings, report)
     for line in report.ok:
         console.print(f"[green]ok[/]      {line}", highlight=False)
     if rules is not None:
         console.print(_status_table(rules, lists, report))
+        console.print(watch_rules_table(settings, lists))
     for line in report.problems:
         err.print(f"[red]problem[/] {line}", highlight=False)
     console.print(f"{len(report.problems)} problem(s)")
@@ -139,6 +142,7 @@ def print_rules(settings: Settings, console: Console) -> int:
         return 1
     lists = _load_lists(settings, report) if settings.autotask_configured else None
     console.print(_status_table(rules, lists, report))
+    console.print(watch_rules_table(settings, lists))
     for line in report.problems:
         console.print(f"[red]problem[/] {line}")
     return 1 if report.problems else 0

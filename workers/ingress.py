@@ -29,6 +29,7 @@ from connectors.common.standard_webhooks import REQUIRED_HEADERS, VerificationFa
 from pipelines import intake, store
 from pipelines.registry import WEBHOOKS, WebhookConnector
 from pipelines.schema import SchemaOutOfDate, check_schema
+from workers.autotask_ingress import make_autotask_router
 from workers.http_guard import Refusal, RequestGuard
 from workers.metrics import AuditCollector
 from workers.ops import make_router
@@ -224,6 +225,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
     app.openapi = openapi  # type: ignore[method-assign]
 
     app.include_router(make_router(cfg, do_enqueue))
+    app.include_router(make_autotask_router(cfg, do_enqueue))
 
     async def record_refusal(r: Refusal) -> None:
         await run_in_threadpool(

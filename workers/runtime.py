@@ -12,7 +12,7 @@ from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache
 from pipelines.context import Context
 from pipelines.governor import Governor, governor_for
-from pipelines.rules import load_rules
+from pipelines.rules import load_rules, load_watch_rules
 from workers.queue import enqueue_event
 from workers.settings import Settings, get_settings
 
@@ -59,6 +59,8 @@ def get_context() -> Context:
         retry_horizon_hours=settings.retry_horizon_hours,
         enqueue=enqueue_event,
         lease_seconds=float(settings.lease_seconds),
+        watch_rules=load_watch_rules(settings.rules_file),
+        form_note_title=settings.webform_note_title,
     )
 
 

@@ -12,6 +12,7 @@ import binascii
 import functools
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Literal
@@ -102,6 +103,10 @@ class Settings(BaseSettings):
 
     mc_webhook_secret: SecretStr | None = None
     webform_webhook_secret: SecretStr | None = None
+    # Autotask's own webhooks (ticket and note callouts) sign with this; see docs/connectors/autotask.md.
+    autotask_webhook_secret: SecretStr | None = None
+    autotask_reconcile_seconds: int = Field(default=300, ge=30, le=24 * 3600)
+    webform_note_title: str = "(?i)new user form"
     admin_token: SecretStr | None = None
     ops_session_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
 
@@ -123,6 +128,31 @@ class Settings(BaseSettings):
     @classmethod
     def _whsec(cls, value: SecretStr | None) -> SecretStr | None:
         return _check_whsec(value)
+
+    @field_validator("autotask_webhook_secret")
+    @classmethod
+    def _autotask_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        parts = _split_secrets(value.get_secret_value())
+        if not parts:
+            return None
+        if len(parts) > 2:
+            raise ValueError("holds more than two secrets; during rotation give the new and the old one only")
+        if any(len(part) > 64 for part in parts):
+            raise ValueError("Autotask accepts a webhook secretKey of at most 64 characters")
+        if any(len(part) < 16 for part in parts):
+            raise ValueError("use at least 16 random characters (e.g. `openssl rand -hex 24`)")
+        return value
+
+    @field_validator("webform_note_title")
+    @classmethod
+    def _note_title(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
 
     @field_validator("admin_token")
     @classmethod
@@ -283,6 +313,7 @@ def webhook_secrets(settings: Settings, source: str) -> tuple[list[str], bool]:
     configured = {
         "webform": settings.webform_webhook_secret,
         "mission-control": settings.mc_webhook_secret,
+        "autotask": settings.autotask_webhook_secret,
     }[source]
     if configured is not None:
         return _split_secrets(configured.get_secret_value()), False

@@ -93,6 +93,8 @@ class Supervisor:
         self._spawn("worker", "worker", "--beat")
         self._spawn("ingress", "ingress", "--host", self.host, "--port", str(self.port))
         self._wait_http("ingress", f"http://{self.host}:{self.port}/healthz")
+        if not s.autotask_configured:
+            lines += self._register_sandbox_webhooks()
         lines += [
             f"Ingress: {base}  (POST {base}/webhooks/webform, {base}/webhooks/mission-control)",
             *token_lines,
@@ -102,6 +104,24 @@ class Supervisor:
             "Try:      atrelay send samples/webform-new-user.json   then   atrelay events",
         ]
         return lines
+
+    def _register_sandbox_webhooks(self) -> list[str]:
+        """Point the Autotask sandbox's ticket and note webhooks at this ingress, as an operator would."""
+        local = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        base = f"http://{local}:{self.port}"
+        done = subprocess.run(  # noqa: S603 (our own module)
+            [sys.executable, "-m", "workers.cli", "autotask", "webhooks", "install", "--url", base],
+            env=self.env, capture_output=True, text=True, check=False)
+        sandbox = f"http://127.0.0.1:{self.autotask_sandbox_port}"
+        if done.returncode != 0:
+            tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["?"]
+            return [f"[red]Could not register the sandbox's Autotask webhooks: {tail[0]}[/]"]
+        return [
+            f"Autotask sandbox webhooks call {base}/webhooks/autotask/{{tickets,notes}} (reconciliation as well)",
+            "  act as Mission Control: curl -X POST "
+            f"{sandbox}/_sandbox/tickets/50002/status -H 'content-type: application/json' "
+            "-d '{\"status\": \"MC No Contact\", \"as\": \"mission-control\"}'",
+        ]
 
     def watch(self) -> int:
         """Block until a signal or a child's death; stop everything; return the exit code."""

@@ -27,14 +27,16 @@ from connectors.autotask.errors import (
     from_transport_error,
     may_have_been_applied,
 )
-from connectors.autotask.models import FieldInfo, ThresholdInfo, Ticket, TicketNote
+from connectors.autotask.models import FieldInfo, Resource, ThresholdInfo, Ticket, TicketNote
 
 __all__ = ["Attempt", "AutotaskClient", "endpoint_of"]
 
 _ZONE_TTL = 24 * 3600.0
 _zone_cache: dict[str, tuple[str, float]] = {}
 _zone_lock = threading.Lock()
-_TICKET_FIELDS = ["id", "ticketNumber", "status", "title", "lastActivityDate"]
+_TICKET_FIELDS = ["id", "ticketNumber", "status", "title", "lastActivityDate", "lastActivityResourceID",
+                  "dueDateTime", "assignedResourceID"]
+PAGE = 500  # the most a query returns
 NOTE_TITLE_MAX = 250
 NOTE_DESCRIPTION_MAX = 32_000
 
@@ -199,6 +201,28 @@ class AutotaskClient:
     def _call(self, method: str, path: str, *, json: Any = None, idempotent: bool = True) -> Any:
         return self._send(method, self.base_url + path, json=json, idempotent=idempotent)
 
+    def call(self, method: str, path: str, *, json: Any = None, idempotent: bool = True) -> Any:
+        """One API call by relative path, for the admin helpers (webhook registration) built on this client."""
+        return self._call(method, path, json=json, idempotent=idempotent)
+
+    def query_all(self, entity: str, filters: list[dict[str, Any]], *, include_fields: list[str] | None = None,
+                  limit: int = 10_000) -> list[dict[str, Any]]:
+        """Every match of ``filters``, paged by id (``id gt last``): stable while records change."""
+        out: list[dict[str, Any]] = []
+        last_id = 0
+        while len(out) < limit:
+            body: dict[str, Any] = {"MaxRecords": PAGE,
+                                    "filter": [*filters, {"op": "gt", "field": "id", "value": last_id}]}
+            if include_fields:
+                body["IncludeFields"] = sorted({"id", *include_fields})
+            items = (self._call("POST", f"{entity}/query", json=body) or {}).get("items") or []
+            items = sorted(items, key=lambda item: int(item["id"]))
+            out.extend(items)
+            if len(items) < PAGE:
+                break
+            last_id = int(items[-1]["id"])
+        return out[:limit]
+
     # ---- Tickets --------------------------------------------------------------------------
     def get_ticket(self, ticket_id: int) -> Ticket:
         body = self._call("GET", f"Tickets/{int(ticket_id)}")
@@ -225,7 +249,22 @@ class AutotaskClient:
         body = self._call("PATCH", "Tickets", json={"id": int(ticket_id), "status": int(status)}, idempotent=False)
         return int(body["itemId"])
 
+    def tickets_active_since(self, since: str) -> list[Ticket]:
+        """Tickets whose ``lastActivityDate`` is after ``since`` (ISO 8601, UTC): reconciliation's read."""
+        items = self.query_all("Tickets", [{"op": "gt", "field": "lastActivityDate", "value": since}],
+                               include_fields=_TICKET_FIELDS)
+        return [Ticket.model_validate(item) for item in items]
+
     # ---- Notes ----------------------------------------------------------------------------
+    def get_ticket_note(self, note_id: int) -> TicketNote:
+        body = self._call("GET", f"TicketNotes/{int(note_id)}")
+        if not body or body.get("item") is None:
+            raise TicketNotFound(f"no ticket note with id {note_id}", path="TicketNotes")
+        return TicketNote.model_validate(body["item"])
+
+    def notes_created_since(self, since: str) -> list[TicketNote]:
+        items = self.query_all("TicketNotes", [{"op": "gt", "field": "createDateTime", "value": since}])
+        return [TicketNote.model_validate(item) for item in items]
     def add_ticket_note(
         self, ticket_id: int, *, title: str, description: str, note_type: int, publish: int
     ) -> int:
@@ -249,6 +288,17 @@ class AutotaskClient:
         }
         body = self._call("POST", "TicketNotes/query", json=query)
         return [TicketNote.model_validate(item) for item in body.get("items") or []]
+
+    # ---- Resources ------------------------------------------------------------------------
+    def find_resource_by_username(self, user_name: str) -> Resource | None:
+        """The resource behind an API user (atrelay's own, to recognise its own changes)."""
+        query = {"MaxRecords": 1, "filter": [{"op": "eq", "field": "userName", "value": user_name}]}
+        items = (self._call("POST", "Resources/query", json=query) or {}).get("items") or []
+        return Resource.model_validate(items[0]) if items else None
+
+    @property
+    def username(self) -> str:
+        return self._username
 
     # ---- Metadata -------------------------------------------------------------------------
     def ticket_fields(self) -> list[FieldInfo]:

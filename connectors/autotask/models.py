@@ -6,7 +6,17 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["FieldInfo", "PicklistValue", "ThresholdInfo", "Ticket", "TicketNote"]
+__all__ = [
+    "FieldInfo",
+    "PicklistValue",
+    "Resource",
+    "ThresholdInfo",
+    "Ticket",
+    "TicketNote",
+    "Webhook",
+    "WebhookExcludedResource",
+    "WebhookField",
+]
 
 
 class _Model(BaseModel):
@@ -19,6 +29,9 @@ class Ticket(_Model):
     status: int
     title: str | None = None
     last_activity_date: datetime | None = Field(default=None, alias="lastActivityDate")
+    last_activity_resource_id: int | None = Field(default=None, alias="lastActivityResourceID")
+    due_date_time: datetime | None = Field(default=None, alias="dueDateTime")
+    assigned_resource_id: int | None = Field(default=None, alias="assignedResourceID")
 
 
 class TicketNote(_Model):
@@ -26,6 +39,46 @@ class TicketNote(_Model):
     ticket_id: int = Field(alias="ticketID")
     title: str | None = None
     description: str | None = None
+    note_type: int | None = Field(default=None, alias="noteType")
+    creator_resource_id: int | None = Field(default=None, alias="creatorResourceID")
+    created_by_contact_id: int | None = Field(default=None, alias="createdByContactID")
+    create_date_time: datetime | None = Field(default=None, alias="createDateTime")
+
+
+class Resource(_Model):
+    id: int
+    user_name: str | None = Field(default=None, alias="userName")
+    first_name: str | None = Field(default=None, alias="firstName")
+    last_name: str | None = Field(default=None, alias="lastName")
+    email: str | None = None
+    is_active: bool = Field(default=True, alias="isActive")
+
+
+class Webhook(_Model):
+    """A TicketWebhook or TicketNoteWebhook (the two share one shape)."""
+
+    id: int
+    name: str | None = None
+    webhook_url: str | None = Field(default=None, alias="webhookUrl")
+    deactivation_url: str | None = Field(default=None, alias="deactivationUrl")
+    is_active: bool = Field(default=False, alias="isActive")
+    is_ready: bool = Field(default=False, alias="isReady")
+    webhook_guid: str | None = Field(default=None, alias="webhookGUID")
+    is_subscribed_to_create_events: bool = Field(default=False, alias="isSubscribedToCreateEvents")
+    is_subscribed_to_update_events: bool = Field(default=False, alias="isSubscribedToUpdateEvents")
+    is_subscribed_to_delete_events: bool = Field(default=False, alias="isSubscribedToDeleteEvents")
+
+
+class WebhookField(_Model):
+    id: int
+    field_id: int = Field(alias="fieldID")
+    is_subscribed_field: bool = Field(default=False, alias="isSubscribedField")
+    is_display_always_field: bool = Field(default=False, alias="isDisplayAlwaysField")
+
+
+class WebhookExcludedResource(_Model):
+    id: int
+    resource_id: int = Field(alias="resourceID")
 
 
 class PicklistValue(_Model):

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["EventType", "PartnerEvent", "Source", "StoredEvent"]
+__all__ = ["EventType", "Observation", "PartnerEvent", "Source", "StoredEvent"]
 
 
 class StoredEvent(Protocol):
@@ -31,6 +31,7 @@ class Source(StrEnum):
     WEBFORM = "webform"
     MISSION_CONTROL = "mission-control"
     TIMEZEST = "timezest"
+    AUTOTASK = "autotask"  # Autotask's own callouts and reconciliation, and what they reveal (MC, emailed form)
     ATRELAY = "atrelay"  # events atrelay derives itself (follow-ups)
 
 
@@ -43,6 +44,16 @@ class EventType(StrEnum):
     TIMEZEST_LINK_SENT = "timezest.link_sent"
     TIMEZEST_SCHEDULED = "timezest.scheduled"
     TIMEZEST_CANCELLED = "timezest.cancelled"
+
+
+class Observation(StrEnum):
+    """What Autotask itself reports (callouts, reconciliation). Not partner events: a run reads the
+    ticket or note, records what changed, and derives partner events (``mc.*``, ``form.submitted``)
+    from it by the rules table."""
+
+    TICKET_CHANGED = "autotask.ticket.changed"
+    NOTE_ADDED = "autotask.note.added"
+    WEBHOOK_DEACTIVATED = "autotask.webhook.deactivated"  # recorded and shown, never acted on
 
 
 class PartnerEvent(BaseModel):
@@ -64,6 +75,9 @@ class PartnerEvent(BaseModel):
     details: list[tuple[str, str]] = Field(default_factory=list)
     expect_status_id: int | None = None  # follow-ups: only act while the ticket is still here
     caused_by_id: int | None = None
+    # A follow-up that also carries its cause's note (the cause changed no status: its note waits for
+    # the follow-up, so the ticket gets one note describing both).
+    carries_note_of: int | None = None
 
     @model_validator(mode="after")
     def _needs_ticket(self) -> PartnerEvent:

@@ -68,16 +68,37 @@ def test_webform_applies_status_and_one_note(db_url: str, autotask: tuple[str, S
     assert len(sandbox.history) == 1 and len(sandbox.notes) == 1
 
 
-def test_already_set_is_skipped_without_writes(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+def test_already_set_writes_its_note_once_and_no_patch(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    """The status is already right (set by someone else): the event's information still reaches the
+    ticket as one note, the status is not written again."""
     url, sandbox = autotask
     sandbox.set_status(50001, RECEIVED_FORM, actor="timezest")
     ctx = make_context(db_url, url)
     event_id = add_event(db_url, "webform", "form.submitted", webform_body())
     result = process_event(ctx, event_id)
-    assert (result.state, result.reason) == ("skipped", "already-set")
-    assert sandbox.notes == {}
+    assert (result.state, result.reason) == ("applied", "already-set: note only")
+    (note,) = sandbox.notes.values()
+    assert note["title"].startswith("Status confirmed: Received Form Response")
+    assert "First name: Sam" in note["description"]
     assert [h["actor"] for h in sandbox.history] == ["timezest"]
     assert sandbox.calls["PATCH tickets"] == 0
+    assert process_event(ctx, event_id).state == "applied"  # a re-run writes nothing more
+    assert len(sandbox.notes) == 1
+
+
+def test_already_set_without_a_note_rule_is_skipped(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    from connectors.common.events import EventType
+    from pipelines.rules import DEFAULT_RULES, Rule
+
+    url, sandbox = autotask
+    sandbox.set_status(50001, RECEIVED_FORM, actor="timezest")
+    rules = dict(DEFAULT_RULES)
+    rules[EventType.FORM_SUBMITTED] = Rule("Received Form Response", note=False)
+    ctx = make_context(db_url, url, rules=rules)
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body())
+    result = process_event(ctx, event_id)
+    assert (result.state, result.reason) == ("skipped", "already-set")
+    assert sandbox.notes == {} and sandbox.calls["PATCH tickets"] == 0
 
 
 def test_unknown_ticket_number_is_dead_with_reason(db_url: str, autotask: tuple[str, SandboxState]) -> None:

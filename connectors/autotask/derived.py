@@ -1,0 +1,73 @@
+"""Partner events seen through Autotask: Mission Control's status changes and the emailed form.
+
+A ticket or note callout (or reconciliation) is an *observation*; when the rules table says a
+change means something (Mission Control set ``MC No Contact``; a note titled "New User Form" was
+emailed in), the run records a derived event whose body is :class:`SeenInAutotask`, and this module
+turns it into the same :class:`PartnerEvent` the signed MC and web-form webhooks produce.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from connectors.common.events import EventType, PartnerEvent, Source, StoredEvent
+
+__all__ = ["SeenInAutotask", "to_event"]
+
+
+class SeenInAutotask(BaseModel):
+    """What an observation run saw, kept as the derived event's body (so it can be replayed)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    kind: Literal["status", "note"]
+    ticket_id: int
+    ticket_number: str | None = None
+    changed_at: AwareDatetime
+    by_resource_id: int | None = None
+    by_contact_id: int | None = None
+    via: Literal["callout", "reconciliation"] = "callout"
+    cause_event_id: int
+    status_id: int | None = None
+    status_label: str | None = None
+    note_id: int | None = None
+    note_title: str | None = Field(default=None, max_length=250)
+
+    def encode(self) -> bytes:
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+
+
+def _who(seen: SeenInAutotask) -> str:
+    if seen.by_resource_id is not None:
+        return f"resource #{seen.by_resource_id}"
+    if seen.by_contact_id is not None:
+        return f"contact #{seen.by_contact_id}"
+    return "someone in Autotask"
+
+
+_SUMMARY = {
+    EventType.MC_ESCALATED: "Mission Control escalated the ticket (status set in Autotask)",
+    EventType.MC_OUT_OF_SCOPE: "Mission Control escalated the ticket as out of scope (status set in Autotask)",
+    EventType.MC_NO_CONTACT: "Mission Control could not reach the user (status set in Autotask)",
+    EventType.FORM_SUBMITTED: "the new user form was emailed into the ticket",
+}
+
+
+def to_event(row: StoredEvent) -> PartnerEvent:
+    seen = SeenInAutotask.model_validate_json(row.body)
+    etype = EventType(row.event_type)
+    details: list[tuple[str, str]] = [("Seen in Autotask", f"{seen.changed_at:%Y-%m-%d %H:%M UTC} by {_who(seen)}"
+                                       f" (via {seen.via})")]
+    if seen.kind == "status":
+        details.append(("Status set", seen.status_label or f"#{seen.status_id}"))
+    else:
+        details.append(("Emailed note", f"#{seen.note_id}: {seen.note_title or '-'}"))
+        details.append(("Answers", "in the emailed note itself (not copied)"))
+    return PartnerEvent(
+        source=Source.AUTOTASK, type=etype, external_id=row.external_id, ticket_id=seen.ticket_id,
+        ticket_number=seen.ticket_number, occurred_at=seen.changed_at,
+        summary=_SUMMARY.get(etype, f"{etype.value} seen in Autotask"), details=details,
+    )

@@ -1,0 +1,155 @@
+"""Runs for what Autotask itself reports: ticket callouts, note callouts and reconciliation finds.
+
+An observation writes nothing to Autotask. It reads the ticket (or note) the callout names, records
+what changed in the audit database (``ticket_status_changes``, the ticket's observed status), and
+when a watch rule says the change means something (Mission Control set ``MC No Contact``; a note
+titled like the new-user form was emailed in) derives the partner event, which then runs like one
+that arrived by webhook. Loop safety: a change made by atrelay's own API user, or one that matches
+the status atrelay itself last wrote, is recorded and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from pydantic import ValidationError
+
+from connectors.autotask.callouts import CalloutPayload, parse_callout
+from connectors.autotask.derived import SeenInAutotask
+from connectors.autotask.errors import PermanentError, RetryableError
+from connectors.autotask.models import Ticket
+from connectors.autotask.picklists import Picklists, UnknownPicklistValue
+from connectors.common.events import Observation, Source
+from pipelines import store
+from pipelines.audit import EventState
+from pipelines.db import utcnow
+from pipelines.rules import WatchRule
+from pipelines.runbase import Result, RunBase
+
+__all__ = ["OBSERVATIONS", "RECONCILE_PREFIX", "ObserveRun"]
+
+#: External ids of events found by reconciliation (callouts carry the webhook GUID instead).
+RECONCILE_PREFIX = "reconcile:"
+OBSERVATIONS = frozenset({Observation.TICKET_CHANGED.value, Observation.NOTE_ADDED.value})
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class ObserveRun(RunBase):
+    def execute(self) -> Result:
+        try:
+            payload = parse_callout(self.row.body)
+        except ValidationError as exc:
+            return self._finish(EventState.DEAD, "dead", f"unparseable: {str(exc)[:300]}", decision="observe")
+        self.ctx.client.set_attempt_hook(self._record_attempt)
+        try:
+            return self._note(payload) if payload.is_note else self._ticket(payload)
+        except PermanentError as exc:
+            return self._finish(EventState.DEAD, "dead", exc.reason, decision="observe")
+        except UnknownPicklistValue as exc:
+            return self._finish(EventState.DEAD, "dead", f"unknown-status: {exc}", decision="observe")
+        except RetryableError as exc:
+            return self._retry_or_dead(exc)
+        finally:
+            self.ctx.client.set_attempt_hook(None)
+            if self.leased_ticket is not None:
+                store.release_ticket(self.ctx.db, self.leased_ticket, self.event_id)
+
+    @property
+    def _via(self) -> str:
+        return "reconciliation" if self.row.external_id.startswith(RECONCILE_PREFIX) else "callout"
+
+    def _observed(self, reason: str, **kw: object) -> Result:
+        result = self._finish(EventState.IGNORED, "observed", reason, decision="observe", **kw)
+        for child in result.derived:
+            self.ctx.enqueue(child, 0.0)
+        return result
+
+    # ---- ticket callouts ----------------------------------------------------------------------
+    def _status_rule(self, lists: Picklists, status_id: int) -> WatchRule | None:
+        for rule in self.ctx.watch_rules.values():
+            if rule.on != "status" or not rule.enabled or rule.status is None:
+                continue
+            try:
+                if lists.status_id(rule.status) == status_id:
+                    return rule
+            except UnknownPicklistValue:
+                continue  # `atrelay doctor` names it; one missing label must not block the others
+        return None
+
+    def _ticket(self, payload: CalloutPayload) -> Result:
+        ctx = self.ctx
+        own = ctx.own_resource_id()
+        if own is not None and payload.person_id == own:
+            return self._observed("own-change: made by atrelay's API user", ticket_id=payload.id)
+        if not store.claim_ticket(ctx.db, payload.id, self.event_id, ctx.lease_seconds):
+            self._finish(EventState.RETRYING, "retry", "ticket-busy", decision="observe")
+            return Result(EventState.RETRYING.value, "ticket-busy", retry_in=2.0)
+        self.leased_ticket = payload.id
+        ticket = ctx.client.get_ticket(payload.id)
+        lists = ctx.lists()
+        by = payload.person_id if payload.person_id is not None else ticket.last_activity_resource_id
+        # Without a PersonID (reconciliation), lastActivityResourceID names the last activity, not
+        # necessarily this status change: it counts as atrelay's only if the effect ledger agrees.
+        by_atrelay = own is not None and by == own and store.atrelay_wrote(ctx.db, ticket.id, ticket.status)
+        changed_at = _aware(payload.event_time) or _aware(ticket.last_activity_date) or utcnow()
+        # A callout names Status only when the status changed (it is a subscribed field); a
+        # due-date-only callout about a ticket never seen before just records where it stands.
+        first_sight_baseline = self._via == "callout" and payload.field("Status") is None
+        obs = store.observe_status(ctx.db, ticket.id, ticket.status, changed_at=changed_at, by_resource_id=by,
+                                   by_atrelay=by_atrelay, via=self._via, event_id=self.event_id,
+                                   baseline_only=first_sight_baseline)
+        labels = lists.status
+        base: dict[str, object] = {"ticket_id": ticket.id, "from_status": labels.label(obs.previous),
+                                   "to_status": labels.label(ticket.status)}
+        if not obs.changed:
+            why = "baseline: first sight of this ticket" if obs.previous is None else "no-status-change"
+            return self._observed(why, **base)
+        if by_atrelay:
+            return self._observed("own-change: made by atrelay's API user", **base)
+        rule = self._status_rule(lists, ticket.status)
+        who = f"resource #{by}" if by is not None else "someone"
+        if rule is None:
+            return self._observed(f"status changed by {who}; no rule for {labels.label(ticket.status)}", **base)
+        seen = self._seen_status(ticket, labels.label(ticket.status), by, changed_at)
+        return self._observed(f"status changed by {who}; rule {rule.name} -> {rule.emits.value}",
+                              derived=self._derived(rule, seen), **base)
+
+    def _seen_status(self, ticket: Ticket, label: str | None, by: int | None, changed_at: datetime) -> SeenInAutotask:
+        return SeenInAutotask(kind="status", ticket_id=ticket.id, ticket_number=ticket.ticket_number,
+                              changed_at=changed_at, by_resource_id=by, via=self._via,
+                              cause_event_id=self.event_id, status_id=ticket.status, status_label=label)
+
+    def _derived(self, rule: WatchRule, seen: SeenInAutotask) -> store.NewEvent:
+        return store.NewEvent(
+            source=Source.AUTOTASK.value, external_id=f"{self.event_id}:{rule.emits.value}",
+            event_type=rule.emits.value, body=seen.encode(), headers={}, ticket_id=seen.ticket_id,
+            ticket_number=seen.ticket_number, occurred_at=seen.changed_at, caused_by_id=self.event_id,
+        )
+
+    # ---- note callouts ------------------------------------------------------------------------
+    def _note(self, payload: CalloutPayload) -> Result:
+        ctx = self.ctx
+        own = ctx.own_resource_id()
+        if own is not None and payload.person_id == own:
+            return self._observed("own-note: written by atrelay's API user", ticket_id=payload.ticket_id)
+        note = ctx.client.get_ticket_note(payload.id)
+        if own is not None and note.creator_resource_id == own:
+            return self._observed("own-note: written by atrelay's API user", ticket_id=note.ticket_id)
+        rule = ctx.watch_rules.get("emailed-form")
+        title = note.title or ""
+        if rule is None or not rule.enabled or not re.search(ctx.form_note_title, title):
+            return self._observed(f"note #{note.id} matches no rule", ticket_id=note.ticket_id)
+        seen = SeenInAutotask(
+            kind="note", ticket_id=note.ticket_id, changed_at=_aware(note.create_date_time)
+            or _aware(payload.event_time) or utcnow(), by_resource_id=note.creator_resource_id,
+            by_contact_id=note.created_by_contact_id, via=self._via,
+            cause_event_id=self.event_id, note_id=note.id, note_title=title[:250],
+        )
+        return self._observed(f"note #{note.id} {title[:60]!r}; rule {rule.name} -> {rule.emits.value}",
+                              ticket_id=note.ticket_id, derived=self._derived(rule, seen))

@@ -1,0 +1,174 @@
+"""Autotask's own callouts: ``/webhooks/autotask/{tickets,notes,deactivated}``.
+
+Thin like the partner webhooks: cap the body, verify ``X-Hook-Signature`` over the raw bytes, check
+the shape, record, commit, enqueue, answer 202 (well inside Autotask's 10-second timeout). A callout
+delivered twice is one event (200 "duplicate"). Every refusal is recorded with its reason.
+
+Deactivation notices cannot be authenticated like callouts (facts §8), so they are only recorded
+(in the capped rejections table, so an unauthenticated flood cannot grow the database) and shown
+by ``atrelay doctor`` and ``atrelay autotask webhooks status``; they never change any state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from connectors.autotask.callouts import (
+    CalloutPayload,
+    CalloutVerificationFailed,
+    dedupe_key,
+    parse_callout,
+    verify_callout,
+)
+from connectors.common.events import Observation, Source
+from pipelines import intake, store
+from pipelines.autotask_status import DEACTIVATION_SOURCE
+from workers.settings import Settings, webhook_secrets
+
+__all__ = ["make_autotask_router"]
+
+log = logging.getLogger("atrelay.ingress")
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, reason: str, fields: list[dict[str, str]] | None = None) -> None:
+        super().__init__(reason)
+        self.status, self.reason, self.fields = status, reason, fields
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > limit):
+        raise _Refused(413, f"body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Refused(413, f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _size(request: Request) -> int:
+    value = request.headers.get("content-length")
+    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 18 else 0
+
+
+def _validate(body: bytes, headers: Mapping[str, str], secrets: list[str], *, note: bool
+              ) -> tuple[CalloutPayload, datetime | None]:
+    """Signature, JSON, shape and entity of one callout, or :class:`_Refused` with the precise reason."""
+    try:
+        verify_callout(body, headers, secrets)
+    except CalloutVerificationFailed as exc:
+        raise _Refused(401, f"signature rejected: {exc}") from None
+    try:
+        json.loads(body)
+    except RecursionError:
+        raise _Refused(400, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise _Refused(400, f"malformed JSON: {exc}") from None
+    try:
+        payload = parse_callout(body)
+    except ValidationError as exc:
+        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())) or "(body)",
+                   "message": str(e.get("msg", "invalid"))} for e in exc.errors()]
+        raise _Refused(422, f"{fields[0]['field']}: {fields[0]['message']}", fields) from None
+    if payload.is_note != note:
+        want = "TicketNote" if note else "Ticket"
+        raise _Refused(422, f"EntityType: expected {want} on this URL, got {payload.entity_type!r}")
+    occurred = payload.event_time
+    if occurred is not None:
+        try:
+            occurred = (occurred if occurred.tzinfo else occurred.replace(tzinfo=UTC)).astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise _Refused(422, "EventTime: out of range once converted to UTC") from None
+    return payload, occurred
+
+
+def make_autotask_router(cfg: Settings, enqueue: Callable[[int], None]) -> APIRouter:
+    db = cfg.effective_database_url
+    router = APIRouter()
+    cached: list[list[str]] = []
+
+    def secrets() -> list[str]:
+        if not cached:
+            cached.append(webhook_secrets(cfg, "autotask")[0])
+        return cached[0]
+
+    async def refuse(request: Request, rej: _Refused, source: str = "autotask") -> JSONResponse:
+        await run_in_threadpool(
+            store.record_rejection, db, source=source, status_code=rej.status, reason=rej.reason,
+            webhook_id=None, remote=request.client.host if request.client else None, body_size=_size(request),
+            keep=cfg.rejections_keep,
+        )
+        extra: dict[str, Any] = {"fields": rej.fields} if rej.fields else {}
+        return JSONResponse({"error": rej.reason, **extra}, status_code=rej.status)
+
+    async def accept(request: Request, *, note: bool) -> JSONResponse:
+        try:
+            body = await _body(request, cfg.max_body_bytes)
+            payload, occurred = _validate(body, request.headers, secrets(), note=note)
+        except _Refused as rej:
+            return await refuse(request, rej)
+        new = store.NewEvent(
+            source=Source.AUTOTASK.value, external_id=dedupe_key(payload, body),
+            event_type=(Observation.NOTE_ADDED if note else Observation.TICKET_CHANGED).value,
+            body=body, headers=dict(request.headers), ticket_id=payload.ticket_id, occurred_at=occurred,
+        )
+        event_id, created = await run_in_threadpool(intake.accept, db, new, enqueue)
+        return JSONResponse({"id": event_id, "status": "accepted" if created else "duplicate"},
+                            status_code=202 if created else 200)
+
+    @router.post("/webhooks/autotask/tickets", status_code=202,
+                 summary="Receive an Autotask ticket webhook callout (X-Hook-Signature)",
+                 responses={200: {"description": "duplicate callout"}, 400: {}, 401: {}, 413: {}, 422: {}})
+    async def autotask_tickets(request: Request) -> JSONResponse:
+        return await accept(request, note=False)
+
+    @router.post("/webhooks/autotask/notes", status_code=202,
+                 summary="Receive an Autotask ticket-note webhook callout (X-Hook-Signature)",
+                 responses={200: {"description": "duplicate callout"}, 400: {}, 401: {}, 413: {}, 422: {}})
+    async def autotask_notes(request: Request) -> JSONResponse:
+        return await accept(request, note=True)
+
+    @router.post("/webhooks/autotask/deactivated", status_code=202,
+                 summary="Autotask says a webhook was deactivated (recorded and shown; changes nothing)")
+    async def autotask_deactivated(request: Request) -> JSONResponse:
+        try:
+            body = await _body(request, cfg.max_body_bytes)
+        except _Refused as rej:
+            return await refuse(request, rej, DEACTIVATION_SOURCE)
+        try:
+            verify_callout(body, request.headers, secrets())
+            signed = "signed"
+        except CalloutVerificationFailed:
+            signed = "unsigned"
+        what = "?"
+        try:
+            data = json.loads(body)
+            if isinstance(data, dict):
+                what = f"{str(data.get('EntityType', '?'))[:40]} webhook {str(data.get('Guid', '?'))[:100]}"
+        except (ValueError, RecursionError):
+            pass
+        digest = hashlib.sha256(body).hexdigest()[:16]
+        reason = (f"deactivation notice ({signed}) for {what} at {datetime.now(UTC):%Y-%m-%d %H:%M UTC}; "
+                  "nothing changed: run `atrelay autotask webhooks status`")
+        log.warning("autotask.webhook.deactivation_notice", extra={"signed": signed, "body_sha256": digest})
+        await run_in_threadpool(
+            store.record_rejection, db, source=DEACTIVATION_SOURCE, status_code=202, reason=reason,
+            webhook_id=digest, remote=request.client.host if request.client else None, body_size=len(body),
+            keep=cfg.rejections_keep,
+        )
+        return JSONResponse({"status": "recorded"}, status_code=202)
+
+    return router

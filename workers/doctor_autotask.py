@@ -1,0 +1,87 @@
+"""Doctor checks and the rules table for Autotask as an event source (webhooks, reconciliation, watch rules)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rich.markup import escape
+from rich.table import Table
+
+from connectors.autotask.errors import AutotaskError
+from connectors.autotask.picklists import Picklists, UnknownPicklistValue
+from connectors.autotask.webhooks import webhook_status
+from pipelines.autotask_status import autotask_intake
+from pipelines.rules import RulesError, load_watch_rules
+from workers.settings import Settings
+
+__all__ = ["check_autotask_source", "watch_rules_table"]
+
+
+class _Report(Protocol):
+    ok: list[str]
+    problems: list[str]
+
+
+def check_autotask_source(settings: Settings, report: _Report) -> None:
+    """Webhooks installed, active and ready; deactivation notices; the last reconciliation."""
+    try:
+        intake = autotask_intake(settings.effective_database_url)
+    except Exception as exc:  # the database check above already names an unreachable database
+        report.problems.append(f"autotask intake: cannot read the audit database ({type(exc).__name__})")
+        return
+    if intake.deactivation_notices:
+        report.problems.append(
+            f"autotask webhooks: {intake.deactivation_notices} deactivation notice(s), last "
+            f"{intake.last_deactivation_at:%Y-%m-%d %H:%M} UTC: {intake.last_deactivation} "
+            "(check `atrelay autotask webhooks status`, then `install` again)")
+    if intake.last_reconcile_outcome == "failed":
+        report.problems.append(f"autotask reconciliation: last run failed: {intake.last_reconcile_error}")
+    elif intake.last_reconcile_at is not None:
+        report.ok.append(f"autotask reconciliation: last run {intake.last_reconcile_at:%Y-%m-%d %H:%M:%S} UTC "
+                         f"({intake.last_reconcile_outcome}); {intake.recovered_total} dropped callouts recovered")
+    if not settings.autotask_configured:
+        return
+    from workers.runtime import build_client
+
+    client = build_client(settings, max_attempts=1)
+    try:
+        found = webhook_status(client)
+    except AutotaskError as exc:
+        report.problems.append(f"autotask webhooks: cannot read them: {exc.reason}")
+        return
+    finally:
+        client.close()
+    last = f"; last callout {intake.last_callout_at:%Y-%m-%d %H:%M:%S} UTC" if intake.last_callout_at else ""
+    for spec, item in found:
+        if item is None:
+            report.problems.append(f"autotask webhooks: {spec.entity} not installed (changes are then seen only by "
+                                   "reconciliation; run `atrelay autotask webhooks install --url ...`)")
+        elif not (item.webhook.is_active and item.webhook.is_ready):
+            report.problems.append(f"autotask webhooks: {spec.entity} #{item.webhook.id} active="
+                                   f"{item.webhook.is_active} ready={item.webhook.is_ready} (run install again)")
+        else:
+            report.ok.append(f"autotask webhooks: {spec.entity} #{item.webhook.id} active and ready -> "
+                             f"{item.webhook.webhook_url}{last}")
+
+
+def watch_rules_table(settings: Settings, lists: Picklists | None) -> Table:
+    """What Autotask's own events mean: rule, trigger, resolved tenant id, event it emits, on/off."""
+    table = Table(title="Autotask watch rules: change seen in Autotask -> event", header_style="bold")
+    for name in ("rule", "on", "trigger", "tenant id", "emits", "enabled"):
+        table.add_column(name)
+    try:
+        rules = load_watch_rules(settings.rules_file)
+    except RulesError as exc:
+        table.add_row("-", "-", escape(str(exc)), "-", "-", "-")
+        return table
+    for rule in rules.values():
+        trigger = rule.status if rule.on == "status" else f"note title ~ {settings.webform_note_title}"
+        value = "-"
+        if rule.on == "status" and rule.status:
+            try:
+                value = str(lists.status_id(rule.status)) if lists is not None else "?"
+            except UnknownPicklistValue:
+                value = "MISSING"
+        table.add_row(rule.name, rule.on, escape(trigger or "-"), value, rule.emits.value,
+                      "yes" if rule.enabled else "no")
+    return table
