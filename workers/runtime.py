@@ -33,6 +33,7 @@ def build_client(settings: Settings, **kwargs: object) -> AutotaskClient:
         base_url=settings.autotask_base_url,
         zone_url=settings.autotask_zone_url,
         timeout=settings.autotask_timeout_seconds,
+        thread_groups=settings.autotask_thread_groups,
         **kwargs,  # type: ignore[arg-type]
     )
 

@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     autotask_note_publish: str | None = None
     autotask_picklist_ttl_seconds: int = Field(default=3600, ge=10)
     autotask_max_in_flight: int = Field(default=3, ge=1, le=10)
+    # "tenant": every call shares the 3-thread limit (safe); "entity": one limit per entity path.
+    autotask_thread_groups: Literal["tenant", "entity"] = "tenant"
     autotask_hourly_budget: int = Field(default=5000, ge=1)
 
     timezest_api_key: SecretStr | None = None
