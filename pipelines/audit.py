@@ -86,6 +86,9 @@ class InboundEvent(SQLModel, table=True):
     reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     attempts: int = Field(default=0)
     lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # Which run holds the lease: renewals and every write check it, so a run that lost its lease
+    # (it outlived it and another run took the event) writes nothing more.
+    lease_owner: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     # The retry horizon counts from here: the receipt, or the last replay.
     horizon_from: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
