@@ -27,13 +27,14 @@ from connectors.autotask.errors import (
     from_transport_error,
     may_have_been_applied,
 )
-from connectors.autotask.models import FieldInfo, Resource, ThresholdInfo, Ticket, TicketNote
+from connectors.autotask.models import ChecklistItem, FieldInfo, Resource, ThresholdInfo, Ticket, TicketNote
 
 __all__ = ["TENANT_BUCKET", "Attempt", "AutotaskClient", "endpoint_of", "thread_bucket"]
 
 _ZONE_TTL = 24 * 3600.0
 _zone_cache: dict[str, tuple[str, float]] = {}
 _zone_lock = threading.Lock()
+_web_url_cache: dict[str, str] = {}
 _TICKET_FIELDS = ["id", "ticketNumber", "status", "title", "lastActivityDate", "lastActivityResourceID",
                   "dueDateTime", "assignedResourceID"]
 PAGE = 500  # the most a query returns
@@ -147,6 +148,20 @@ class AutotaskClient:
         with _zone_lock:
             _zone_cache[self._username] = (base, time.monotonic() + _ZONE_TTL)
         return base
+
+    def web_url(self) -> str | None:
+        """The tenant's web UI address (the zone lookup's ``webUrl``), for links to tickets in alerts."""
+        with _zone_lock:
+            hit = _web_url_cache.get(self._username)
+        if hit is not None:
+            return hit
+        body = self._send("GET", self._zone_url, params={"user": self._username}, auth=False)
+        url = body.get("webUrl") if isinstance(body, dict) else None
+        if not url:
+            return None
+        with _zone_lock:
+            _web_url_cache[self._username] = str(url)
+        return str(url)
 
     def _report(self, attempt: Attempt) -> None:
         if self._on_attempt is not None:
@@ -300,6 +315,12 @@ class AutotaskClient:
         }
         body = self._call("POST", "TicketNotes/query", json=query)
         return [TicketNote.model_validate(item) for item in body.get("items") or []]
+
+    # ---- Checklists -----------------------------------------------------------------------
+    def checklist_items(self, ticket_id: int) -> list[ChecklistItem]:
+        """A ticket's checklist (``TicketChecklistItems/query``): checklist changes fire no webhook, so read it."""
+        items = self.query_all("TicketChecklistItems", [{"op": "eq", "field": "ticketID", "value": int(ticket_id)}])
+        return [ChecklistItem.model_validate(item) for item in items]
 
     # ---- Resources ------------------------------------------------------------------------
     def find_resource_by_username(self, user_name: str) -> Resource | None:

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "ChecklistItem",
     "FieldInfo",
     "PicklistValue",
     "Resource",
@@ -43,6 +44,15 @@ class TicketNote(_Model):
     creator_resource_id: int | None = Field(default=None, alias="creatorResourceID")
     created_by_contact_id: int | None = Field(default=None, alias="createdByContactID")
     create_date_time: datetime | None = Field(default=None, alias="createDateTime")
+
+
+class ChecklistItem(_Model):
+    id: int
+    ticket_id: int = Field(alias="ticketID")
+    item_name: str = Field(default="", alias="itemName")
+    is_completed: bool = Field(default=False, alias="isCompleted")
+    is_important: bool = Field(default=False, alias="isImportant")
+    position: int | None = None
 
 
 class Resource(_Model):
