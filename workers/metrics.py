@@ -1,28 +1,25 @@
-"""`/metrics` in Prometheus format, read from the audit database at scrape time.
+"""`/metrics` in Prometheus format, from the audit database's running totals.
 
 The database is the one place every process writes to, so numbers are the same whichever ingress is
-scraped, and nothing is lost when a worker restarts (no per-process counters to merge).
+scraped, and nothing is lost when a worker restarts. A scrape reads the stored totals and the rows
+written since the previous scrape (pipelines/counters.py), never the whole history: ten scrapers
+used to slow signed webhooks from 0.14 s to 11.5 s at 300k events.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import func
-from sqlmodel import col, select
 
-from pipelines.audit import InboundEvent, OutboundAttempt, PipelineRun
-from pipelines.db import session_scope
+from pipelines.counters import DEACTIVATION_SOURCE, LATENCY_BUCKETS, read_totals
 from workers.settings import Settings
-from workers.status import broker_queue_depth, quota_usage, state_counts
+from workers.status import broker_queue_depth, last_reconciliation, open_state_counts, quota_usage
 
 __all__ = ["LATENCY_BUCKETS", "AuditCollector"]
 
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
-_ID = re.compile(r"/\d+(?=/|$)")
+_Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
 
 class AuditCollector(Collector):
@@ -30,54 +27,52 @@ class AuditCollector(Collector):
         self.settings = settings
         self.db = settings.effective_database_url
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
-        events = CounterMetricFamily("atrelay_events", "Events received, by source, type and outcome",
-                                     labels=["source", "type", "outcome"])
-        calls = CounterMetricFamily("atrelay_autotask_calls", "Autotask HTTP calls by method, endpoint and status",
-                                    labels=["method", "endpoint", "status"])
-        with session_scope(self.db) as s:
-            for source, etype, state, n in s.exec(
-                    select(InboundEvent.source, InboundEvent.event_type, InboundEvent.state, func.count())
-                    .group_by(InboundEvent.source, InboundEvent.event_type, InboundEvent.state)).all():
-                events.add_metric([source, etype, state], float(n))
-            by_call: dict[tuple[str, str, str], float] = {}
-            for method, path, status, n in s.exec(
-                    select(OutboundAttempt.method, OutboundAttempt.path, OutboundAttempt.status_code, func.count())
-                    .group_by(col(OutboundAttempt.method), col(OutboundAttempt.path),
-                              col(OutboundAttempt.status_code))).all():
-                endpoint = _ID.sub("/{id}", path.rsplit("/V1.0/", 1)[-1].rsplit("/v1.0/", 1)[-1])
-                key = (method, endpoint, str(status or "none"))
-                by_call[key] = by_call.get(key, 0.0) + float(n)
-            latencies = s.exec(
-                select(InboundEvent.received_at, func.max(PipelineRun.finished_at))
-                .join(PipelineRun, col(PipelineRun.event_id) == col(InboundEvent.id))
-                .where(InboundEvent.state == "applied", PipelineRun.outcome == "applied")
-                .group_by(col(InboundEvent.id), col(InboundEvent.received_at))).all()
-        for key, total_calls in by_call.items():
-            calls.add_metric(list(key), total_calls)
-        yield events
-        yield calls
+    def collect(self) -> Iterator[_Family]:
+        totals = read_totals(self.db)
+        families: dict[str, CounterMetricFamily] = {
+            "events": CounterMetricFamily("atrelay_events", "Events that reached a final outcome, by source and type"
+                                          " (a replayed event counts each outcome it reaches)",
+                                          labels=["source", "type", "outcome"]),
+            "calls": CounterMetricFamily("atrelay_autotask_calls", "Autotask HTTP calls by method, endpoint and status",
+                                         labels=["method", "endpoint", "status"]),
+            "received": CounterMetricFamily("atrelay_events_received", "Events recorded, by source",
+                                            labels=["source"]),
+            "rejected": CounterMetricFamily("atrelay_rejected_requests", "Requests the ingress refused",
+                                            labels=["source", "status"]),
+            "autotask_intake": CounterMetricFamily(
+                "atrelay_autotask_callouts", "Autotask ticket/note changes received: by callout, or recovered by"
+                " reconciliation", labels=["via"]),
+        }
+        notices = 0.0
+        for (name, labels), n in sorted(totals.counters.items()):
+            if name in families:
+                families[name].add_metric(list(labels), n)
+            if name == "rejected" and labels[0] == DEACTIVATION_SOURCE:
+                notices += n
+        yield from families.values()
+        yield CounterMetricFamily("atrelay_autotask_deactivation_notices",
+                                  "Autotask notices that it deactivated a webhook of atrelay's", value=notices)
+        for name, help_text in (("autotask_last_callout", "When the last Autotask callout arrived"),
+                                ("autotask_last_deactivation", "When Autotask last said it deactivated a webhook")):
+            if name in totals.latest:
+                yield GaugeMetricFamily(f"atrelay_{name}_timestamp_seconds", help_text, value=totals.latest[name])
+        reconciled = last_reconciliation(self.db)
+        if reconciled is not None:
+            yield GaugeMetricFamily("atrelay_autotask_last_reconcile_timestamp_seconds",
+                                    "When the last Autotask reconciliation poll finished", value=reconciled.timestamp())
 
-        buckets = [0] * len(LATENCY_BUCKETS)
-        total: float = 0.0
-        count = 0
-        for received, finished in latencies:
-            if finished is None:
-                continue
-            seconds = max(0.0, (finished - received).total_seconds())
-            total += seconds
-            count += 1
-            for i, bound in enumerate(LATENCY_BUCKETS):
-                if seconds <= bound:
-                    buckets[i] += 1
-        cumulative = [(str(b), float(n)) for b, n in zip(LATENCY_BUCKETS, buckets, strict=True)]
-        cumulative.append(("+Inf", float(count)))
+        counters = totals.counters
+        cumulative = [(str(b), counters.get(("latency_bucket", (str(b),)), 0.0)) for b in LATENCY_BUCKETS]
+        cumulative.append(("+Inf", counters.get(("latency_count", ()), 0.0)))
         yield HistogramMetricFamily("atrelay_accept_to_applied_seconds",
                                     "From ingress acceptance to the Autotask change", buckets=cumulative,
-                                    sum_value=total)
+                                    sum_value=counters.get(("latency_sum", ()), 0.0))
 
-        counts = state_counts(self.db)
-        states = GaugeMetricFamily("atrelay_events_in_state", "Events now in each state", labels=["state"])
+        # Only the states work waits in (and dead letters): counted through the state index, so bounded by
+        # the work in hand, not by history. Final outcomes are in atrelay_events_total.
+        counts = open_state_counts(self.db)
+        states = GaugeMetricFamily("atrelay_events_in_state", "Events now in each open state (and dead)",
+                                   labels=["state"])
         for state, n in counts.items():
             states.add_metric([state], float(n))
         yield states

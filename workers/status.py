@@ -14,8 +14,11 @@ from pipelines.audit import EventState, InboundEvent, OutboundAttempt, PollRun
 from pipelines.db import engine_for, session_scope, utcnow
 from workers.settings import Settings
 
-__all__ = ["Health", "broker_queue_depth", "check_broker", "health", "picklists_fresh", "picklists_loaded_at",
-           "quota_usage", "state_counts"]
+__all__ = ["Health", "broker_queue_depth", "check_broker", "health", "last_reconciliation", "open_state_counts",
+           "picklists_fresh", "picklists_loaded_at", "quota_usage", "state_counts"]
+
+
+_OPEN = [s.value for s in EventState if not s.final] + [EventState.DEAD.value]
 
 
 @dataclass
@@ -36,11 +39,38 @@ def state_counts(db: str) -> dict[str, int]:
     return counts
 
 
+def open_state_counts(db: str) -> dict[str, int]:
+    """Events waiting, in progress or dead: through ix_inbound_state_updated, never a scan of history."""
+    with session_scope(db) as s:
+        rows = s.exec(select(InboundEvent.state, func.count()).where(col(InboundEvent.state).in_(_OPEN))
+                      .group_by(InboundEvent.state)).all()
+    counts = dict.fromkeys(_OPEN, 0)
+    counts.update({str(k): int(v) for k, v in rows})
+    return counts
+
+
+def last_reconciliation(db: str) -> datetime | None:
+    """When the last Autotask reconciliation poll finished (newest first through the source index)."""
+    with session_scope(db) as s:
+        return s.exec(select(PollRun.finished_at).where(PollRun.source == "autotask", PollRun.outcome != "running")
+                      .order_by(col(PollRun.id).desc()).limit(1)).first()
+
+
+#: How far back (in attempts) readiness looks for a picklist load: workers reload them every TTL, so a
+#: load is recent or absent; unbounded, an unauthenticated /readyz would scan every attempt ever made.
+_PICKLIST_LOOKBACK = 20_000
+
+
 def picklists_loaded_at(db: str) -> datetime | None:
     """When a worker last read the picklists successfully (its attempts are in the audit log)."""
     with session_scope(db) as s:
-        at = s.exec(select(func.max(OutboundAttempt.at)).where(
-            col(OutboundAttempt.path).like("%entityInformation/fields"), OutboundAttempt.status_code == 200)).one()
+        newest = s.exec(select(func.max(OutboundAttempt.id))).one()
+        if newest is None:
+            return None
+        at = s.exec(select(OutboundAttempt.at).where(
+            col(OutboundAttempt.id) > newest - _PICKLIST_LOOKBACK,
+            col(OutboundAttempt.path).like("%entityInformation/fields"), OutboundAttempt.status_code == 200)
+            .order_by(col(OutboundAttempt.id).desc()).limit(1)).first()
     return at
 
 

@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import pipelines.audit  # noqa: F401  (registers the tables on SQLModel.metadata)
+import pipelines.counters  # noqa: F401  (the metric totals table)
 from pipelines.db import engine_for
 
 config = context.config
