@@ -204,12 +204,14 @@ class RejectedRequest(SQLModel, table=True):
 
 
 class TimezestRequest(SQLModel, table=True):
-    """The last status the poller saw for each TimeZest scheduling request."""
+    """The last status (and booked time) the poller saw for each TimeZest scheduling request."""
 
     __tablename__ = "timezest_requests"
 
     id: str = Field(sa_column=Column(String(64), primary_key=True))
     status: str = Field(sa_column=Column(String(16), nullable=False))
+    # The booked start seen last: a scheduled request whose start moves was rescheduled.
+    selected_start_time: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     ticket_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     created_at: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
     updated_at: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -36,6 +36,7 @@ EVENT_HANDLERS: dict[EventType, Handler] = {
     EventType.TIMEZEST_LINK_SENT: tz_parse.to_event,
     EventType.TIMEZEST_SCHEDULED: tz_parse.to_event,
     EventType.TIMEZEST_CANCELLED: tz_parse.to_event,
+    EventType.TIMEZEST_RESCHEDULED: tz_parse.to_event,
 }
 
 

@@ -57,7 +57,10 @@ DEFAULT_RULES: dict[EventType, Rule] = {
     EventType.MC_NO_CONTACT_FOLLOW_UP: Rule("Waiting Customer"),
     EventType.TIMEZEST_LINK_SENT: Rule("Scheduling Link Sent"),
     EventType.TIMEZEST_SCHEDULED: Rule("Scheduled"),
-    EventType.TIMEZEST_CANCELLED: Rule(None, note=True),
+    # A booked appointment cancelled: the office admin re-books it (knowledge base, "FOLLOW UP NEEDED:
+    # ADMIN"). A request cancelled before anyone booked stays note only (the event says so: note_only).
+    EventType.TIMEZEST_CANCELLED: Rule("Follow Up Needed: Admin"),
+    EventType.TIMEZEST_RESCHEDULED: Rule(None, note=True),  # the new time in a note; status unchanged
 }
 
 
@@ -112,6 +115,8 @@ def decide(event: PartnerEvent, rules: dict[EventType, Rule]) -> Transition | Ig
         return Ignore(f"no-rule: {event.type}")
     if rule.status is None and not rule.note:
         return Ignore("rule-disabled")
+    if event.note_only:  # the connector knows this occurrence moves no status (see PartnerEvent)
+        return Transition(status=None, note=rule.note) if rule.note else Ignore("rule-disabled")
     return Transition(status=rule.status, note=rule.note, follow_up=rule.follow_up)
 
 

@@ -1,8 +1,12 @@
 """The TimeZest poll's stateful half: poll runs, what was seen last, and recording the events owed.
 
 TimeZest has no webhooks. Each poll lists requests newest-first down to the high-water mark (the
-newest ``created_at`` we know, less an overlap) and re-checks requests we last saw ``new`` or
-``sent``; :func:`connectors.timezest.diff.diff` says which changes are events. All HTTP is done
+newest ``created_at`` we know, less an overlap), then the watched requests (appointment still ahead,
+or changed in the last 30 days: one TQL listing, :func:`connectors.timezest.diff.watch_filter`), so
+a booking cancelled or moved weeks after it was made is seen. If TimeZest refuses that filter (its
+``updated_at`` support is unverified) the poll re-reads the requests it watches by id instead.
+Requests last seen ``new`` or ``sent`` and missing from both listings are re-read by id as well.
+:func:`connectors.timezest.diff.diff` says which changes are events. All HTTP is done
 before the one database commit, so a failed poll changes nothing and the next catches up. Events
 go through the shared intake path (recorded, committed, then enqueued).
 """
@@ -14,12 +18,12 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import func
+from sqlalchemy import func, or_
 from sqlmodel import col, select
 
 from connectors.timezest.client import TimezestClient, TimezestError
-from connectors.timezest.diff import diff, listing_floor
-from connectors.timezest.parse import SchedulingRequest
+from connectors.timezest.diff import WATCH_DAYS, Known, diff, listing_floor, watch_filter
+from connectors.timezest.parse import SchedulingRequest, occurred_at
 from pipelines import intake, store
 from pipelines.audit import EventState, PollRun, TimezestRequest
 from pipelines.db import session_scope, utcnow
@@ -68,13 +72,29 @@ def _finish(db: str, run_id: int, outcome: str, *, seen: int = 0, emitted: int =
         run.requests_seen, run.events_emitted, run.high_water = seen, emitted, high_water
 
 
-def _fetch(db: str, client: TimezestClient) -> tuple[dict[str, SchedulingRequest], bool]:
+def _watched_ids(db: str, now: int) -> tuple[list[str], list[str]]:
+    """Ids to re-read when a listing missed them: (open requests, booked ones still watched),
+    least recently checked first."""
     with session_scope(db) as s:
-        high_water = s.exec(select(func.max(TimezestRequest.created_at))).one()
         open_ids = list(s.exec(
             select(TimezestRequest.id).where(col(TimezestRequest.status).in_(_OPEN))
             .order_by(col(TimezestRequest.last_checked_at)).limit(RECHECK_LIMIT * 10)
         ).all())
+        booked = list(s.exec(
+            select(TimezestRequest.id).where(
+                TimezestRequest.status == "scheduled",
+                or_(col(TimezestRequest.selected_start_time) >= now,
+                    col(TimezestRequest.updated_at) >= now - WATCH_DAYS * 86400))
+            .order_by(col(TimezestRequest.last_checked_at)).limit(RECHECK_LIMIT * 10)
+        ).all())
+    return open_ids, booked
+
+
+def _fetch(db: str, client: TimezestClient) -> tuple[dict[str, SchedulingRequest], bool]:
+    now = int(time.time())
+    with session_scope(db) as s:
+        high_water = s.exec(select(func.max(TimezestRequest.created_at))).one()
+    open_ids, booked_ids = _watched_ids(db, now)
     bootstrap = high_water is None
     seen: dict[str, SchedulingRequest] = {}
     if bootstrap:
@@ -87,7 +107,17 @@ def _fetch(db: str, client: TimezestClient) -> tuple[dict[str, SchedulingRequest
         seen[req.id] = req
         if floor is not None and req.created_at < floor:
             break
-    for rid in [i for i in open_ids if i not in seen][:RECHECK_LIMIT]:
+    recheck = open_ids
+    try:
+        for req in client.scheduling_requests(tql=watch_filter(now)):
+            seen[req.id] = req
+    except TimezestError as exc:
+        if exc.retryable:
+            raise  # TimeZest is down or limiting: the whole poll fails and the next catches up
+        # The filter itself was refused: read what we watch one by one (bounded per poll).
+        log.warning("timezest.watch_filter_refused", extra={"error": str(exc)[:200]})
+        recheck = open_ids + booked_ids
+    for rid in [i for i in recheck if i not in seen][:RECHECK_LIMIT]:
         seen[rid] = client.scheduling_request(rid)
     return seen, bootstrap
 
@@ -114,7 +144,8 @@ def _poll(db: str, client: TimezestClient, enqueue: intake.Enqueue, run_id: int)
     with session_scope(db) as s:
         known = {r.id: r for r in s.exec(
             select(TimezestRequest).where(col(TimezestRequest.id).in_(list(seen)))).all()}
-        changes = diff({rid: row.status for rid, row in known.items()}, seen.values(), bootstrap=bootstrap,
+        changes = diff({rid: Known(row.status, row.selected_start_time) for rid, row in known.items()},
+                       seen.values(), bootstrap=bootstrap,
                        recent_cutoff=int(time.time()) - BOOTSTRAP_WINDOW_SECONDS)
         for change in changes:
             req, ticket = change.request, change.request.autotask_ticket
@@ -122,7 +153,7 @@ def _poll(db: str, client: TimezestClient, enqueue: intake.Enqueue, run_id: int)
                 source=SOURCE, external_id=change.external_id, event_type=change.event_type.value,
                 body=req.model_dump_json().encode(), headers={},
                 ticket_id=ticket.id if ticket else None, ticket_number=ticket.number if ticket else None,
-                occurred_at=req.changed_at(),
+                occurred_at=occurred_at(req, change.event_type),
                 state=EventState.IGNORED if change.ticketless else EventState.ACCEPTED,
                 reason="no-autotask-ticket" if change.ticketless else None,
             ))
@@ -133,6 +164,7 @@ def _poll(db: str, client: TimezestClient, enqueue: intake.Enqueue, run_id: int)
                                                        updated_at=req.updated_at)
             ticket = req.autotask_ticket
             row.status, row.updated_at, row.last_checked_at = req.status, req.updated_at, now
+            row.selected_start_time = req.selected_start_time
             row.ticket_id = ticket.id if ticket else None
             s.add(row)
         high_water = s.exec(select(func.max(TimezestRequest.created_at))).one()

@@ -44,6 +44,7 @@ class EventType(StrEnum):
     TIMEZEST_LINK_SENT = "timezest.link_sent"
     TIMEZEST_SCHEDULED = "timezest.scheduled"
     TIMEZEST_CANCELLED = "timezest.cancelled"
+    TIMEZEST_RESCHEDULED = "timezest.rescheduled"  # a booked appointment moved; the status stays
 
 
 class Observation(StrEnum):
@@ -78,6 +79,9 @@ class PartnerEvent(BaseModel):
     # A follow-up that also carries its cause's note (the cause changed no status: its note waits for
     # the follow-up, so the ticket gets one note describing both).
     carries_note_of: int | None = None
+    # The connector knows this occurrence changes no status whatever its type's rule says: a TimeZest
+    # request cancelled before anyone booked was withdrawn by the agent who is already acting on it.
+    note_only: bool = False
 
     @model_validator(mode="after")
     def _needs_ticket(self) -> PartnerEvent:

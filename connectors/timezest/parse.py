@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from connectors.common.events import EventType, PartnerEvent, Source, StoredEvent
 
-__all__ = ["STATUS_EVENTS", "AssociatedEntity", "SchedulingRequest", "to_event"]
+__all__ = ["STATUS_EVENTS", "AssociatedEntity", "SchedulingRequest", "occurred_at", "to_event"]
 
 RequestStatus = Literal["new", "sent", "scheduled", "cancelled", "closed"]
 
@@ -57,6 +57,20 @@ class SchedulingRequest(BaseModel):
         stamp = self.scheduled_at if self.status == "scheduled" and self.scheduled_at else self.updated_at
         return datetime.fromtimestamp(stamp, tz=UTC)
 
+    @property
+    def was_booked(self) -> bool:
+        """Someone picked a time at some point (a cancelled request keeps its booked time and stamp)."""
+        return self.scheduled_at is not None or self.selected_start_time is not None
+
+
+def occurred_at(req: SchedulingRequest, etype: EventType) -> datetime:
+    """The event's moment: a reschedule happened at ``updated_at``, not at the original booking
+    (``scheduled_at`` is kept when the time moves, so it would date the reschedule too early and make
+    it look older than anything that happened on the ticket since the booking)."""
+    if etype is EventType.TIMEZEST_RESCHEDULED:
+        return datetime.fromtimestamp(req.updated_at, tz=UTC)
+    return req.changed_at()
+
 
 def _when(ts: int | None, zone: str | None) -> str:
     if not ts:
@@ -72,7 +86,9 @@ def to_event(row: StoredEvent) -> PartnerEvent:
     summary = {
         EventType.TIMEZEST_LINK_SENT: "TimeZest sent the scheduling link",
         EventType.TIMEZEST_SCHEDULED: "the client booked an appointment in TimeZest",
-        EventType.TIMEZEST_CANCELLED: "the TimeZest scheduling request was cancelled",
+        EventType.TIMEZEST_CANCELLED: "the booked TimeZest appointment was cancelled" if req.was_booked
+        else "the TimeZest scheduling request was cancelled before anyone booked",
+        EventType.TIMEZEST_RESCHEDULED: "the TimeZest appointment was moved to a new time",
     }[etype]
     details = [
         ("TimeZest request", req.id),
@@ -82,13 +98,21 @@ def to_event(row: StoredEvent) -> PartnerEvent:
     if etype is EventType.TIMEZEST_SCHEDULED:
         details.append(("Appointment", _when(req.selected_start_time, req.selected_time_zone)))
         details.append(("With", ", ".join(a.name or a.id or "?" for a in req.scheduled_agents) or "-"))
+    elif etype is EventType.TIMEZEST_RESCHEDULED:
+        details.append(("New appointment", _when(req.selected_start_time, req.selected_time_zone)))
+        details.append(("With", ", ".join(a.name or a.id or "?" for a in req.scheduled_agents) or "-"))
+    elif etype is EventType.TIMEZEST_CANCELLED and req.was_booked:
+        details.append(("Cancelled appointment", _when(req.selected_start_time, req.selected_time_zone)))
     return PartnerEvent(
         source=Source.TIMEZEST,
         type=etype,
         external_id=row.external_id,
         ticket_id=ticket.id if ticket else None,
         ticket_number=ticket.number if ticket else None,
-        occurred_at=req.changed_at(),
+        occurred_at=occurred_at(req, etype),
         summary=summary,
         details=details,
+        # Only a booked appointment's cancellation leaves work for the office (the rules' status);
+        # an unbooked request is withdrawn by the agent who is handling the ticket: a note says so.
+        note_only=etype is EventType.TIMEZEST_CANCELLED and not req.was_booked,
     )

@@ -14,9 +14,10 @@ from tests.support import sandbox_ticket, wait_for
 from workers.settings import SANDBOX_TIMEZEST_API_KEY
 
 SCHEDULING_LINK_SENT, SCHEDULED = 29682835, 29682839
+FOLLOW_UP_ADMIN = 29682833  # the sandbox's "Follow Up Needed: Admin"
 
 
-def _poll(dist: Stack, url: str) -> list[int]:
+def _poll(dist: Stack, url: str) -> list[int]:  # any stack: embedded or Redis + PostgreSQL
     client = TimezestClient(api_key=SANDBOX_TIMEZEST_API_KEY, base_url=f"{url}/v1", max_attempts=1)
     try:
         result = poll_once(dist.db, client, dist.enqueue)
@@ -100,3 +101,38 @@ def test_cancelled_adds_a_note_only(dist: Stack, timezest: tuple[str, TimezestSa
     view = sandbox_ticket(dist.sandbox_url, 50003)
     assert view["history"] == [] and len(view["notes"]) == 1
     assert "status stays New" in view["notes"][0]["description"]
+
+
+def test_booking_moved_then_cancelled_weeks_later(stack: Stack, timezest: tuple[str, TimezestSandboxState]) -> None:
+    """Issue 11 item 4, on both stacks: a booking made long ago (newer requests after it) is moved,
+    then cancelled; the move adds a note with the new time, the cancel hands the ticket to the admin."""
+    url, tz = timezest
+    rid = str(tz.create({"ticket_id": 50004})["id"])
+    tz.transition(rid, "sent")
+    tz.transition(rid, "scheduled")
+    tz.requests[rid]["created_at"] -= 3 * 86400
+    for age in (86400, 0):
+        tz.create({"associated_entities": []})["created_at"] -= age
+    assert len(_poll(stack, url)) == 1
+    _settled(stack)
+    assert sandbox_ticket(stack.sandbox_url, 50004)["ticket"]["statusLabel"] == "Scheduled"
+
+    moved = dict(tz.reschedule(rid, start=2_000_000_000))  # 2033-05-18 03:33 UTC
+    assert len(_poll(stack, url)) == 1
+    rows = _settled(stack)
+    assert (rows[-1].event_type, rows[-1].state) == ("timezest.rescheduled", "applied")
+    view = sandbox_ticket(stack.sandbox_url, 50004)
+    assert view["ticket"]["statusLabel"] == "Scheduled"  # a move changes no status
+    assert "2033-05-18 03:33 UTC" in view["notes"][-1]["description"]
+    assert moved["selected_start_time"] == 2_000_000_000
+
+    tz.transition(rid, "cancelled")
+    assert len(_poll(stack, url)) == 1
+    rows = _settled(stack)
+    assert [(r.event_type, r.state) for r in rows] == [
+        ("timezest.scheduled", "applied"), ("timezest.rescheduled", "applied"), ("timezest.cancelled", "applied")]
+    view = sandbox_ticket(stack.sandbox_url, 50004)
+    assert view["ticket"]["statusLabel"] == "Follow Up Needed: Admin"
+    assert [h["to"] for h in view["history"]] == [SCHEDULED, FOLLOW_UP_ADMIN]
+    assert len(view["notes"]) == 3 and "cancelled" in view["notes"][-1]["description"]
+    assert _poll(stack, url) == []  # polling again changes nothing

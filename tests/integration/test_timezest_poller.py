@@ -88,7 +88,8 @@ def test_paging_follows_next_page(db_url: str, timezest: tuple[str, TimezestSand
         tz.transition(rid, "sent")
     result = poll_once(db_url, tz_client(url), Queue())
     assert result.seen == 45 and len(result.emitted or []) == 45
-    assert tz.calls["GET /v1/scheduling_requests"] == 3  # 20 + 20 + 5
+    # Two listings, each 20 + 20 + 5: the new requests, then the watched ones (all changed just now).
+    assert tz.calls["GET /v1/scheduling_requests"] == 6
 
 
 def test_failed_poll_is_recorded_and_the_next_catches_up(
@@ -158,3 +159,82 @@ def test_next_page_forms(page: str, timezest: tuple[str, TimezestSandboxState]) 
     client = tz_client(url)
     nxt = f"{url}/v1/scheduling_requests?starting_after=x" if page == "absolute" else "?starting_after=x"
     assert httpx.URL(client._next_url(nxt)).path == "/v1/scheduling_requests"
+
+
+# ---- issue 11 item 4: cancellations and reschedules of bookings made long ago -------------------------
+
+def _booked_long_ago(tz: TimezestSandboxState, ticket_id: int, days: int = 2) -> str:
+    """A request created ``days`` ago and booked, with two newer requests after it: the newest-first
+    listing stops (high-water mark less an hour) before reaching it."""
+    rid = str(tz.create({"ticket_id": ticket_id})["id"])
+    tz.transition(rid, "sent")
+    tz.transition(rid, "scheduled")
+    tz.requests[rid]["created_at"] -= days * 86400
+    for age in (86400, 0):
+        other = tz.create({"associated_entities": []})
+        other["created_at"] -= age
+    return rid
+
+
+def _types(db: str) -> list[tuple[str, str]]:
+    return [(r.event_type, r.external_id) for r in events(db)]
+
+
+def test_cancel_of_a_booking_made_days_ago_is_seen(db_url: str, timezest: tuple[str, TimezestSandboxState]) -> None:
+    url, tz = timezest
+    rid = _booked_long_ago(tz, 50004)
+    client, queue = tz_client(url), Queue()
+    poll_once(db_url, client, queue)
+    assert _types(db_url) == [("timezest.scheduled", f"{rid}:scheduled")]
+    tz.transition(rid, "cancelled")
+    assert len(poll_once(db_url, client, queue).emitted or []) == 1
+    assert _types(db_url)[-1] == ("timezest.cancelled", f"{rid}:cancelled")
+    assert poll_once(db_url, client, queue).emitted == []
+
+
+def test_reschedule_emits_one_event_per_move(db_url: str, timezest: tuple[str, TimezestSandboxState]) -> None:
+    url, tz = timezest
+    rid = _booked_long_ago(tz, 50004)
+    client, queue = tz_client(url), Queue()
+    poll_once(db_url, client, queue)
+    first = dict(tz.reschedule(rid, shift_seconds=3600))  # a copy: the sandbox returns its live record
+    assert len(poll_once(db_url, client, queue).emitted or []) == 1
+    assert poll_once(db_url, client, queue).emitted == []  # the same move is not reported twice
+    back = dict(tz.reschedule(rid, shift_seconds=-3600))  # moved back to the first time: still a move
+    assert len(poll_once(db_url, client, queue).emitted or []) == 1
+    assert _types(db_url) == [
+        ("timezest.scheduled", f"{rid}:scheduled"),
+        ("timezest.rescheduled", f"{rid}:rescheduled:{first['updated_at']}"),
+        ("timezest.rescheduled", f"{rid}:rescheduled:{back['updated_at']}"),
+    ]
+    row = events(db_url)[1]
+    assert row.ticket_id == 50004 and row.occurred_at is not None
+    assert int(row.occurred_at.timestamp()) == first["updated_at"]  # the move's time, not the booking's
+
+
+def test_refused_watch_filter_falls_back_to_reading_each_watched_request(
+    db_url: str, timezest: tuple[str, TimezestSandboxState]
+) -> None:
+    url, tz = timezest
+    tz.tql_reject = {"updated_at"}  # TimeZest's updated_at filtering is unverified (facts §1)
+    rid = _booked_long_ago(tz, 50004)
+    client, queue = tz_client(url), Queue()
+    assert poll_once(db_url, client, queue).outcome == "ok"
+    tz.reschedule(rid)
+    poll_once(db_url, client, queue)
+    tz.transition(rid, "cancelled")
+    result = poll_once(db_url, client, queue)
+    assert result.outcome == "ok"
+    assert [t for t, _ in _types(db_url)] == ["timezest.scheduled", "timezest.rescheduled", "timezest.cancelled"]
+    assert tz.calls["GET /v1/scheduling_requests/{id}"] >= 2  # read one by one
+
+
+def test_ignored_watch_filter_still_sees_the_cancel(db_url: str, timezest: tuple[str, TimezestSandboxState]) -> None:
+    url, tz = timezest
+    tz.tql_ignore = {"updated_at"}  # a filter TimeZest silently drops matches everything: more pages, same events
+    rid = _booked_long_ago(tz, 50004)
+    client, queue = tz_client(url), Queue()
+    poll_once(db_url, client, queue)
+    tz.transition(rid, "cancelled")
+    poll_once(db_url, client, queue)
+    assert [t for t, _ in _types(db_url)] == ["timezest.scheduled", "timezest.cancelled"]
