@@ -32,6 +32,7 @@ from pipelines.schema import SchemaOutOfDate, check_schema
 from workers.autotask_ingress import make_autotask_router
 from workers.http_guard import Refusal, RequestGuard
 from workers.metrics import AuditCollector
+from workers.api_docs import make_docs_router
 from workers.ops import make_router
 from workers.settings import Settings, get_settings, webhook_secrets
 from workers.status import check_broker, picklists_fresh, picklists_loaded_at
@@ -105,7 +106,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
             secrets[conn.source] = webhook_secrets(cfg, conn.source.value)[0]
         return secrets[conn.source]
 
-    app = FastAPI(title="atrelay ingress", version="0.1.0", docs_url="/docs", redoc_url=None,
+    app = FastAPI(title="atrelay ingress", version="0.1.0", docs_url=None, redoc_url=None,
                   lifespan=_lifespan)
 
     async def _accept(conn: WebhookConnector, request: Request) -> tuple[int, int, str]:
@@ -223,6 +224,8 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    # Our own script-free page, not FastAPI's Swagger UI from a CDN (see workers/api_docs.py).
+    app.include_router(make_docs_router(app.openapi))
 
     app.include_router(make_router(cfg, do_enqueue))
     app.include_router(make_autotask_router(cfg, do_enqueue))
