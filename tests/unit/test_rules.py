@@ -18,7 +18,9 @@ KB_TABLE = [
     (EventType.MC_NO_CONTACT_FOLLOW_UP, "Waiting Customer"),
     (EventType.TIMEZEST_LINK_SENT, "Scheduling Link Sent"),
     (EventType.TIMEZEST_SCHEDULED, "Scheduled"),
-    (EventType.TIMEZEST_CANCELLED, None),
+    # Issue 11 item 4: a booked appointment cancelled is the office admin's to re-book.
+    (EventType.TIMEZEST_CANCELLED, "Follow Up Needed: Admin"),
+    (EventType.TIMEZEST_RESCHEDULED, None),
 ]
 
 
@@ -33,6 +35,12 @@ def test_defaults_follow_the_knowledge_base(etype: EventType, status: str | None
     assert isinstance(decision, Transition)
     assert decision.status == status
     assert decision.note is True
+
+
+def test_a_note_only_event_changes_no_status_whatever_its_rule() -> None:
+    """A TimeZest request cancelled before anyone booked: the rule's status is not applied, the note is."""
+    event = _event(EventType.TIMEZEST_CANCELLED).model_copy(update={"note_only": True})
+    assert decide(event, DEFAULT_RULES) == Transition(status=None, note=True)
 
 
 def test_every_event_type_has_a_default_rule() -> None:
