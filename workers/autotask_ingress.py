@@ -95,8 +95,11 @@ def _validate(body: bytes, headers: Mapping[str, str], secrets: list[str], *, no
     return payload, occurred
 
 
-def make_autotask_router(cfg: Settings, enqueue: Callable[[int], None]) -> APIRouter:
+def make_autotask_router(cfg: Settings, enqueue: Callable[[int], None],
+                         group: intake.GroupIntake | None = None) -> APIRouter:
     db = cfg.effective_database_url
+    # The ingress passes its own, so callouts and partner webhooks share one group commit.
+    accepted = group or intake.GroupIntake(db, enqueue)
     router = APIRouter()
     cached: list[list[str]] = []
 
@@ -125,7 +128,7 @@ def make_autotask_router(cfg: Settings, enqueue: Callable[[int], None]) -> APIRo
             event_type=(Observation.NOTE_ADDED if note else Observation.TICKET_CHANGED).value,
             body=body, headers=dict(request.headers), ticket_id=payload.ticket_id, occurred_at=occurred,
         )
-        event_id, created = await run_in_threadpool(intake.accept, db, new, enqueue)
+        event_id, created = await accepted.accept(new)
         return JSONResponse({"id": event_id, "status": "accepted" if created else "duplicate"},
                             status_code=202 if created else 200)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC
 from typing import Any
@@ -86,6 +86,12 @@ def _default_enqueue(event_id: int) -> None:
     enqueue_event(event_id)
 
 
+def _default_enqueue_many(event_ids: Sequence[int]) -> None:
+    from workers.queue import enqueue_many
+
+    enqueue_many(event_ids)
+
+
 @asynccontextmanager
 async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
     # Each request's database insert and enqueue run on a worker thread. A few threads keep the
@@ -98,6 +104,8 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
     cfg = settings or get_settings()
     db = cfg.effective_database_url
     do_enqueue = enqueue if enqueue is not None else _default_enqueue
+    # Partner webhooks and Autotask callouts share one group commit (and so one intake path).
+    group = intake.GroupIntake(db, do_enqueue, _default_enqueue_many if enqueue is None else None)
     secrets: dict[Source, list[str]] = {}
 
     def secrets_for(conn: WebhookConnector) -> list[str]:
@@ -146,7 +154,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
             ticket_number=payload.data.ticket_number, occurred_at=occurred_at,
         )
 
-        event_id, created = await run_in_threadpool(intake.accept, db, new, do_enqueue)
+        event_id, created = await group.accept(new)
         return (202, event_id, "accepted") if created else (200, event_id, "duplicate")
 
     def _route(conn: WebhookConnector) -> Callable[[Request], Any]:
@@ -228,7 +236,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
     app.include_router(make_docs_router(app.openapi))
 
     app.include_router(make_router(cfg, do_enqueue))
-    app.include_router(make_autotask_router(cfg, do_enqueue))
+    app.include_router(make_autotask_router(cfg, do_enqueue, group=group))
 
     async def record_refusal(r: Refusal) -> None:
         await run_in_threadpool(
