@@ -16,6 +16,7 @@ from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import EventType, PartnerEvent
 from pipelines import store
 from pipelines.audit import EffectLedger, EventState
+from pipelines.clock import before_last
 from pipelines.context import Context
 from pipelines.db import utcnow
 from pipelines.followups import FollowUpBody
@@ -108,7 +109,9 @@ class _Run(RunBase):
         effect = store.get_effect(ctx.db, self.event_id)
         if effect is None:
             last = store.ticket_state(ctx.db, ticket.id)
-            if last is not None and last.last_occurred_at is not None and event.occurred_at < last.last_occurred_at:
+            # Same second: receipt order decides (pipelines.clock.before_last), never the worker's luck.
+            if last is not None and before_last(event.occurred_at, self.event_id, last.last_occurred_at,
+                                                last.last_event_id):
                 return self._finish(EventState.SKIPPED, "skipped", "stale", **base)
             if event.expect_status_id is not None and ticket.status != event.expect_status_id:
                 if event.carries_note_of is not None:

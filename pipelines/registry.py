@@ -22,6 +22,7 @@ from connectors.timezest import parse as tz_parse
 from connectors.webform import parse as webform_parse
 from connectors.webform import verify as webform_verify
 from pipelines import followups
+from pipelines.clock import clamped_from
 
 __all__ = ["EVENT_HANDLERS", "SOURCE_HANDLERS", "WEBHOOKS", "WebhookConnector", "parse_stored"]
 
@@ -88,4 +89,9 @@ def parse_stored(row: StoredEvent) -> PartnerEvent:
     handler = handler or EVENT_HANDLERS.get(EventType(row.event_type))
     if handler is None:
         raise ValueError(f"no handler for event type {row.event_type!r}")
-    return handler(row)
+    event = handler(row)
+    recorded = getattr(row, "occurred_at", None)
+    if clamped_from(getattr(row, "headers", None)) is not None and recorded is not None:
+        # The body still says what the partner said; the run orders by the clamped time.
+        event = event.model_copy(update={"occurred_at": recorded})
+    return event

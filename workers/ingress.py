@@ -27,12 +27,14 @@ from starlette.concurrency import run_in_threadpool
 from connectors.common.events import Source
 from connectors.common.standard_webhooks import REQUIRED_HEADERS, VerificationFailed
 from pipelines import intake, store
+from pipelines.clock import clamp_future, own_headers
+from pipelines.db import utcnow
 from pipelines.registry import WEBHOOKS, WebhookConnector
 from pipelines.schema import SchemaOutOfDate, check_schema
+from workers.api_docs import make_docs_router
 from workers.autotask_ingress import make_autotask_router
 from workers.http_guard import Refusal, RequestGuard
 from workers.metrics import AuditCollector
-from workers.api_docs import make_docs_router
 from workers.ops import make_router
 from workers.settings import Settings, get_settings, webhook_secrets
 from workers.status import check_broker, picklists_fresh, picklists_loaded_at
@@ -148,9 +150,10 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
             occurred_at = payload.timestamp.astimezone(UTC) if payload.timestamp else None
         except (OverflowError, ValueError):
             raise _Rejected(422, "timestamp: out of range once converted to UTC") from None
+        occurred_at, clamped = clamp_future(occurred_at, utcnow(), cfg.max_clock_skew_seconds)
         new = store.NewEvent(
             source=conn.source.value, external_id=webhook_id, event_type=payload.event_type.value,
-            body=body, headers=dict(request.headers), ticket_id=payload.data.ticket_id,
+            body=body, headers=own_headers(request.headers, clamped), ticket_id=payload.data.ticket_id,
             ticket_number=payload.data.ticket_number, occurred_at=occurred_at,
         )
 

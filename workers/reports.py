@@ -14,6 +14,7 @@ from rich.text import Text
 from sqlmodel import col, select
 
 from pipelines.audit import InboundEvent, PollRun, RejectedRequest
+from pipelines.clock import clamped_from
 from pipelines.db import session_scope, utcnow
 from pipelines.store import event_story
 
@@ -73,6 +74,9 @@ def print_event(db: str, console: Console, event_id: int) -> bool:
     console.print(f"  external id: {escape(ev.external_id)}   received: {_ts(ev.received_at)}   "
                   f"happened: {_ts(ev.occurred_at)}   attempts: {ev.attempts}")
     console.print(f"  ticket: {ev.ticket_id or '-'} {escape(ev.ticket_number or '')}")
+    if clamped_from(ev.headers):
+        console.print(Text(f"  clock clamped: the partner said {clamped_from(ev.headers)}, over "
+                           "ATRELAY_MAX_CLOCK_SKEW_SECONDS ahead of receipt; ordered by the receipt time"))
     if ev.caused_by_id:
         console.print(f"  caused by: event #{ev.caused_by_id}")
     for child in story.children:

@@ -121,6 +121,9 @@ class Settings(BaseSettings):
     request_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
     max_connections: int = Field(default=1000, ge=1)
     rejections_keep: int = Field(default=10_000, ge=100)
+    # A partner time further ahead of receipt than this is clamped to the receipt (one bad clock must
+    # not make every later event on its ticket look older, i.e. "stale").
+    max_clock_skew_seconds: int = Field(default=300, ge=0, le=7 * 24 * 3600)
     worker_concurrency: int = Field(default=2, ge=1, le=64)
     lease_seconds: int = Field(default=120, ge=2, le=3600)
     beat_lock_seconds: int = Field(default=30, ge=2, le=600)

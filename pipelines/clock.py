@@ -1,0 +1,54 @@
+"""Partner clocks at intake: a time too far ahead of receipt is clamped, and the clamp recorded.
+
+Why: the ordering rule skips an event older than the last one applied to its ticket ("stale"). One
+partner time in the future (``9999-12-31T23:59:59Z``, or local time labelled ``Z``) would make every
+later event on that ticket look older, replays included, for good. Such a time cannot be true: it
+becomes the receipt time, and what the partner said is kept in the event's headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+__all__ = ["CLAMPED_HEADER", "before_last", "clamp_future", "clamped_from", "own_headers"]
+
+#: Kept in the event's headers when its partner time was clamped: the time the partner claimed.
+CLAMPED_HEADER = "x-atrelay-clamped-from"
+_OURS = "x-atrelay-"
+
+
+def clamp_future(occurred_at: datetime | None, received_at: datetime,
+                 max_skew_seconds: float) -> tuple[datetime | None, datetime | None]:
+    """(the time to record, the partner's own time if it was clamped, else None)."""
+    if occurred_at is None or occurred_at - received_at <= timedelta(seconds=max_skew_seconds):
+        return occurred_at, None
+    return received_at, occurred_at
+
+
+def own_headers(headers: Mapping[str, str], clamped: datetime | None) -> dict[str, str]:
+    """The request's headers to record, less any ``x-atrelay-*`` a sender supplied (only atrelay writes
+    those), plus the clamp mark when there was one."""
+    kept = {k: v for k, v in headers.items() if not k.lower().startswith(_OURS)}
+    if clamped is not None:
+        kept[CLAMPED_HEADER] = clamped.isoformat()
+    return kept
+
+
+def clamped_from(headers: Mapping[str, str] | None) -> str | None:
+    """The partner's own time of a clamped event (as recorded), or None."""
+    return (headers or {}).get(CLAMPED_HEADER)
+
+
+def before_last(occurred_at: datetime, event_id: int, last_at: datetime | None, last_event_id: int | None) -> bool:
+    """Whether an event is older than the last one applied to its ticket ("stale").
+
+    Partner times are ordered to the second; within one second, by receipt (the event id), so two
+    events stamped in the same second settle the same way whichever a worker happens to run first.
+    """
+    if last_at is None:
+        return False
+    mine, last = occurred_at.replace(microsecond=0), last_at.replace(microsecond=0)
+    if mine != last:
+        return mine < last
+    return last_event_id is not None and event_id < last_event_id
