@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import sys
@@ -58,9 +59,24 @@ def _settings() -> Settings:
     return settings
 
 
+def _embedded_settings() -> Settings:
+    """The settings, completed with the sandboxes of a running `atrelay run` when none are configured."""
+    from workers.embedded import use_embedded
+
+    used = use_embedded(_settings())
+    if used.note:
+        err.print(Text(used.note))
+    return used.settings
+
+
 def _require_schema(settings: Settings) -> None:
     from pipelines.schema import SchemaOutOfDate, check_schema
 
+    url = settings.effective_database_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        # Opening it would create an empty database here and advise `migrate`: say which var/ is meant.
+        _fail(f"no audit database at {url.removeprefix('sqlite:///')} (var folder {settings.var_path}): run "
+              "`atrelay migrate` first (or `atrelay run`), or set ATRELAY_VAR_DIR to the var/ folder it uses")
     try:
         check_schema(settings.effective_database_url)
     except SchemaOutOfDate as exc:
@@ -99,7 +115,12 @@ def migrate() -> None:
     from pipelines.schema import upgrade
 
     settings = _settings()
-    before, after = upgrade(settings.effective_database_url)
+    url = settings.effective_database_url
+    try:
+        before, after = upgrade(url)
+    except Exception as exc:  # one line, as `doctor` says it, not a page of driver traceback
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        _fail(f"audit database {url.split('@')[-1]} unreachable: {type(exc).__name__}: {first}", 1)
     console.print(f"audit database {settings.effective_database_url.split('@')[-1]}: "
                   f"{before or 'empty'} -> {after}" if before != after else f"already at {after}")
 
@@ -204,7 +225,13 @@ def send(
     except (json.JSONDecodeError, AttributeError):
         _fail(f"{file} is not a JSON object")
     source = "mission-control" if kind.startswith("mc.") else "webform"
-    secret = webhook_secrets(settings, source)[0][0]
+    configured = settings.mc_webhook_secret if source == "mission-control" else settings.webform_webhook_secret
+    dev_secrets = settings.var_path / "dev-secrets.json"
+    # No secret anywhere: a secret minted and stored here could only earn a 401 from a running ingress
+    # (it uses the var/ it started with). Sign with a throwaway one and explain a refusal instead.
+    stray = configured is None and not dev_secrets.exists()
+    throwaway = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    secret = throwaway if stray else webhook_secrets(settings, source)[0][0]
     headers = sign(body, secret, msg_id=msg_id)
     path = "/webhooks/mission-control" if source == "mission-control" else "/webhooks/webform"
     try:
@@ -212,6 +239,9 @@ def send(
     except httpx.HTTPError as exc:
         _fail(f"could not reach the ingress at {url}: {exc}. Is `atrelay run` running?", 1)
     console.print(Text(f"{response.status_code} {response.text}"))  # the server's text is not markup
+    if response.status_code == 401 and stray:
+        _fail(f"no webhook secret here: none configured and no {dev_secrets} (var folder {settings.var_path}). "
+              "Run this where `atrelay run` runs, or set ATRELAY_VAR_DIR to its var/ folder", 1)
     if response.status_code >= 400:
         raise typer.Exit(1)
 
@@ -257,7 +287,7 @@ def doctor() -> None:
     """Check configuration, Autotask, the rules' statuses, TimeZest, database and broker."""
     from workers.doctor import run_doctor
 
-    raise typer.Exit(run_doctor(_settings(), console, err))
+    raise typer.Exit(run_doctor(_embedded_settings(), console, err))
 
 
 @app.command()
@@ -265,7 +295,7 @@ def rules() -> None:
     """Print the effective table: event type -> status label -> tenant id."""
     from workers.doctor import print_rules
 
-    raise typer.Exit(print_rules(_settings(), console))
+    raise typer.Exit(print_rules(_embedded_settings(), console))
 
 
 @app.command()

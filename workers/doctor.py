@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from connectors.autotask.errors import AutotaskError
+from connectors.autotask.errors import AuthError, AutotaskError
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import EventType
 from pipelines.rules import Rule, RulesError, load_rules
@@ -31,6 +32,16 @@ def _client(settings: Settings):  # type: ignore[no-untyped-def]
     return build_client(settings, max_attempts=1)
 
 
+#: Autotask answers 401 for a wrong user, a wrong secret and a wrong integration code alike: say how to
+#: tell which one it is.
+_CREDENTIALS_HINT = (
+    ". Check, in Autotask Admin > Resources (Users) > the API user: ATRELAY_AUTOTASK_USERNAME is its "
+    "Username (an email, e.g. api@example.com; the zone is looked up from it), ATRELAY_AUTOTASK_SECRET is "
+    "its Secret (re-generate it there if unsure), ATRELAY_AUTOTASK_INTEGRATION_CODE is the Tracking "
+    "Identifier under API Tracking Identifier (vendor 'Custom'); the user must be API-only, active, and "
+    "have a security level that can edit tickets")
+
+
 def _load_lists(settings: Settings, report: Report) -> Picklists | None:
     if not settings.autotask_configured:
         report.problems.append("autotask: not configured (set ATRELAY_AUTOTASK_USERNAME, _SECRET and "
@@ -45,7 +56,7 @@ def _load_lists(settings: Settings, report: Report) -> Picklists | None:
         return lists
     except (AutotaskError, UnknownPicklistValue) as exc:
         reason = exc.reason if isinstance(exc, AutotaskError) else str(exc)
-        report.problems.append(f"autotask: {reason}")
+        report.problems.append(f"autotask: {reason}" + (_CREDENTIALS_HINT if isinstance(exc, AuthError) else ""))
         return None
     finally:
         client.close()
@@ -70,7 +81,7 @@ def _status_table(rules: dict[EventType, Rule], lists: Picklists | None, report:
             table.add_row(etype.value, "(none: note only)", "-", "yes" if rule.note else "no")
             continue
         if lists is None:
-            table.add_row(etype.value, rule.status, "?", "yes" if rule.note else "no")
+            table.add_row(etype.value, escape(rule.status), "?", "yes" if rule.note else "no")
             continue
         try:
             value = str(lists.status_id(rule.status))
@@ -78,7 +89,7 @@ def _status_table(rules: dict[EventType, Rule], lists: Picklists | None, report:
             value = "MISSING"
             if report is not None:
                 report.problems.append(f"status {rule.status!r} (for {etype.value}) is missing in the tenant: {exc}")
-        table.add_row(etype.value, rule.status, value, "yes" if rule.note else "no")
+        table.add_row(etype.value, escape(rule.status), value, "yes" if rule.note else "no")
     return table
 
 
@@ -114,7 +125,11 @@ def run_doctor(settings: Settings, console: Console, err: Console) -> int:
         report.problems.append(broker)
     else:
         report.ok.append(f"broker: {settings.effective_broker_url.split('@')[-1]} reachable")
-    if settings.mc_webhook_secret is None or settings.webform_webhook_secret is None:
+    if (settings.mc_webhook_secret is None or settings.webform_webhook_secret is None) and settings.embedded:
+        # Embedded mode is the try-it-out mode: generated secrets are its design, not a problem.
+        report.ok.append(f"webhooks: development secrets from {settings.var_path / 'dev-secrets.json'} "
+                         "(set ATRELAY_WEBFORM_WEBHOOK_SECRET/ATRELAY_MC_WEBHOOK_SECRET for partners)")
+    elif settings.mc_webhook_secret is None or settings.webform_webhook_secret is None:
         report.problems.append("webhooks: ATRELAY_WEBFORM_WEBHOOK_SECRET and/or ATRELAY_MC_WEBHOOK_SECRET unset "
                                "(a generated development secret is used)")
     else:
@@ -123,13 +138,14 @@ def run_doctor(settings: Settings, console: Console, err: Console) -> int:
     lists = _load_lists(settings, report)
     _timezest(settings, report)
     check_autotask_source(settings, report)
+    # Lines quote rules files, labels and server answers: escaped, so `[events."mc.no_contact"]` shows.
     for line in report.ok:
-        console.print(f"[green]ok[/]      {line}", highlight=False)
+        console.print(f"[green]ok[/]      {escape(line)}", highlight=False)
     if rules is not None:
         console.print(_status_table(rules, lists, report))
         console.print(watch_rules_table(settings, lists))
     for line in report.problems:
-        err.print(f"[red]problem[/] {line}", highlight=False)
+        err.print(f"[red]problem[/] {escape(line)}", highlight=False)
     console.print(f"{len(report.problems)} problem(s)")
     return 1 if report.problems else 0
 
@@ -138,11 +154,11 @@ def print_rules(settings: Settings, console: Console) -> int:
     report = Report()
     rules = _rules(settings, report)
     if rules is None:
-        console.print(report.problems[0])
+        console.print(f"[red]problem[/] {escape(report.problems[0])}", highlight=False)
         return 1
     lists = _load_lists(settings, report) if settings.autotask_configured else None
     console.print(_status_table(rules, lists, report))
     console.print(watch_rules_table(settings, lists))
     for line in report.problems:
-        console.print(f"[red]problem[/] {line}")
+        console.print(f"[red]problem[/] {escape(line)}", highlight=False)
     return 1 if report.problems else 0

@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["JsonFormatter", "KeyValueFormatter", "configure_logging"]
+__all__ = ["CeleryChatterFilter", "JsonFormatter", "KeyValueFormatter", "configure_logging"]
 
 # Celery attaches its whole message as ``data``; the text already says what matters.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName", "data"}
@@ -35,6 +35,25 @@ class TaskIdFilter(logging.Filter):
                 task_id = None
             if task_id:
                 record.task_id = task_id
+        return True
+
+
+class CeleryChatterFilter(logging.Filter):
+    """Celery's per-task "received" and "succeeded" lines for atrelay's own tasks, demoted to DEBUG.
+
+    Beat runs a sweep every few seconds and polls on timers: at INFO an idle atrelay wrote ~140 such
+    lines in six minutes, burying what matters. Our own lines (``pipeline.run.finished``, dead letters
+    at WARNING, poll failures) say what happened; failures and retries keep Celery's own level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        name = args.get("name") if isinstance(args, dict) else None
+        text = str(record.msg)
+        if record.levelno == logging.INFO and isinstance(name, str) and name.startswith("atrelay.") and (
+                text.endswith(" received") or " succeeded in " in text):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True
 
 
@@ -72,3 +91,8 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     # httpx logs every request URL at INFO; our own attempt records say the same without noise.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    chatter = CeleryChatterFilter()
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, CeleryChatterFilter) for f in target.filters):
+            target.addFilter(chatter)

@@ -44,6 +44,24 @@ MIN_ADMIN_TOKEN_CHARS = 20
 
 
 
+def _default_var_dir() -> Path:
+    """``var`` of the source checkout atrelay runs from (``make run``), else ``./var``.
+
+    Relative to the current folder, `atrelay events` run elsewhere would open a fresh, empty
+    database and `atrelay send` would mint a new secret (and get 401): anchored to the checkout,
+    every command finds the var/ that `atrelay run` uses. An installed package (site-packages, the
+    Docker image) has no checkout and keeps ``./var`` (the image's working directory).
+    """
+    root = Path(__file__).resolve().parent.parent
+    pyproject = root / "pyproject.toml"
+    try:
+        if 'name = "atrelay"' in pyproject.read_text(encoding="utf-8"):
+            return root / "var"
+    except OSError:
+        pass
+    return Path("var")
+
+
 class SettingsError(Exception):
     """A configuration problem, phrased for the operator in one line."""
 
@@ -79,7 +97,7 @@ class Settings(BaseSettings):
         env_prefix="ATRELAY_", env_file=".env", extra="ignore", case_sensitive=False
     )
 
-    var_dir: Path = Field(default=Path("var"), description="Folder for embedded-mode files.")
+    var_dir: Path = Field(default_factory=_default_var_dir, description="Folder for embedded-mode files.")
     database_url: str | None = None
     broker_url: str | None = None
     log_level: str = "INFO"

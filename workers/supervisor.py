@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.panel import Panel
 
+from workers.embedded import forget_embedded, write_embedded
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY, Settings, dev_admin_token
 
 __all__ = ["Supervisor"]
@@ -48,15 +50,47 @@ class Supervisor:
             time.sleep(0.2)
         raise RuntimeError(f"{name} did not answer at {url} within {timeout:.0f}s")
 
+    def _check_ports(self) -> None:
+        """Name a taken port (and the flag that moves it) before anything starts or any banner shows."""
+        s = self.settings
+        wanted = [(self.host, self.port, "--port")]
+        if not s.autotask_configured:
+            wanted.append(("127.0.0.1", self.autotask_sandbox_port, "--autotask-sandbox-port"))
+        if s.timezest_api_key is None:
+            wanted.append(("127.0.0.1", self.timezest_sandbox_port, "--timezest-sandbox-port"))
+        for host, port, flag in wanted:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.bind((host, port))
+                except OSError as exc:
+                    raise RuntimeError(f"port {port} on {host} is not free ({exc.strerror}); is another atrelay "
+                                       f"running? Choose another with {flag} N") from None
+
+    def _child(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=self.env,  # noqa: S603 (our module)
+                              capture_output=True, text=True, check=False)
+
+    def _check_rules(self) -> None:
+        """A rule naming a status the tenant lacks stops start-up here, before the banner (not in the worker)."""
+        done = self._child("rules")
+        if done.returncode != 0:
+            problems = [line.removeprefix("problem").strip() for line in (done.stdout + done.stderr).splitlines()
+                        if "missing in the tenant" in line or line.startswith(("rules:", "error:"))]
+            if problems:
+                raise RuntimeError("the rules cannot run against this tenant: " + "; ".join(problems))
+
     def start(self) -> list[str]:
-        """Start everything; return lines describing what runs where."""
+        """Start everything; return lines describing what runs where (raise before the banner on a problem)."""
         lines: list[str] = []
         s = self.settings
         self.env["ATRELAY_VAR_DIR"] = str(s.var_path)
+        self._check_ports()
         # Migrations in a child process: the long-lived supervisor stays small (no SQLAlchemy/Alembic).
-        migrate = subprocess.run([sys.executable, "-m", "workers.cli", "migrate"], env=self.env, check=False)
+        migrate = self._child("migrate")
         if migrate.returncode != 0:
-            raise RuntimeError(f"`atrelay migrate` failed (exit {migrate.returncode})")
+            # The child printed one line saying why (e.g. the database is unreachable): pass it on.
+            why = (migrate.stderr or migrate.stdout).strip().splitlines()[-1:] or [f"exit {migrate.returncode}"]
+            raise RuntimeError(f"`atrelay migrate` failed: {why[0].removeprefix('error: ')}")
         if not s.autotask_configured:
             url = f"http://127.0.0.1:{self.autotask_sandbox_port}"
             self._spawn("autotask-sandbox", "sandbox", "autotask", "--port", str(self.autotask_sandbox_port))
@@ -81,6 +115,12 @@ class Supervisor:
             lines.append(f"[yellow]No TimeZest API key set: polling the bundled TimeZest sandbox at {url}[/]")
         else:
             lines.append(f"TimeZest: {s.timezest_base_url}")
+        if not s.autotask_configured or s.timezest_api_key is None:
+            # For `atrelay doctor`/`rules`/... in another terminal (workers/embedded.py); removed on stop.
+            where = write_embedded(s.var_path, self.env, autotask=not s.autotask_configured,
+                                   timezest=s.timezest_api_key is None)
+            lines.append(f"  (sandbox settings for other atrelay commands: {where})")
+        self._check_rules()
         base = f"http://{self.host}:{self.port}"
         if s.admin_token is None:
             self.env["ATRELAY_ADMIN_TOKEN"] = dev_admin_token(s)
@@ -145,6 +185,7 @@ class Supervisor:
         return code
 
     def stop(self) -> None:
+        forget_embedded(self.settings.var_path)
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

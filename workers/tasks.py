@@ -8,6 +8,7 @@ from typing import Any
 
 from celery.signals import worker_process_init
 
+from pipelines.audit import EventState
 from pipelines.db import forget_engines_after_fork
 from pipelines.process import Result, process_event
 from workers.celery_app import app
@@ -24,7 +25,9 @@ def process_event_task(self: Any, event_id: int) -> str:
     ctx = get_context()
     worker = getattr(self.request, "hostname", None) or socket.gethostname()
     result: Result = process_event(ctx, event_id, task_id=self.request.id, worker=worker)
-    log.info(
+    # A dead letter needs a person (replay or fix): WARNING, so it stands out from the routine INFO lines.
+    log.log(
+        logging.WARNING if result.state == EventState.DEAD else logging.INFO,
         "pipeline.run.finished",
         extra={"event_id": event_id, "state": result.state, "reason": result.reason, "task_id": self.request.id},
     )
