@@ -36,6 +36,7 @@ from pipelines.audit import EventState, InboundEvent
 from pipelines.db import session_scope
 from workers.settings import Settings
 from workers.status import health
+from workers.verdict import autotask_failing, verdict
 
 __all__ = ["make_router"]
 
@@ -222,7 +223,13 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
                 parked = list(s.exec(select(InboundEvent)
                                      .where(col(InboundEvent.state).in_([EventState.PARKED, EventState.RETRYING]))
                                      .order_by(col(InboundEvent.not_before)).limit(50)).all())
-            return {"events": events, "dead": dead, "parked": parked, "health": health(settings)}
+            from pipelines.autotask_status import autotask_intake
+
+            now = health(settings)
+            intake = autotask_intake(db)
+            failing = autotask_failing(db)
+            return {"events": events, "dead": dead, "parked": parked, "health": now, "intake": intake,
+                    "autotask_failing": failing, "verdict": verdict(settings, now, intake, failing)}
 
         data = await run_in_threadpool(gather)
         return render(request, "index.html", sources=[s.value for s in Source], states=[s.value for s in EventState],
