@@ -24,7 +24,7 @@ class Context:
     follow_up_delay_seconds: int
     retry_horizon_hours: int
     enqueue: Callable[[int, float], None]  # (event id, countdown seconds), after commit
-    lease_seconds: float = 120.0
+    lease_seconds: float = 20.0
     watch_rules: dict[str, WatchRule] = field(default_factory=lambda: dict(DEFAULT_WATCH_RULES))
     form_note_title: str = "(?i)new user form"  # ATRELAY_WEBFORM_NOTE_TITLE
     _own_resource: list[int | None] = field(default_factory=list, repr=False)

@@ -2,22 +2,48 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, event
+from sqlalchemy import DateTime, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
-__all__ = ["UTCDateTime", "engine_for", "forget_engines_after_fork", "session_scope", "utcnow"]
+__all__ = ["UTCDateTime", "db_now", "engine_for", "forget_engines_after_fork", "session_scope", "utcnow"]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_CLOCK_REFRESH = 30.0
+_clock_offsets: dict[str, tuple[float, float]] = {}  # url -> (database clock - ours, when measured)
+
+
+def db_now(url: str) -> datetime:
+    """The current time on the *database's* clock, for leases and the sweeper.
+
+    Several machines share one PostgreSQL: if each judged leases by its own clock, a host two
+    minutes fast would expire every live lease. The offset to the server's ``clock_timestamp()``
+    is measured (midpoint of the round trip) and refreshed every 30 s, so this costs no query per
+    call. SQLite lives on one machine: its clock is ours.
+    """
+    if not url.startswith("postgresql"):
+        return utcnow()
+    offset, measured = _clock_offsets.get(url, (0.0, float("-inf")))
+    if time.monotonic() - measured > _CLOCK_REFRESH:
+        with engine_for(url).connect() as conn:
+            before = time.time()
+            server = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+            after = time.time()
+        offset = server.timestamp() - (before + after) / 2
+        _clock_offsets[url] = (offset, time.monotonic())
+    return utcnow() + timedelta(seconds=offset)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

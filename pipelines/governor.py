@@ -31,7 +31,7 @@ from sqlmodel import col, select
 
 from connectors.autotask.errors import RetryableError
 from pipelines.audit import QuotaRequest, QuotaSlot, TenantUsage
-from pipelines.db import session_scope, utcnow
+from pipelines.db import db_now, session_scope
 
 __all__ = [
     "DbGovernor",
@@ -123,7 +123,10 @@ class _Base:
 
 
 _ACQUIRE = """
-local now, ttl, max, budget = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+-- Redis's own clock, not the caller's: a host whose clock runs ahead must not evict other hosts' slots.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl, max, budget = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - 3600)
 if redis.call('ZCARD', KEYS[2]) >= budget then
@@ -150,24 +153,29 @@ class RedisGovernor(_Base):
 
     def _try(self, endpoint: str, token: str) -> tuple[str, float]:
         keys = [f"{self._prefix}:slots:{endpoint}", f"{self._prefix}:window"]
-        outcome, wait = self._acquire(keys=keys, args=[time.time(), self.slot_ttl, self.max_in_flight,
+        outcome, wait = self._acquire(keys=keys, args=[0, self.slot_ttl, self.max_in_flight,  # 0: see TIME
                                                        self.budget, token])
         return outcome.decode(), float(wait)
 
     def _release(self, endpoint: str, token: str) -> None:
         self._r.zrem(f"{self._prefix}:slots:{endpoint}", token)
 
+    def _now(self) -> float:
+        """Redis's clock: every host measures slot expiry and ages against the same one."""
+        seconds, micros = self._r.time()
+        return float(seconds) + float(micros) / 1_000_000
+
     def _tenant(self) -> tuple[int | None, int | None, float | None]:
         count, threshold, at = self._r.hmget(f"{self._prefix}:tenant", "count", "threshold", "at")
         if count is None or threshold is None or at is None:
             return None, None, None
-        return int(count), int(threshold), time.time() - float(at)
+        return int(count), int(threshold), self._now() - float(at)
 
     def record_tenant(self, count: int, threshold: int) -> None:
-        self._r.hset(f"{self._prefix}:tenant", mapping={"count": count, "threshold": threshold, "at": time.time()})
+        self._r.hset(f"{self._prefix}:tenant", mapping={"count": count, "threshold": threshold, "at": self._now()})
 
     def usage(self) -> Usage:
-        now = time.time()
+        now = self._now()
         in_flight = {}
         for key in self._r.scan_iter(f"{self._prefix}:slots:*"):
             in_flight[key.decode().rsplit(":", 1)[-1]] = int(self._r.zcount(key, now, "+inf"))
@@ -184,7 +192,7 @@ class DbGovernor(_Base):
         self._db = db
 
     def _try(self, endpoint: str, token: str) -> tuple[str, float]:
-        now = utcnow()
+        now = db_now(self._db)
         with session_scope(self._db) as s:
             if s.get_bind().dialect.name == "postgresql":
                 s.execute(text("SELECT pg_advisory_xact_lock(7317)"))  # serialise acquirers
@@ -212,16 +220,16 @@ class DbGovernor(_Base):
             row = s.get(TenantUsage, 1)
         if row is None or row.read_at is None:
             return None, None, None
-        return row.request_count, row.threshold, (utcnow() - row.read_at).total_seconds()
+        return row.request_count, row.threshold, (db_now(self._db) - row.read_at).total_seconds()
 
     def record_tenant(self, count: int, threshold: int) -> None:
         with session_scope(self._db) as s:
             row = s.get(TenantUsage, 1) or TenantUsage(id=1)
-            row.request_count, row.threshold, row.read_at = count, threshold, utcnow()
+            row.request_count, row.threshold, row.read_at = count, threshold, db_now(self._db)
             s.add(row)
 
     def usage(self) -> Usage:
-        now = utcnow()
+        now = db_now(self._db)
         with session_scope(self._db) as s:
             rows = s.exec(select(QuotaSlot.endpoint, func.count()).where(col(QuotaSlot.expires_at) >= now)
                           .group_by(QuotaSlot.endpoint)).all()

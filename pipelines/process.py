@@ -6,14 +6,15 @@ made, so a run that dies anywhere can be run again and writes no second status c
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 from pydantic import ValidationError
 
 from connectors.autotask.errors import PermanentError, RetryableError
+from connectors.autotask.history import status_changes_after
 from connectors.autotask.models import Ticket
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
-from connectors.common.events import EventType, PartnerEvent
+from connectors.common.events import EventType, PartnerEvent, Source
 from pipelines import store
 from pipelines.audit import EffectLedger, EventState
 from pipelines.clock import before_last
@@ -32,6 +33,10 @@ __all__ = ["Result", "process_event"]
 #: Event types that report one escalation, possibly twice (MC's webhook and the status MC set).
 ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, EventType.MC_NO_CONTACT})
 ESCALATION_WINDOW = timedelta(hours=12)
+#: Statuses an event may overwrite even when they were set after it: Autotask's own "e-mail arrived"
+#: rule sets Note Emailed In for the very e-mail that carries the form (the knowledge base wants
+#: Received Form Response then).
+OVERWRITABLE: dict[EventType, tuple[str, ...]] = {EventType.FORM_SUBMITTED: ("Note Emailed In",)}
 
 
 def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, worker: str | None = None) -> Result:
@@ -47,8 +52,8 @@ def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, wo
         return Result(claim.state)  # already final, or no such event: nothing to do
     run_id = store.start_run(ctx.db, event_id, task_id, worker)
     if claim.event.event_type in OBSERVATIONS:
-        return ObserveRun(ctx, claim.event, run_id).execute()
-    return _Run(ctx, claim.event, run_id).execute()
+        return ObserveRun(ctx, claim.event, run_id, claim.owner).run()
+    return _Run(ctx, claim.event, run_id, claim.owner).run()
 
 
 class _Run(RunBase):
@@ -107,12 +112,27 @@ class _Run(RunBase):
             "from_status": labels.label(ticket.status), "to_status": decision.status,
         }
         effect = store.get_effect(ctx.db, self.event_id)
+        if effect is not None and effect.to_status_id is None and target_id is not None:
+            # A re-run of a note-only ending (superseded, or a follow-up that carried its cause's note).
+            if event.carries_note_of is not None:
+                return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
+            return self._note_instead(event, effect, lists, "superseded (re-run: the note was owed)", base)
         if effect is None:
             last = store.ticket_state(ctx.db, ticket.id)
             # Same second: receipt order decides (pipelines.clock.before_last), never the worker's luck.
             if last is not None and before_last(event.occurred_at, self.event_id, last.last_occurred_at,
                                                 last.last_event_id):
                 return self._finish(EventState.SKIPPED, "skipped", "stale", **base)
+            # Only a status change can overwrite a person: a note-only event, or one whose status is
+            # already there, overwrites nothing.
+            superseded = (self._superseded(event, ticket, lists)
+                          if target_id is not None and ticket.status != target_id else None)
+            if superseded is not None:
+                if not decision.note or event.source == Source.ATRELAY:
+                    return self._finish(EventState.SKIPPED, "skipped", superseded, **base)
+                effect = store.update_effect(ctx.db, EffectLedger(
+                    event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status, to_status_id=None))
+                return self._note_instead(event, effect, lists, superseded, base)
             if event.expect_status_id is not None and ticket.status != event.expect_status_id:
                 if event.carries_note_of is not None:
                     return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
@@ -139,6 +159,7 @@ class _Run(RunBase):
         base["from_status"] = labels.label(effect.from_status_id)
         if target_id is not None and effect.patched_at is None:
             if ticket.status != target_id:
+                self.guard()
                 effect = store.update_effect(ctx.db, effect, patch_started_at=utcnow())
                 client.set_ticket_status(ticket.id, target_id)
                 # Known before Autotask's callout about it arrives: that callout is then "no change".
@@ -174,11 +195,57 @@ class _Run(RunBase):
             to_status=lists.status.label(effect.to_status_id) if effect.to_status_id is not None else None,
             received_at=self.row.received_at,
         )
+        self.guard()
         effect = store.update_effect(ctx.db, effect, note_started_at=utcnow())
         note_id = client.add_ticket_note(
             effect.ticket_id, title=title, description=description, note_type=note_type, publish=publish
         )
         return store.update_effect(ctx.db, effect, note_id=note_id)
+
+    def _superseded(self, event: PartnerEvent, ticket: Ticket, lists: Picklists) -> str | None:
+        """Why this event must not be applied: a status change by anyone else happened after it, or None.
+
+        Known changes (callouts, reconciliation) are checked first. Where atrelay has not seen the
+        ticket's current status and the ticket was active after the event, one extra read of its
+        TicketHistory decides (a note or time entry is activity, not a status change).
+        """
+        if event.expect_status_id is not None:
+            return None  # follow-ups: "status-changed" already guards them
+        allowed = OVERWRITABLE.get(event.type, ())
+        labels = lists.status
+        for change in store.status_changes_after(self.ctx.db, ticket.id, event.occurred_at):
+            if labels.label(change.to_status_id) in allowed:
+                continue
+            who = f"resource #{change.by_resource_id}" if change.by_resource_id is not None else "someone"
+            return (f"superseded: {who} set {labels.label(change.to_status_id)} at "
+                    f"{change.changed_at:%Y-%m-%d %H:%M:%S} UTC, after this event "
+                    f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)")
+        last_activity = ticket.last_activity_date
+        if last_activity is None:
+            return None
+        if last_activity.tzinfo is None:
+            last_activity = last_activity.replace(tzinfo=UTC)
+        if last_activity <= event.occurred_at or store.observed_status(self.ctx.db, ticket.id) == ticket.status:
+            return None
+        own = self.ctx.own_resource_id()
+        later = [e for e in status_changes_after(self.ctx.client.ticket_history(ticket.id), event.occurred_at,
+                                                 ignore_resource=own)
+                 if not any(label.lower() in (e.detail or "").lower().rsplit(" to ", 1)[-1] for label in allowed)]
+        if not later:
+            return None
+        first = later[0]
+        who = f"resource #{first.resource_id}" if first.resource_id is not None else "a contact"
+        return (f"superseded: {who} changed the status at {first.when:%Y-%m-%d %H:%M:%S} UTC "
+                f"({(first.detail or first.action or '')[:120]}), after this event "
+                f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)")
+
+    def _note_instead(self, event: PartnerEvent, effect: EffectLedger, lists: Picklists, reason: str,
+                      base: dict[str, object]) -> Result:
+        """Not applied, but what the partner said still reaches the technician: one note saying why."""
+        if effect.note_id is None:
+            note = event.model_copy(update={"summary": f"{event.summary}; NOT applied: {reason}"})
+            self._note_once(note, effect, lists)
+        return self._finish(EventState.SKIPPED, "skipped", f"{reason}; note written", **base)
 
     def _with_cause(self, event: PartnerEvent) -> PartnerEvent:
         """A follow-up carrying its cause's note: the cause's why and details come first."""

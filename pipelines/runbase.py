@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass, field
 
 from connectors.autotask.client import Attempt
@@ -12,7 +14,9 @@ from pipelines.context import Context
 from pipelines.db import utcnow
 from pipelines.retry import plan_retry
 
-__all__ = ["Result", "RunBase"]
+__all__ = ["Heartbeat", "Result", "RunBase"]
+
+log = logging.getLogger("atrelay.pipeline")
 
 
 @dataclass(frozen=True)
@@ -25,19 +29,91 @@ class Result:
     derived: list[int] = field(default_factory=list)
 
 
+class Heartbeat:
+    """Renews a run's event lease (and its ticket lease) while the run works, from a daemon thread.
+
+    A run may take minutes (governor waits, timeouts); without renewal its lease would run out and
+    the sweeper would hand the live event to a second worker. ``lost`` is set once a renewal finds
+    that another run owns the event; the run then writes nothing more.
+    """
+
+    def __init__(self, db: str, event_id: int, owner: str, lease_seconds: float) -> None:
+        self.db, self.event_id, self.owner, self.lease_seconds = db, event_id, owner, lease_seconds
+        self.ticket_id: int | None = None
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease-{event_id}", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        interval = max(0.5, self.lease_seconds / 3)
+        while not self._stop.wait(interval):
+            try:
+                if not store.renew_lease(self.db, self.event_id, self.owner, self.lease_seconds, self.ticket_id):
+                    self.lost.set()
+                    log.warning("pipeline.lease.lost", extra={"event_id": self.event_id})
+                    return
+            except Exception:  # a database hiccup: try again next beat; the lease still has 2/3 left
+                log.warning("pipeline.lease.renew_failed", extra={"event_id": self.event_id}, exc_info=True)
+
+
 class RunBase:
     """What every run shares: its endings, the retry plan, the attempt log and the ticket lease."""
 
-    def __init__(self, ctx: Context, row: InboundEvent, run_id: int) -> None:
+    def __init__(self, ctx: Context, row: InboundEvent, run_id: int, owner: str | None = None) -> None:
         assert row.id is not None
         self.ctx, self.row, self.run_id, self.event_id = ctx, row, run_id, row.id
-        self.leased_ticket: int | None = None
+        self.owner = owner
+        self.heartbeat = Heartbeat(ctx.db, row.id, owner, ctx.lease_seconds) if owner else None
+        self._leased_ticket: int | None = None
+
+    @property
+    def leased_ticket(self) -> int | None:
+        return self._leased_ticket
+
+    @leased_ticket.setter
+    def leased_ticket(self, ticket_id: int | None) -> None:
+        self._leased_ticket = ticket_id
+        if self.heartbeat is not None:
+            self.heartbeat.ticket_id = ticket_id
+
+    def guard(self) -> None:
+        """Called right before every Autotask write: a run that lost its lease writes nothing more."""
+        if self.owner is None:
+            return
+        if (self.heartbeat is not None and self.heartbeat.lost.is_set()) or not store.owns(
+                self.ctx.db, self.event_id, self.owner):
+            raise store.LeaseLost(f"event #{self.event_id}: lease lost before a write")
+
+    def run(self) -> Result:
+        """Execute with the lease renewed throughout; a lost lease ends the run quietly."""
+        if self.heartbeat is not None:
+            self.heartbeat.start()
+        try:
+            return self.execute()
+        except store.LeaseLost as exc:
+            log.warning("pipeline.run.lease_lost", extra={"event_id": self.event_id, "error": str(exc)})
+            return Result("lease-lost", str(exc))
+        finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
+
+    def execute(self) -> Result:
+        raise NotImplementedError
 
     # ---- endings ----------------------------------------------------------------------------
     def _finish(self, state: EventState, outcome: str, reason: str | None = None, **kw: object) -> Result:
         derived_id = store.finish_run(
             self.ctx.db, event_id=self.event_id, run_id=self.run_id, state=state, outcome=outcome,
-            reason=reason, **kw,  # type: ignore[arg-type]
+            reason=reason, owner=self.owner, **kw,  # type: ignore[arg-type]
         )
         return Result(state.value, reason, derived=[derived_id] if derived_id else [])
 

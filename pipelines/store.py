@@ -7,6 +7,7 @@ crash at any point leaves a record that tells the next run exactly what already 
 from __future__ import annotations
 
 import functools
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,11 +29,12 @@ from pipelines.audit import (
     TicketState,
     TicketStatusChange,
 )
-from pipelines.db import engine_for, session_scope, utcnow
+from pipelines.db import db_now, engine_for, session_scope, utcnow
 
 __all__ = [
     "Claim",
     "EventState",
+    "LeaseLost",
     "NewEvent",
     "Observed",
     "claim_event",
@@ -46,12 +48,15 @@ __all__ = [
     "insert_event",
     "observe_status",
     "observed_status",
+    "owns",
     "park",
     "record_attempt",
     "record_rejection",
     "release_ticket",
+    "renew_lease",
     "replay",
     "start_run",
+    "status_changes_after",
     "update_effect",
 ]
 
@@ -151,16 +156,25 @@ def get_event(db: str, event_id: int) -> InboundEvent | None:
 
 @dataclass(frozen=True)
 class Claim:
-    """The result of trying to take an event: ``event`` when this run owns it."""
+    """The result of trying to take an event: ``event`` when this run owns it (as ``owner``)."""
 
     event: InboundEvent | None
     state: str
     wait_seconds: float = 0.0
+    owner: str | None = None
 
 
-def claim_event(db: str, event_id: int, lease_seconds: float) -> Claim:
-    """Take the event for this run, unless another run holds an unexpired lease or it is final."""
-    now = utcnow()
+class LeaseLost(Exception):
+    """This run no longer holds the event's lease (it outlived it and another run took over)."""
+
+
+def claim_event(db: str, event_id: int, lease_seconds: float, owner: str | None = None) -> Claim:
+    """Take the event for this run, unless another run holds an unexpired lease or it is final.
+
+    Times are the database's (:func:`db_now`), so machines whose clocks disagree agree on leases.
+    """
+    owner = owner or uuid.uuid4().hex
+    now = db_now(db)
     with session_scope(db) as s:
         result = s.execute(
             update(InboundEvent)
@@ -175,6 +189,7 @@ def claim_event(db: str, event_id: int, lease_seconds: float) -> Claim:
             .values(
                 state=EventState.PROCESSING,
                 lease_until=now + timedelta(seconds=lease_seconds),
+                lease_owner=owner,
                 attempts=col(InboundEvent.attempts) + 1,
                 updated_at=now,
             )
@@ -183,7 +198,7 @@ def claim_event(db: str, event_id: int, lease_seconds: float) -> Claim:
         if row is None:
             return Claim(None, "missing")
         if result.rowcount == 1:  # type: ignore[attr-defined]
-            return Claim(row, "claimed")
+            return Claim(row, "claimed", owner=owner)
         if row.not_before is not None and row.not_before > now and not EventState(row.state).final:
             return Claim(None, "not-yet", (row.not_before - now).total_seconds())
         if row.state == EventState.PROCESSING and row.lease_until is not None:
@@ -193,7 +208,7 @@ def claim_event(db: str, event_id: int, lease_seconds: float) -> Claim:
 
 def claim_ticket(db: str, ticket_id: int, event_id: int, lease_seconds: float) -> bool:
     """Serialise work per ticket across workers, so ordering checks and writes do not interleave."""
-    now = utcnow()
+    now = db_now(db)
     with session_scope(db) as s:
         if s.get(TicketState, ticket_id) is None:
             try:
@@ -215,6 +230,32 @@ def claim_ticket(db: str, ticket_id: int, event_id: int, lease_seconds: float) -
             .values(lease_event_id=event_id, lease_until=now + timedelta(seconds=lease_seconds))
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def renew_lease(db: str, event_id: int, owner: str, lease_seconds: float, ticket_id: int | None = None) -> bool:
+    """Extend this run's lease (and its ticket lease); False once another run owns the event."""
+    until = db_now(db) + timedelta(seconds=lease_seconds)
+    with session_scope(db) as s:
+        result = s.execute(
+            update(InboundEvent)
+            .where(col(InboundEvent.id) == event_id, col(InboundEvent.lease_owner) == owner,
+                   col(InboundEvent.state) == EventState.PROCESSING)
+            .values(lease_until=until)
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return False
+        if ticket_id is not None:
+            s.execute(update(TicketState).where(col(TicketState.ticket_id) == ticket_id,
+                                                col(TicketState.lease_event_id) == event_id)
+                      .values(lease_until=until))
+        return True
+
+
+def owns(db: str, event_id: int, owner: str) -> bool:
+    """Does this run still hold the event? Checked right before every Autotask write."""
+    with session_scope(db) as s:
+        row = s.exec(select(InboundEvent.lease_owner, InboundEvent.state).where(InboundEvent.id == event_id)).first()
+        return row is not None and row[0] == owner and row[1] == EventState.PROCESSING
 
 
 def release_ticket(db: str, ticket_id: int, event_id: int) -> None:
@@ -284,21 +325,34 @@ def finish_run(
     not_before: datetime | None = None,
     ticket_update: tuple[int, datetime, int | None] | None = None,
     derived: NewEvent | None = None,
+    owner: str | None = None,
 ) -> int | None:
-    """Close the run and the event in one transaction; return the id of a derived event if one was made."""
+    """Close the run and the event in one transaction; return the id of a derived event if one was made.
+
+    With ``owner``, only the run holding the lease may close the event: a run that lost it gets
+    :class:`LeaseLost` (its run row is closed as ``lease-lost``; the event is left to its owner).
+    """
     now = utcnow()
     with session_scope(db) as s:
         run = s.get(PipelineRun, run_id)
         assert run is not None
-        run.finished_at, run.outcome, run.reason = now, outcome, reason
-        run.decision, run.from_status, run.to_status = decision, from_status, to_status
         event = s.get(InboundEvent, event_id)
         assert event is not None
-        event.state, event.reason, event.updated_at, event.lease_until = state, reason, now, None
-        event.not_before = not_before
-        if ticket_id is not None:
-            event.ticket_id = ticket_id
-        if ticket_update is not None:
+        if owner is not None and (event.lease_owner != owner or event.state != EventState.PROCESSING):
+            run.finished_at, run.outcome = now, "lease-lost"
+            run.reason = f"lost the lease before finishing ({outcome}: {reason or '-'}); the new owner finishes it"
+            derived = None
+            lost = True
+        else:
+            lost = False
+            run.finished_at, run.outcome, run.reason = now, outcome, reason
+            run.decision, run.from_status, run.to_status = decision, from_status, to_status
+            event.state, event.reason, event.updated_at, event.lease_until = state, reason, now, None
+            event.lease_owner = None
+            event.not_before = not_before
+            if ticket_id is not None:
+                event.ticket_id = ticket_id
+        if ticket_update is not None and not lost:
             tid, occurred, status_id = ticket_update
             ts = s.get(TicketState, tid) or TicketState(ticket_id=tid)
             if ts.last_occurred_at is None or occurred >= ts.last_occurred_at:
@@ -324,7 +378,9 @@ def finish_run(
                 s.add(child)
                 s.flush()
                 derived_id = child.id
-        return derived_id
+    if lost:
+        raise LeaseLost(f"event #{event_id}: another run holds the lease")
+    return derived_id
 
 
 def park(db: str, event_id: int) -> None:
@@ -464,3 +520,11 @@ def atrelay_wrote(db: str, ticket_id: int, status_id: int) -> bool:
         return s.exec(select(EffectLedger.event_id).where(
             EffectLedger.ticket_id == ticket_id, EffectLedger.to_status_id == status_id,
             col(EffectLedger.patched_at).is_not(None))).first() is not None
+
+
+def status_changes_after(db: str, ticket_id: int, after: datetime) -> list[TicketStatusChange]:
+    """Status changes seen in Autotask after ``after`` that atrelay did not make, oldest first."""
+    with session_scope(db) as s:
+        return list(s.exec(select(TicketStatusChange).where(
+            TicketStatusChange.ticket_id == ticket_id, col(TicketStatusChange.changed_at) > after,
+            col(TicketStatusChange.by_atrelay).is_(False)).order_by(col(TicketStatusChange.changed_at))).all())

@@ -13,7 +13,7 @@ from sqlalchemy import or_, update
 from sqlmodel import col, select
 
 from pipelines.audit import EventState, InboundEvent
-from pipelines.db import session_scope, utcnow
+from pipelines.db import db_now, session_scope
 
 __all__ = ["sweep"]
 
@@ -25,7 +25,7 @@ def sweep(db: str, *, limit: int = 500, stale_after: timedelta = timedelta(minut
     a short retry whose message was lost, a dead worker's expired lease) comes back once it has made
     no progress for ``stale_after`` (the lease time), and at most that often.
     """
-    now = utcnow()
+    now = db_now(db)  # the database's clock: every machine judges leases alike
     due = or_(col(InboundEvent.not_before).is_(None), col(InboundEvent.not_before) <= now)
     with session_scope(db) as s:
         ids = list(

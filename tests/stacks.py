@@ -31,7 +31,9 @@ from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, WEBFORM_SECRET, Proc,
 __all__ = ["Stack", "start_stack"]
 
 _names = itertools.count(1)
-_redis_dbs = itertools.cycle(range(10, 16))
+# Start where another test run on this machine (a second pytest session) is least likely to be: two
+# runs sharing one Redis database would take each other's tasks.
+_redis_dbs = itertools.cycle([10 + (os.getpid() + i) % 6 for i in range(6)])
 
 
 def _own_redis_db(url: str) -> str:

@@ -143,9 +143,11 @@ class Settings(BaseSettings):
     # not make every later event on its ticket look older, i.e. "stale").
     max_clock_skew_seconds: int = Field(default=300, ge=0, le=7 * 24 * 3600)
     worker_concurrency: int = Field(default=2, ge=1, le=64)
-    lease_seconds: int = Field(default=120, ge=2, le=3600)
+    # Renewed every third of itself while a run works, so it can be short: a killed worker's events
+    # run again within lease + one sweep (about 25 s by default).
+    lease_seconds: int = Field(default=20, ge=3, le=3600)
     beat_lock_seconds: int = Field(default=30, ge=2, le=600)
-    sweep_seconds: float = Field(default=15.0, ge=1.0, le=600.0)
+    sweep_seconds: float = Field(default=5.0, ge=1.0, le=600.0)
 
     @field_validator("mc_webhook_secret", "webform_webhook_secret")
     @classmethod

@@ -27,6 +27,7 @@ from connectors.autotask.errors import (
     from_transport_error,
     may_have_been_applied,
 )
+from connectors.autotask.history import HistoryEntry
 from connectors.autotask.models import ChecklistItem, FieldInfo, Resource, ThresholdInfo, Ticket, TicketNote
 
 __all__ = ["TENANT_BUCKET", "Attempt", "AutotaskClient", "endpoint_of", "thread_bucket"]
@@ -281,6 +282,12 @@ class AutotaskClient:
         items = self.query_all("Tickets", [{"op": "gt", "field": "lastActivityDate", "value": since}],
                                include_fields=_TICKET_FIELDS)
         return [Ticket.model_validate(item) for item in items]
+
+    def ticket_history(self, ticket_id: int) -> list[HistoryEntry]:
+        """The ticket's history rows (one read; used only when a late event might overwrite a person)."""
+        body = self._call("POST", "TicketHistory/query",
+                          json={"filter": [{"op": "eq", "field": "ticketID", "value": int(ticket_id)}]})
+        return [HistoryEntry.model_validate(item) for item in (body or {}).get("items") or []]
 
     # ---- Notes ----------------------------------------------------------------------------
     def get_ticket_note(self, note_id: int) -> TicketNote:
