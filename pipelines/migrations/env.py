@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import pipelines.audit  # noqa: F401  (registers the tables on SQLModel.metadata)
+import pipelines.audit  # registers the audit tables on SQLModel.metadata
 import pipelines.counters  # noqa: F401  (the metric totals table)
 from pipelines.db import engine_for
 
