@@ -28,6 +28,7 @@ from pipelines.db import UTCDateTime, utcnow
 __all__ = [
     "AuditAnchor",
     "AuditSeal",
+    "DeploymentSecret",
     "EffectLedger",
     "EventState",
     "InboundEvent",
@@ -297,3 +298,16 @@ class TenantUsage(SQLModel, table=True):
     request_count: int = 0
     threshold: int = 10_000
     read_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class DeploymentSecret(SQLModel, table=True):
+    """Random values one deployment shares across all its machines (created on first use).
+
+    ``note-marker``: keys the tag in atrelay's note marker, so partner text cannot forge a marker
+    that a retry would mistake for its own note.
+    """
+
+    __tablename__ = "deployment_secrets"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    value: str = Field(sa_column=Column(String(128), nullable=False))
