@@ -27,6 +27,10 @@ class Context:
     lease_seconds: float = 20.0
     watch_rules: dict[str, WatchRule] = field(default_factory=lambda: dict(DEFAULT_WATCH_RULES))
     form_note_title: str = "(?i)new user form"  # ATRELAY_WEBFORM_NOTE_TITLE
+    # Knowledge-base guards (docs/rules.md).
+    timezest_resource_id: int | None = None  # ATRELAY_TIMEZEST_RESOURCE_ID: its notes carry links by design
+    checklist_all_items: bool = False  # ATRELAY_GUARD_CHECKLIST_ALL: not only important items count
+    clobber_window_seconds: int = 120  # ATRELAY_CLOBBER_WINDOW_SECONDS
     _own_resource: list[int | None] = field(default_factory=list, repr=False)
 
     def lists(self) -> Picklists:
@@ -49,7 +53,7 @@ def check_rule_statuses(rules: dict[EventType, Rule], lists: Picklists) -> dict[
     resolved: dict[str, int] = {}
     problems: list[str] = []
     for rule in rules.values():
-        if rule.status is None:
+        if rule.status is None:  # note only, or guard.clobbered (re-applies whatever atrelay had set)
             continue
         try:
             resolved[rule.status] = lists.status_id(rule.status)

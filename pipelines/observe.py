@@ -6,6 +6,10 @@ when a watch rule says the change means something (Mission Control set ``MC No C
 titled like the new-user form was emailed in) derives the partner event, which then runs like one
 that arrived by webhook. Loop safety: a change made by atrelay's own API user, or one that matches
 the status atrelay itself last wrote, is recorded and changes nothing.
+
+The knowledge-base guards (``pipelines.guards``, docs/rules.md) ride on the same runs: a change or
+note by someone other than atrelay that breaks one derives a ``guard.*`` event, which writes the
+status and one note; switched off, the breach is recorded as an ``ignored`` guard event.
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ from connectors.common.events import Observation, Source
 from pipelines import store
 from pipelines.audit import EventState
 from pipelines.db import utcnow
+from pipelines.guards import Breach, note_guard, overdue_deferred_guard, status_guard
 from pipelines.rules import WatchRule
 from pipelines.runbase import Result, RunBase
 
-__all__ = ["OBSERVATIONS", "RECONCILE_PREFIX", "ObserveRun"]
+__all__ = ["OBSERVATIONS", "OVERDUE_DEFERRED", "RECONCILE_PREFIX", "ObserveRun"]
 
 #: External ids of events found by reconciliation (callouts carry the webhook GUID instead).
 RECONCILE_PREFIX = "reconcile:"
+#: A reconciliation body field: the ticket is Deferred with its due date passed (no status change).
+OVERDUE_DEFERRED = "AtrelayOverdueDeferred"
 OBSERVATIONS = frozenset({Observation.TICKET_CHANGED.value, Observation.NOTE_ADDED.value})
 
 
@@ -108,10 +115,18 @@ class ObserveRun(RunBase):
         base: dict[str, object] = {"ticket_id": ticket.id, "from_status": labels.label(obs.previous),
                                    "to_status": labels.label(ticket.status)}
         if not obs.changed:
+            if payload.field(OVERDUE_DEFERRED) and not by_atrelay:
+                breach = overdue_deferred_guard(ctx, ticket, lists, changed_at=utcnow(), cause=self.event_id)
+                if breach is not None:
+                    return self._breach(breach, **base)
             why = "baseline: first sight of this ticket" if obs.previous is None else "no-status-change"
             return self._observed(why, **base)
         if by_atrelay:
             return self._observed("own-change: made by atrelay's API user", **base)
+        breach = status_guard(ctx, ticket, obs.previous, lists, by=by, changed_at=changed_at, via=self._via,
+                              cause=self.event_id)
+        if breach is not None:
+            return self._breach(breach, **base)
         rule = self._status_rule(lists, ticket.status)
         who = f"resource #{by}" if by is not None else "someone"
         if rule is None:
@@ -125,14 +140,33 @@ class ObserveRun(RunBase):
                               changed_at=changed_at, by_resource_id=by, via=self._via,
                               cause_event_id=self.event_id, status_id=ticket.status, status_label=label)
 
-    def _derived(self, rule: WatchRule, seen: SeenInAutotask) -> store.NewEvent:
+    def _derived(self, rule: WatchRule, seen: SeenInAutotask, external_id: str | None = None,
+                 state: EventState = EventState.ACCEPTED, reason: str | None = None) -> store.NewEvent:
         return store.NewEvent(
-            source=Source.AUTOTASK.value, external_id=f"{self.event_id}:{rule.emits.value}",
+            source=Source.AUTOTASK.value, external_id=external_id or f"{self.event_id}:{rule.emits.value}",
             event_type=rule.emits.value, body=seen.encode(), headers={}, ticket_id=seen.ticket_id,
             ticket_number=seen.ticket_number, occurred_at=seen.changed_at, caused_by_id=self.event_id,
+            state=state, reason=reason,
         )
 
+    def _breach(self, breach: Breach, **base: object) -> Result:
+        """A guard's rule is broken: derive its event, or record it ignored when the rule is off."""
+        rule = breach.rule
+        if not rule.enabled:
+            off = rule.switched_off()
+            # Recorded, not run: the audit shows what a switched-off rule did not enforce, and why.
+            store.insert_event(self.ctx.db, self._derived(rule, breach.seen, breach.external_id,
+                                                          EventState.IGNORED, off))
+            return self._observed(f"guard {rule.name}: {breach.why}; {off}", **base)
+        return self._observed(f"guard {rule.name}: {breach.why} -> {rule.emits.value}",
+                              derived=self._derived(rule, breach.seen, breach.external_id), **base)
+
     # ---- note callouts ------------------------------------------------------------------------
+    @staticmethod
+    def _may_hold_link(text: str | None) -> bool:
+        # Cheap test first: most notes carry no TimeZest link, and reading the ticket costs a call.
+        return bool(text) and "timezest.com" in (text or "").lower()
+
     def _note(self, payload: CalloutPayload) -> Result:
         ctx = self.ctx
         own = ctx.own_resource_id()
@@ -144,6 +178,14 @@ class ObserveRun(RunBase):
         rule = ctx.watch_rules.get("emailed-form")
         title = note.title or ""
         if rule is None or not rule.enabled or not re.search(ctx.form_note_title, title):
+            changed_at = _aware(note.create_date_time) or _aware(payload.event_time) or utcnow()
+            lists = ctx.lists()
+            text = f"{title} {note.description or ''}"
+            ticket = ctx.client.get_ticket(note.ticket_id) if self._may_hold_link(text) else None
+            breach = None if ticket is None else note_guard(ctx, note, ticket, lists, changed_at=changed_at,
+                                                            via=self._via, cause=self.event_id)
+            if breach is not None:
+                return self._breach(breach, ticket_id=note.ticket_id)
             return self._observed(f"note #{note.id} matches no rule", ticket_id=note.ticket_id)
         seen = SeenInAutotask(
             kind="note", ticket_id=note.ticket_id, changed_at=_aware(note.create_date_time)

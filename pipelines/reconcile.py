@@ -37,7 +37,7 @@ from pipelines import intake, store
 from pipelines.audit import PollRun, TicketState
 from pipelines.db import session_scope, utcnow
 from pipelines.governor import Governor
-from pipelines.observe import RECONCILE_PREFIX
+from pipelines.observe import OVERDUE_DEFERRED, RECONCILE_PREFIX
 
 __all__ = ["SOURCE", "ReconcileResult", "reconcile_once", "yielding_gate"]
 
@@ -137,8 +137,28 @@ def _high_water(tickets: list[Ticket], notes: list[TicketNote], previous: int | 
     return max([*stamps, *([previous] if previous is not None else [])], default=None)
 
 
+def _overdue_deferred(client: AutotaskClient, status_id: int, now: datetime) -> list[Ticket]:
+    """Tickets still in ``status_id`` (Deferred) whose due date has passed: no callout reports a date passing."""
+    items = client.query_all("Tickets", [{"op": "eq", "field": "status", "value": status_id},
+                                         {"op": "lt", "field": "dueDateTime", "value": _iso(now)}],
+                             include_fields=["ticketNumber", "status", "lastActivityDate", "lastActivityResourceID",
+                                             "dueDateTime"])
+    return [Ticket.model_validate(item) for item in items]
+
+
+def _overdue_body(ticket: Ticket, now: datetime) -> bytes:
+    return json.dumps({
+        "Action": "Update", "EntityType": "Ticket", "Id": ticket.id, "Guid": None, "SequenceNumber": None,
+        "EventTime": _iso(now), "PersonID": None,
+        "Fields": {"Status": ticket.status, "TicketNumber": ticket.ticket_number, OVERDUE_DEFERRED: True,
+                   "DueDateTime": _iso(_aware(ticket.due_date_time) or now)},
+    }, sort_keys=True).encode()
+
+
 def reconcile_once(db: str, client: AutotaskClient, enqueue: intake.Enqueue, *, watched_status_ids: set[int],
-                   own_resource_id: int | None, now: datetime | None = None) -> ReconcileResult:
+                   own_resource_id: int | None, now: datetime | None = None,
+                   overdue_status_id: int | None = None) -> ReconcileResult:
+    """One reconciliation; with ``overdue_status_id`` (Deferred) also the tickets whose due date passed."""
     run_id, mark = _start(db)
     if run_id is None:
         return ReconcileResult("busy")
@@ -156,6 +176,7 @@ def reconcile_once(db: str, client: AutotaskClient, enqueue: intake.Enqueue, *, 
         since = _iso(datetime.fromtimestamp(mark, tz=UTC) - OVERLAP)
         tickets = client.tickets_active_since(since)
         notes = client.notes_created_since(since)
+        overdue = _overdue_deferred(client, overdue_status_id, now) if overdue_status_id is not None else []
     except AutotaskError as exc:
         log.warning("autotask.reconcile.failed", extra={"error": exc.reason})
         return _finish(db, run_id, ReconcileResult("failed", error=exc.reason[:500]), mark)
@@ -188,6 +209,15 @@ def reconcile_once(db: str, client: AutotaskClient, enqueue: intake.Enqueue, *, 
                 source=Source.AUTOTASK.value, external_id=f"note:{note.id}", event_type=Observation.NOTE_ADDED.value,
                 body=_note_body(note), headers={}, ticket_id=note.ticket_id,
                 occurred_at=_aware(note.create_date_time)))
+            if event_id is not None:
+                new_ids.append(event_id)
+        for ticket in overdue:
+            # Keyed by the due date: one guard run per ticket and due date, however often this runs.
+            due = _iso(_aware(ticket.due_date_time) or now)
+            event_id = intake.record_in(s, store.NewEvent(
+                source=Source.AUTOTASK.value, external_id=f"{RECONCILE_PREFIX}overdue:{ticket.id}:{due}",
+                event_type=Observation.TICKET_CHANGED.value, body=_overdue_body(ticket, now), headers={},
+                ticket_id=ticket.id, occurred_at=now))
             if event_id is not None:
                 new_ids.append(event_id)
     intake.enqueue_committed(enqueue, new_ids)

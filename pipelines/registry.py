@@ -38,6 +38,12 @@ EVENT_HANDLERS: dict[EventType, Handler] = {
     EventType.TIMEZEST_SCHEDULED: tz_parse.to_event,
     EventType.TIMEZEST_CANCELLED: tz_parse.to_event,
     EventType.TIMEZEST_RESCHEDULED: tz_parse.to_event,
+    # Knowledge-base guards: derived from what Autotask reported (source autotask, body SeenInAutotask).
+    EventType.GUARD_SCHEDULING_LINK: autotask_derived.to_event,
+    EventType.GUARD_WAITING_AFTER_LINK: autotask_derived.to_event,
+    EventType.GUARD_COMPLETE_OPEN_CHECKLIST: autotask_derived.to_event,
+    EventType.GUARD_DEFERRED_NO_DUE_DATE: autotask_derived.to_event,
+    EventType.GUARD_CLOBBERED: autotask_derived.to_event,
 }
 
 

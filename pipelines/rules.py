@@ -13,6 +13,11 @@ workflow rules or APIs" are set here. A TOML file named by ``ATRELAY_RULES_FILE`
     [autotask."mc-no-contact"]               # what Autotask's own events mean (watch rules)
     enabled = false                          # switch a row off ...
     # status = "MC No Contact"               # ... or re-target the status that triggers it
+
+    [autotask."guard-complete-open-checklist"]  # a knowledge-base guard (docs/rules.md): off ...
+    enabled = false
+    [events."guard.deferred_no_due_date"]       # ... or re-target the status it sets
+    status = "Follow Up Needed: Admin"
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from connectors.common.events import EventType, PartnerEvent
 __all__ = [
     "DEFAULT_RULES",
     "DEFAULT_WATCH_RULES",
+    "GUARD_RULES",
     "Ignore",
     "Rule",
     "RulesError",
@@ -46,6 +52,8 @@ class Rule:
     status: str | None  # target status label; None = add a note only
     note: bool = True
     follow_up: EventType | None = None  # derived event once this rule's transition is applied
+    # guard.clobbered: no fixed status; it sets again the status atrelay set and a stale form undid.
+    reapply: bool = False
 
 
 DEFAULT_RULES: dict[EventType, Rule] = {
@@ -61,6 +69,12 @@ DEFAULT_RULES: dict[EventType, Rule] = {
     # ADMIN"). A request cancelled before anyone booked stays note only (the event says so: note_only).
     EventType.TIMEZEST_CANCELLED: Rule("Follow Up Needed: Admin"),
     EventType.TIMEZEST_RESCHEDULED: Rule(None, note=True),  # the new time in a note; status unchanged
+    # The knowledge-base guards (docs/rules.md): what each sets when its rule finds a breach.
+    EventType.GUARD_SCHEDULING_LINK: Rule("Scheduling Link Sent"),
+    EventType.GUARD_WAITING_AFTER_LINK: Rule("Scheduling Link Sent"),
+    EventType.GUARD_COMPLETE_OPEN_CHECKLIST: Rule("Incomplete - Re-opened"),
+    EventType.GUARD_DEFERRED_NO_DUE_DATE: Rule("Follow Up Needed:Resource"),
+    EventType.GUARD_CLOBBERED: Rule(None, reapply=True),
 }
 
 
@@ -73,12 +87,51 @@ class WatchRule:
     """
 
     name: str
-    on: str  # "status" | "note"
+    on: str  # "status" | "note" | "guard" (a knowledge-base guard: see GUARD_RULES)
     emits: EventType
     kb: str  # the knowledge-base line it implements, shown by `atrelay rules`
     status: str | None = None
     enabled: bool = True
+    undo: str | None = None  # guards: how a person takes the guard's change back (said in its note)
 
+    def switched_off(self) -> str:
+        return f"rule-disabled: [autotask.{self.name!r}] enabled = false in the rules file"
+
+
+_OFF = "to switch this rule off: [autotask.\"{}\"] enabled = false in atrelay's rules file"
+
+#: The knowledge-base rules people follow by hand because Autotask cannot enforce them (issue 12).
+#: ``status`` is the status that triggers the guard (re-targetable); what it sets is DEFAULT_RULES'.
+GUARD_RULES: dict[str, WatchRule] = {
+    rule.name: rule
+    for rule in (
+        WatchRule("guard-scheduling-link", "guard", EventType.GUARD_SCHEDULING_LINK,
+                  kb="If you include the scheduling link in a ticket note to the customer, you must set the "
+                     "status to SCHEDULING LINK SENT manually. TZ will not do it",
+                  undo="set the status you meant; atrelay acts once per note. " + _OFF.format("guard-scheduling-link")),
+        WatchRule("guard-waiting-after-link", "guard", EventType.GUARD_WAITING_AFTER_LINK, status="Waiting Customer",
+                  kb="Waiting Customer: Do not use this status after sending a scheduling link. "
+                     "Use SCHEDULING LINK SENT",
+                  undo="cancel the TimeZest request (or let it be scheduled) and set the status again. "
+                       + _OFF.format("guard-waiting-after-link")),
+        WatchRule("guard-complete-open-checklist", "guard", EventType.GUARD_COMPLETE_OPEN_CHECKLIST,
+                  status="Complete",
+                  kb="Incomplete - Re-opened: triggered when ticket status is set to complete but a checklist "
+                     "item is not complete",
+                  undo="complete the open checklist items, then set Complete again. "
+                       + _OFF.format("guard-complete-open-checklist")),
+        WatchRule("guard-deferred-no-due-date", "guard", EventType.GUARD_DEFERRED_NO_DUE_DATE, status="Deferred",
+                  kb="Deferred: YOU MUST UPDATE THE DUE DATE WHEN DEFERRING A TICKET ... there is no way to set a "
+                     "workflow rule in AT to account for this",
+                  undo="set a due date in the future, then set Deferred again. "
+                       + _OFF.format("guard-deferred-no-due-date")),
+        WatchRule("guard-clobbered", "guard", EventType.GUARD_CLOBBERED,
+                  kb="A status set by a partner's update must not be undone by an edit form opened before it "
+                     "(a stale save puts the old status back)",
+                  undo="to make your change stick, set the status again (atrelay re-applies only once), or set "
+                       "any other status. " + _OFF.format("guard-clobbered")),
+    )
+}
 
 DEFAULT_WATCH_RULES: dict[str, WatchRule] = {
     rule.name: rule
@@ -92,7 +145,7 @@ DEFAULT_WATCH_RULES: dict[str, WatchRule] = {
         WatchRule("emailed-form", "note", EventType.FORM_SUBMITTED,
                   kb="Received Form Response: new user form submitted and emailed from the web site to the ticket"),
     )
-}
+} | GUARD_RULES
 
 
 @dataclass(frozen=True)
@@ -117,6 +170,10 @@ def decide(event: PartnerEvent, rules: dict[EventType, Rule]) -> Transition | Ig
         return Ignore("rule-disabled")
     if event.note_only:  # the connector knows this occurrence moves no status (see PartnerEvent)
         return Transition(status=None, note=rule.note) if rule.note else Ignore("rule-disabled")
+    if rule.reapply:
+        if not event.reapply_status:
+            return Ignore("no-status-to-re-apply")
+        return Transition(status=event.reapply_status, note=rule.note, follow_up=rule.follow_up)
     return Transition(status=rule.status, note=rule.note, follow_up=rule.follow_up)
 
 
@@ -179,9 +236,10 @@ def load_watch_rules(path: Path | None) -> dict[str, WatchRule]:
                 raise RulesError(f"rules file {path}: [autotask.{name!r}] enabled must be true or false")
             rule = replace(rule, enabled=row["enabled"])
         if "status" in row:
-            if rule.on != "status" or not isinstance(row["status"], str) or not row["status"].strip():
+            takes = rule.on == "status" or (rule.on == "guard" and rule.status is not None)
+            if not takes or not isinstance(row["status"], str) or not row["status"].strip():
                 raise RulesError(f"rules file {path}: [autotask.{name!r}] status must be a status label "
-                                 "(and only status rules take one)")
+                                 "(and only status rules and status-triggered guards take one)")
             rule = replace(rule, status=row["status"].strip())
         rules[name] = rule
     return rules

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from pipelines.sweeper import sweep
 from workers.celery_app import app
@@ -16,6 +17,10 @@ from workers.queue import enqueue_event
 from workers.settings import get_settings
 
 __all__ = ["audit_seal_task", "autotask_reconcile_task", "sweep_task", "tenant_usage_task", "timezest_poll_task"]
+
+if TYPE_CHECKING:
+    from connectors.autotask.picklists import Picklists
+    from pipelines.rules import WatchRule
 
 log = logging.getLogger("atrelay.beat")
 
@@ -71,6 +76,19 @@ def audit_seal_task() -> int:
     return seal(get_settings().effective_database_url)
 
 
+def _overdue_status(rules: dict[str, WatchRule], lists: Picklists) -> int | None:
+    """Deferred's tenant id while the deferred-without-due-date guard is on (reconciliation's extra read)."""
+    from connectors.autotask.picklists import UnknownPicklistValue
+
+    rule = rules.get("guard-deferred-no-due-date")
+    if rule is None or not rule.enabled or not rule.status:
+        return None
+    try:
+        return lists.status_id(rule.status)
+    except UnknownPicklistValue:
+        return None
+
+
 @app.task(name="atrelay.autotask_reconcile", ignore_result=True)
 def autotask_reconcile_task() -> int:
     """Recover Autotask callouts that were dropped: the same events, found by asking Autotask."""
@@ -98,7 +116,8 @@ def autotask_reconcile_task() -> int:
     client = build_client(settings, gate=yielding_gate(get_governor(), settings.autotask_max_in_flight))
     try:
         result = reconcile_once(settings.effective_database_url, client, enqueue_now,
-                                watched_status_ids=watched, own_resource_id=own)
+                                watched_status_ids=watched, own_resource_id=own,
+                                overdue_status_id=_overdue_status(ctx.watch_rules, lists))
     finally:
         client.close()
     return len(result.emitted)

@@ -10,13 +10,14 @@ import functools
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache
+from connectors.autotask.sandbox_data import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_RESOURCES
 from pipelines.context import Context
 from pipelines.governor import Governor, governor_for
 from pipelines.rules import load_rules, load_watch_rules
 from workers.queue import enqueue_event
 from workers.settings import Settings, get_settings
 
-__all__ = ["build_client", "get_context", "get_governor", "reset_runtime"]
+__all__ = ["build_client", "get_context", "get_governor", "reset_runtime", "timezest_resource_id"]
 
 
 def build_client(settings: Settings, **kwargs: object) -> AutotaskClient:
@@ -62,7 +63,19 @@ def get_context() -> Context:
         lease_seconds=float(settings.lease_seconds),
         watch_rules=load_watch_rules(settings.rules_file),
         form_note_title=settings.webform_note_title,
+        timezest_resource_id=timezest_resource_id(settings),
+        checklist_all_items=settings.guard_checklist_all,
+        clobber_window_seconds=settings.clobber_window_seconds,
     )
+
+
+def timezest_resource_id(settings: Settings) -> int | None:
+    """TimeZest's API resource: the setting, or with the sandbox tenant the sandbox's TimeZest resource."""
+    if settings.timezest_resource_id is not None:
+        return settings.timezest_resource_id
+    if settings.autotask_username == SANDBOX_AUTOTASK_CREDENTIALS["username"]:
+        return SANDBOX_RESOURCES["timezest"]
+    return None
 
 
 def reset_runtime() -> None:

@@ -131,6 +131,17 @@ class Settings(BaseSettings):
     ops_session_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
 
     rules_file: Path | None = None
+    # Knowledge-base guards (docs/rules.md). TimeZest's API resource writes notes with booking links
+    # by design; unset with the sandbox tenant, the sandbox's TimeZest resource is meant.
+    timezest_resource_id: int | None = Field(default=None, ge=1)
+    guard_checklist_all: bool = False  # Complete with open checklist items: count every item, not only important
+    clobber_window_seconds: int = Field(default=120, ge=1, le=24 * 3600)
+    # Alerts: space-separated apprise URLs (Slack, Teams, mailto, json://...); none = dashboard only.
+    notify_urls: str = ""
+    escalation_idle_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    alert_digest_seconds: int = Field(default=60, ge=1, le=3600)  # at most one alert per kind this often
+    webhook_silence_minutes: int = Field(default=0, ge=0)  # 0 = do not alert on a silent Autotask webhook
+    budget_alert_percent: int = Field(default=90, ge=1, le=100)
     mc_no_contact_delay_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600)
     retry_horizon_hours: int = Field(default=72, ge=1)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)

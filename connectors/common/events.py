@@ -45,6 +45,12 @@ class EventType(StrEnum):
     TIMEZEST_SCHEDULED = "timezest.scheduled"
     TIMEZEST_CANCELLED = "timezest.cancelled"
     TIMEZEST_RESCHEDULED = "timezest.rescheduled"  # a booked appointment moved; the status stays
+    # Knowledge-base rules Autotask cannot enforce, derived from what Autotask itself reports.
+    GUARD_SCHEDULING_LINK = "guard.scheduling_link"
+    GUARD_WAITING_AFTER_LINK = "guard.waiting_after_link"
+    GUARD_COMPLETE_OPEN_CHECKLIST = "guard.complete_open_checklist"
+    GUARD_DEFERRED_NO_DUE_DATE = "guard.deferred_no_due_date"
+    GUARD_CLOBBERED = "guard.clobbered"
 
 
 class Observation(StrEnum):
@@ -82,6 +88,8 @@ class PartnerEvent(BaseModel):
     # The connector knows this occurrence changes no status whatever its type's rule says: a TimeZest
     # request cancelled before anyone booked was withdrawn by the agent who is already acting on it.
     note_only: bool = False
+    # guard.clobbered: the status atrelay set and a stale edit form undid; re-applied instead of a fixed one.
+    reapply_status: str | None = None
 
     @model_validator(mode="after")
     def _needs_ticket(self) -> PartnerEvent:
