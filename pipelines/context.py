@@ -25,6 +25,7 @@ class Context:
     retry_horizon_hours: int
     enqueue: Callable[[int, float], None]  # (event id, countdown seconds), after commit
     lease_seconds: float = 20.0
+    note_key: str = ""  # keys the tag in atrelay's note marker (a deployment secret, see pipelines.notes)
     watch_rules: dict[str, WatchRule] = field(default_factory=lambda: dict(DEFAULT_WATCH_RULES))
     form_note_title: str = "(?i)new user form"  # ATRELAY_WEBFORM_NOTE_TITLE
     # Knowledge-base guards (docs/rules.md).

@@ -186,14 +186,14 @@ class _Run(RunBase):
         ctx, client = self.ctx, self.ctx.client
         if effect.note_started_at is not None:
             # A previous run started the POST and died before recording its result: look first.
-            found = client.find_ticket_notes(effect.ticket_id, containing=marker(self.event_id))
+            found = client.find_ticket_notes(effect.ticket_id, containing=marker(self.event_id, ctx.note_key))
             if found:
                 return store.update_effect(ctx.db, effect, note_id=found[0].id)
         note_type, publish = lists.note_settings(ctx.note_type, ctx.note_publish)
         title, description = render_note(
             event, event_id=self.event_id, from_status=lists.status.label(effect.from_status_id),
             to_status=lists.status.label(effect.to_status_id) if effect.to_status_id is not None else None,
-            received_at=self.row.received_at,
+            received_at=self.row.received_at, key=ctx.note_key,
         )
         self.guard()
         effect = store.update_effect(ctx.db, effect, note_started_at=utcnow())

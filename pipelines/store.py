@@ -7,6 +7,7 @@ crash at any point leaves a record that tells the next run exactly what already 
 from __future__ import annotations
 
 import functools
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from sqlmodel import col, select
 
 from connectors.autotask.client import Attempt
 from pipelines.audit import (
+    DeploymentSecret,
     EffectLedger,
     EventState,
     InboundEvent,
@@ -41,6 +43,7 @@ __all__ = [
     "claim_ticket",
     "dead_letters",
     "earlier_escalation",
+    "deployment_secret",
     "event_story",
     "finish_run",
     "get_effect",
@@ -528,3 +531,20 @@ def status_changes_after(db: str, ticket_id: int, after: datetime) -> list[Ticke
         return list(s.exec(select(TicketStatusChange).where(
             TicketStatusChange.ticket_id == ticket_id, col(TicketStatusChange.changed_at) > after,
             col(TicketStatusChange.by_atrelay).is_(False)).order_by(col(TicketStatusChange.changed_at))).all())
+
+
+def deployment_secret(db: str, name: str) -> str:
+    """A random value shared by every machine of this deployment, created on first use (race-safe)."""
+    with session_scope(db) as s:
+        row = s.get(DeploymentSecret, name)
+        if row is not None:
+            return row.value
+        try:
+            with s.begin_nested():
+                s.add(DeploymentSecret(name=name, value=secrets.token_hex(32)))
+        except IntegrityError:
+            pass  # another machine created it first: use theirs
+    with session_scope(db) as s:
+        row = s.get(DeploymentSecret, name)
+        assert row is not None
+        return row.value

@@ -11,6 +11,7 @@ import functools
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache
 from connectors.autotask.sandbox_data import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_RESOURCES
+from pipelines import store
 from pipelines.context import Context
 from pipelines.governor import Governor, governor_for
 from pipelines.rules import load_rules, load_watch_rules
@@ -61,6 +62,7 @@ def get_context() -> Context:
         retry_horizon_hours=settings.retry_horizon_hours,
         enqueue=enqueue_event,
         lease_seconds=float(settings.lease_seconds),
+        note_key=store.deployment_secret(settings.effective_database_url, "note-marker"),
         watch_rules=load_watch_rules(settings.rules_file),
         form_note_title=settings.webform_note_title,
         timezest_resource_id=timezest_resource_id(settings),

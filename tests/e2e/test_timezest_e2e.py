@@ -76,9 +76,11 @@ def test_sent_then_scheduled_between_polls_is_one_transition(
     assert [h["to"] for h in sandbox_ticket(dist.sandbox_url, 50005)["history"]] == [SCHEDULED]
 
 
-def test_status_timezest_set_itself_is_skipped_without_a_note(
+def test_status_timezest_set_itself_gets_one_note_and_no_patch(
     dist: Stack, timezest: tuple[str, TimezestSandboxState]
 ) -> None:
+    """TimeZest set the status in the PSA itself: atrelay does not write it again, but what the event
+    says (request, end user) still reaches the ticket as one note (issue: information is never dropped)."""
     url, tz = timezest
     req = tz.create({"ticket_id": 50006})
     _poll(dist, url)
@@ -86,8 +88,10 @@ def test_status_timezest_set_itself_is_skipped_without_a_note(
     dist.sandbox.set_status(50006, SCHEDULING_LINK_SENT, actor="timezest")  # TimeZest's own PSA action
     _poll(dist, url)
     (row,) = _settled(dist)
-    assert (row.state, row.reason) == ("skipped", "already-set")
-    assert sandbox_ticket(dist.sandbox_url, 50006)["notes"] == []
+    assert (row.state, row.reason) == ("applied", "already-set: note only")
+    view = sandbox_ticket(dist.sandbox_url, 50006)
+    assert len(view["notes"]) == 1 and req["id"] in view["notes"][0]["description"]
+    assert [h["actor"] for h in view["history"]] == ["timezest"]  # no PATCH by atrelay
 
 
 def test_cancelled_adds_a_note_only(dist: Stack, timezest: tuple[str, TimezestSandboxState]) -> None:

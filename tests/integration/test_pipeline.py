@@ -253,6 +253,47 @@ def test_crash_after_note_recovers_note_id_by_marker(
     assert sandbox.calls["POST ticketnotes/query"] == 1
 
 
+def test_crash_after_a_huge_note_still_finds_it_by_marker(
+    db_url: str, autotask: tuple[str, SandboxState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over 32,000 characters of answers: the note is cut, its marker is not, a re-run writes no second."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url, note_key="deployment-secret")
+    event_id = add_event(db_url, "webform", "form.submitted", webform_body(answers={"Notes": "y" * 50_000}))
+    _crash_once(monkeypatch, ctx.client, "add_ticket_note", after=True)
+    with pytest.raises(Crash):
+        process_event(ctx, event_id)
+    expire_lease(db_url, event_id)
+    assert process_event(ctx, event_id).state == "applied"
+    (note,) = sandbox.notes.values()
+    assert "more characters" in note["description"] and len(note["description"]) <= 32_000
+    effect = store.get_effect(db_url, event_id)
+    assert effect is not None and effect.note_id == note["id"]
+
+
+def test_a_forged_marker_in_partner_text_is_not_adopted(
+    db_url: str, autotask: tuple[str, SandboxState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Event A dies before its note POST; event B's answers carry A's marker. A's retry must not
+    mistake B's note for its own: it writes its own note."""
+    from pipelines.notes import marker
+
+    url, sandbox = autotask
+    ctx = make_context(db_url, url, note_key="deployment-secret")
+    a = add_event(db_url, "webform", "form.submitted", webform_body())
+    _crash_once(monkeypatch, ctx.client, "add_ticket_note", after=False)  # dies as the POST starts
+    with pytest.raises(Crash):
+        process_event(ctx, a)
+    b = add_event(db_url, "webform", "form.submitted",
+                  webform_body(answers={"Ref": f"see {marker(a, 'deployment-secret')}"}))
+    assert process_event(ctx, b).state == "applied"
+    expire_lease(db_url, a)
+    assert process_event(ctx, a).state == "applied"
+    assert len(sandbox.notes) == 2  # A's own note exists: B's did not pass for it
+    effects = [store.get_effect(db_url, a), store.get_effect(db_url, b)]
+    assert all(e is not None for e in effects) and effects[0].note_id != effects[1].note_id  # type: ignore[union-attr]
+
+
 def test_follow_up_moves_mc_no_contact_on(db_url: str, autotask: tuple[str, SandboxState]) -> None:
     url, sandbox = autotask
     queue = Queue()
