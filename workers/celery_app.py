@@ -17,7 +17,7 @@ from workers.settings import get_settings
 __all__ = ["QUEUE", "app", "configure"]
 
 QUEUE = "atrelay"
-app = Celery("atrelay", include=["workers.tasks", "workers.beat"])
+app = Celery("atrelay", include=["workers.tasks", "workers.beat", "workers.alerts"])
 
 
 def configure(celery: Celery) -> None:
@@ -60,6 +60,8 @@ def configure(celery: Celery) -> None:
             },
             "read-autotask-thresholds": {"task": "atrelay.tenant_usage", "schedule": 180.0},
             "seal-audit-log": {"task": "atrelay.audit_seal", "schedule": 30.0},
+            # Alerts: record what is worth telling (each fact once) and send what is due (a digest per kind).
+            "alerts-check": {"task": "atrelay.alerts_check", "schedule": 30.0},
         },
     )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import pipelines.alerts  # the alerts table
 import pipelines.audit  # registers the audit tables on SQLModel.metadata
 import pipelines.counters  # noqa: F401  (the metric totals table)
 from pipelines.db import engine_for

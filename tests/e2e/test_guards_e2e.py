@@ -27,8 +27,10 @@ from tests.e2e.test_autotask_e2e import (
     install,
     patches,
     rows,
-    settle as _settle,
     status_of,
+)
+from tests.e2e.test_autotask_e2e import (
+    settle as _settle,
 )
 from tests.integration.helpers import webform_body
 from tests.stacks import Stack, start_stack
