@@ -75,9 +75,10 @@ def watch_rules_table(settings: Settings, lists: Picklists | None) -> Table:
         table.add_row("-", "-", escape(str(exc)), "-", "-", "-")
         return table
     for rule in rules.values():
-        trigger = rule.status if rule.on == "status" else f"note title ~ {settings.webform_note_title}"
+        trigger = (rule.status if rule.on == "status" else f"note title ~ {settings.webform_note_title}"
+                   if rule.on == "note" else f"status {rule.status}" if rule.status else "see docs/rules.md")
         value = "-"
-        if rule.on == "status" and rule.status:
+        if rule.on in ("status", "guard") and rule.status:
             try:
                 value = str(lists.status_id(rule.status)) if lists is not None else "?"
             except UnknownPicklistValue:
