@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 
+from workers import broker_sqla
 from workers.settings import get_settings
 
 __all__ = ["QUEUE", "app", "configure"]
@@ -30,8 +31,9 @@ def configure(celery: Celery) -> None:
     elif broker.startswith("sqla+"):
         settings.var_path.mkdir(parents=True, exist_ok=True)
         # kombu hands these to create_engine(): wait out SQLite write locks instead of failing.
-        # (The SQLAlchemy transport polls once a second when idle; that is its fixed latency.)
         transport = {"connect_args": {"timeout": 30}}
+        # Batched publishes and a 50 ms poll instead of 1 s (see workers/broker_sqla.py).
+        broker_sqla.use()
     celery.conf.update(
         broker_url=broker,
         broker_transport_options=transport,
