@@ -1,7 +1,10 @@
 """Load generator, run as its own process: sends signed webhooks and reports what it saw as JSON.
 
     python -m bench.loadgen --url http://127.0.0.1:8000/webhooks/webform --secret whsec_... \
-        --count 2000 --concurrency 32 [--rate 20] [--ticket-ids 50001-52000]
+        --count 2000 --concurrency 32 [--rate 20] [--first-ticket 50001] [--kind form|mc|autotask]
+
+``--kind autotask`` sends Autotask ticket callouts signed with ``X-Hook-Signature`` (the secret is then
+the Autotask webhook secretKey, not a ``whsec_`` one).
 
 Requests are signed before the clock starts (signing is the partner's cost, not atrelay's).
 ``--rate`` sends open-loop at a fixed rate (for latency at a given load); without it, as fast as
@@ -12,6 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import statistics
 import sys
@@ -27,7 +33,13 @@ def _bodies(count: int, first_ticket: int, kind: str) -> list[bytes]:
     out = []
     for i in range(count):
         ticket = first_ticket + i
-        if kind == "mc":
+        if kind == "autotask":
+            # An Autotask ticket-webhook callout (tests/connectors/autotask/callouts/*.json): one webhook
+            # Guid, a distinct ticket and SequenceNumber each, so every callout is a new event.
+            doc = {"Action": "Update", "Guid": "b3c7a0a4-2c49-40a8-8183-69994ce5b3eb", "EntityType": "Ticket",
+                   "Id": ticket, "Fields": {"TicketNumber": f"T20261126.{ticket % 100000:05d}", "Status": 5},
+                   "EventTime": "2026-11-26T10:00:00Z", "SequenceNumber": i + 1, "PersonID": 30691780}
+        elif kind == "mc":
             # The three escalation kinds in turn; mc.no_contact brings its follow-up with it.
             doc = {"type": ("mc.escalated", "mc.out_of_scope", "mc.no_contact")[i % 3], "timestamp": "2026-11-26T10:00:00Z",
                    "data": {"ticket_id": ticket, "summary": "bench", "technician": "bench", "contact_attempts": 1}}
@@ -36,6 +48,12 @@ def _bodies(count: int, first_ticket: int, kind: str) -> list[bytes]:
                    "data": {"form": "bench", "ticket_id": ticket, "answers": {"q1": "a", "q2": "b"}}}
         out.append(json.dumps(doc).encode())
     return out
+
+
+def _autotask_sign(body: bytes, secret: str) -> dict[str, str]:
+    """``X-Hook-Signature: sha1=<base64 HMAC-SHA1 of the body>``, as Autotask signs its callouts."""
+    digest = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha1).digest()).decode()
+    return {"X-Hook-Signature": f"sha1={digest}", "Content-Type": "application/json"}
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -70,8 +88,9 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     url = httpx.URL(args.url)
     host, port = url.host, url.port or 80
     bodies = _bodies(args.count, args.first_ticket, args.kind)
-    requests = [_request(f"{host}:{port}", url.raw_path.decode(), b, sign(b, args.secret, msg_id=f"msg_{uuid.uuid4().hex}"))
-                for b in bodies]
+    sign_one = _autotask_sign if args.kind == "autotask" else (
+        lambda b, secret: sign(b, secret, msg_id=f"msg_{uuid.uuid4().hex}"))
+    requests = [_request(f"{host}:{port}", url.raw_path.decode(), b, sign_one(b, args.secret)) for b in bodies]
     latencies: list[float] = []
     codes: dict[int, int] = {}
     queue: asyncio.Queue[tuple[int, bytes]] = asyncio.Queue()
@@ -131,7 +150,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--first-ticket", type=int, default=50001)
-    parser.add_argument("--kind", choices=["form", "mc"], default="form")
+    parser.add_argument("--kind", choices=["form", "mc", "autotask"], default="form")
     result = asyncio.run(run(parser.parse_args()))
     json.dump(result, sys.stdout)
 

@@ -1,0 +1,92 @@
+"""What every benchmark scenario shares: logging, summaries, the load generator, stacks, tickets."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import col, select
+
+from connectors.autotask.sandbox import SandboxState
+from connectors.common.sandbox_server import ThreadedServer
+from pipelines.audit import InboundEvent, PipelineRun
+from pipelines.db import session_scope
+from tests.stacks import Stack, start_stack
+from tests.support import ROOT
+
+__all__ = ["REDIS", "ROOT", "add_tickets", "cpu_seconds", "latencies", "loadgen", "log", "stack", "summary"]
+
+REDIS = "redis://127.0.0.1:6379/9"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": len(values)}
+
+
+def loadgen(url: str, secret: str, count: int, concurrency: int, first_ticket: int, rate: float = 0.0,
+            kind: str = "form") -> dict[str, Any]:
+    """Run bench/loadgen.py in its own process (its CPU is not the server's) and return its report."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", "--url", url, "--secret", secret, "--count", str(count),
+         "--concurrency", str(concurrency), "--first-ticket", str(first_ticket), "--rate", str(rate),
+         "--kind", kind],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, check=True)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def add_tickets(state: SandboxState, count: int, status: int = 1) -> int:
+    """``count`` new sandbox tickets in the given status; returns the first id (they are consecutive)."""
+    first = None
+    for _ in range(count):
+        tid = next(state.ticket_ids)
+        first = first or tid
+        state.tickets[tid] = {"id": tid, "ticketNumber": f"T20261130.{tid % 100000:05d}", "title": "bench",
+                              "status": status}
+    assert first is not None
+    return first
+
+
+def stack(mode: str, server: ThreadedServer, state: SandboxState, pg: str | None, **kw: Any) -> Stack:
+    tmp = Path(tempfile.mkdtemp(prefix=f"atrelay-bench-{mode.replace('+', '-')}-"))
+    return start_stack(tmp, mode=mode, sandbox_server=server, sandbox=state, pg_url=pg,
+                       redis_url=REDIS if mode != "embedded" else None, **kw)
+
+
+def latencies(db: str) -> tuple[list[float], float]:
+    """Accepted -> applied, in ms, for every applied run; and the span from first accept to last apply."""
+    with session_scope(db) as s:
+        rows = s.exec(select(InboundEvent.received_at, PipelineRun.finished_at)
+                      .join(PipelineRun, col(PipelineRun.event_id) == col(InboundEvent.id))
+                      .where(PipelineRun.outcome == "applied")).all()
+    lat = [(f - r).total_seconds() * 1000 for r, f in rows if f is not None]
+    span = (max(f for _, f in rows if f) - min(r for r, _ in rows)).total_seconds() if rows else 0.0
+    return lat, span
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children, from /proc.
+
+    CPU per request is the figure least skewed by other work on a shared machine: throughput and
+    latency fall when the cores are busy, CPU time per request hardly moves.
+    """
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            total += cpu_seconds(int(child))
+    except OSError:
+        pass
+    return total

@@ -1,0 +1,221 @@
+"""docs/benchmarks.md and the README's one-line summary, from one run's results (bench/results/latest.json)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from bench.common import ROOT
+
+__all__ = ["DOC", "README", "targets", "write_doc", "write_readme"]
+
+DOC = ROOT / "docs" / "benchmarks.md"
+README = ROOT / "README.md"
+CHANGES = ROOT / "bench" / "changes.md"
+NOTES = ROOT / "bench" / "notes.md"
+
+
+def _s(s: dict[str, float], digits: int = 0, unit: str = "") -> str:
+    """``median (min-max)``, or just the value for a single run."""
+    f = f"{{:.{digits}f}}"
+    if s.get("runs", 1) == 1 or s["min"] == s["max"]:
+        return f.format(s["median"]) + unit
+    return f"{f.format(s['median'])}{unit} ({f.format(s['min'])}-{f.format(s['max'])})"
+
+
+def _one(v: float) -> dict[str, float]:
+    return {"median": v, "min": v, "max": v, "runs": 1}
+
+
+def _ratio(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """a / b per statistic: median over median, worst (min/max) and best (max/min)."""
+    return {"median": a["median"] / b["median"], "min": a["min"] / b["max"], "max": a["max"] / b["min"],
+            "runs": a.get("runs", 1)}
+
+
+def _intake(res: dict[str, Any], mode: str, kind: str = "standard-webhooks") -> dict[str, Any]:
+    return next(r for r in res["intake"] if r["mode"] == mode and r["kind"] == kind)
+
+
+def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every goal of issue 14 as a row: what, target, measured median (min-max), met."""
+    rp, emb = _intake(res, "redis+postgresql"), _intake(res, "embedded")
+    cb = _intake(res, "redis+postgresql", "autotask-callouts")
+    floor = next(f for f in res["floor"] if f["backend"] == "sqlite")
+    rp_share, emb_share = _ratio(rp["rps"], floor["rps"]), _ratio(emb["rps"], floor["rps"])
+    burst = next(r for r in res["end_to_end"] if r["offered_rate"] == "burst")
+    tl = res["thread_limit"][0]
+    tl_best = max(res["thread_limit"], key=lambda r: r["share"])
+    rec, emb_e2e, mem = res["recovery"], res["embedded_e2e"], res["memory"]
+    e2e = next(r for r in res["end_to_end"] if r["offered_rate"] != "burst")
+    rec_text = _s(rec["seconds"], 1, " s") + (f", {rec['timed_out']} run(s) not done in {rec['timeout']:.0f} s"
+                                              if rec["timed_out"] else "")
+    return [
+        {"goal": "1", "what": "Intake, signed webhooks/s, Redis + PostgreSQL, 1 process, 32 connections",
+         "target": ">= 1000/s", "measured": _s(rp["rps"], 0, "/s"), "met": rp["rps"]["median"] >= 1000},
+        {"goal": "1", "what": "Intake p99 at that load", "target": "< 50 ms",
+         "measured": _s(rp["p99_ms"], 1, " ms"), "met": rp["p99_ms"]["median"] < 50},
+        {"goal": "1", "what": "Intake as a share of the verify-and-commit floor (SQLite floor), Redis + PostgreSQL",
+         "target": ">= 50 %", "measured": _s({k: 100 * v for k, v in rp_share.items()}, 0, " %"),
+         "met": rp_share["median"] >= 0.5},
+        {"goal": "1", "what": "Intake as a share of the same floor, embedded default", "target": ">= 50 %",
+         "measured": _s({k: 100 * v for k, v in emb_share.items()}, 0, " %"), "met": emb_share["median"] >= 0.5},
+        {"goal": "1", "what": "Autotask callout intake, signed callouts/s (Redis + PostgreSQL, 32 connections)",
+         "target": ">= 1000/s, p99 < 50 ms", "measured": f"{_s(cb['rps'], 0, '/s')}, p99 {_s(cb['p99_ms'], 1, ' ms')}",
+         "met": cb["rps"]["median"] >= 1000 and cb["p99_ms"]["median"] < 50},
+        {"goal": "2", "what": "Autotask calls per applied transition, benchmark mix", "target": "<= 2.2",
+         "measured": _s(res["calls"]["ratio"], 2), "met": res["calls"]["ratio"]["median"] <= 2.2},
+        {"goal": "2", "what": f"Autotask calls per applied transition, {burst['events']}-event burst",
+         "target": "<= 2.05", "measured": _s(_one(burst["calls_per_transition"]), 2),
+         "met": burst["calls_per_transition"] <= 2.05},
+        {"goal": "3", "what": f"Throughput / what the in-flight limit allows, defaults ({tl['workers']} worker x "
+                              f"{tl['concurrency']}), {tl['latency_ms']} ms Autotask latency",
+         "target": ">= 90 %, 0 limit errors",
+         "measured": f"{100 * tl['share']:.0f} % ({tl['events_per_s']:.2f} of {tl['allowed_per_s']:.2f} events/s), "
+                     f"{tl['limit_errors']} limit errors",
+         "met": tl["share"] >= 0.9 and tl["limit_errors"] == 0},
+        {"goal": "3", "what": f"The same, best configuration measured ({tl_best['workers']} worker(s) x "
+                              f"{tl_best['concurrency']})", "target": ">= 90 %, 0 limit errors",
+         "measured": f"{100 * tl_best['share']:.0f} %, {tl_best['limit_errors']} limit errors",
+         "met": tl_best["share"] >= 0.9 and tl_best["limit_errors"] == 0},
+        {"goal": "3", "what": "Limit errors under quota enforcement (quota run, section 5)", "target": "0",
+         "measured": str(sum(res["quota"]["limit_errors"].values())), "met": not res["quota"]["limit_errors"]},
+        {"goal": "4", "what": f"Embedded end-to-end p99 at {emb_e2e['offered_rate']:.0f} events/s",
+         "target": "< 300 ms", "measured": _s(emb_e2e["p99_ms"], 0, " ms"), "met": emb_e2e["p99_ms"]["median"] < 300},
+        {"goal": "5", "what": "A SIGKILLed worker's events applied again (from the kill)", "target": "<= 30 s",
+         "measured": rec_text, "met": rec["seconds"]["median"] <= 30 and not rec["timed_out"]},
+        {"goal": "6", "what": "Idle memory of `atrelay run` (PSS; USS reported)", "target": "< 250 MB PSS",
+         "measured": f"{mem['idle_pss_mb']:.0f} MB PSS, {mem['idle_uss_mb']:.0f} MB USS",
+         "met": mem["idle_pss_mb"] < 250},
+        {"goal": "-", "what": "End-to-end p99 at 20 events/s, Redis + PostgreSQL, 0 ms Autotask latency",
+         "target": "< 250 ms", "measured": _s(e2e["p99_ms"], 0, " ms"), "met": e2e["p99_ms"]["median"] < 250},
+    ]
+
+
+def _section_intake(res: dict[str, Any]) -> list[str]:
+    lines = ["## 1. Intake (32 connections, one server process, no workers running)", "",
+             "The floor (`bench/floor.py`): Starlette, verify the Standard Webhooks signature, INSERT and COMMIT "
+             "one row per request; no validation, no refusal records, no broker. Measured in this run.", "",
+             "| Server | Database / broker | Requests | req/s median (min-max) | p50 ms | p99 ms median (min-max) | "
+             "server CPU ms per request |", "|---|---|---|---|---|---|---|"]
+    for f in res["floor"]:
+        lines.append(f"| floor | {f['backend']} | signed Standard Webhooks | {_s(f['rps'])} | "
+                     f"{f['p50_ms']['median']:.1f} | {_s(f['p99_ms'], 1)} | {_s(f['cpu_ms'], 2)} |")
+    for r in res["intake"]:
+        db = "SQLite / kombu SQLAlchemy" if r["mode"] == "embedded" else "PostgreSQL / Redis"
+        kind = "signed Standard Webhooks" if r["kind"] == "standard-webhooks" else "signed Autotask callouts"
+        lines.append(f"| atrelay ingress ({r['mode']}) | {db} | {kind} | {_s(r['rps'])} | "
+                     f"{r['p50_ms']['median']:.1f} | {_s(r['p99_ms'], 1)} | {_s(r['cpu_ms'], 2)} |")
+    return lines
+
+
+def _section_pipeline(res: dict[str, Any]) -> list[str]:
+    lines = ["", "## 2. End to end (accepted -> applied)", "",
+             "| Mode | Worker processes | Offered | p50 ms | p99 ms median (min-max) | events/s |", "|---|---|---|---|---|---|"]
+    e = res["embedded_e2e"]
+    lines.append(f"| embedded | 2 | {e['offered_rate']:.0f}/s ({e['events']} events) | {e['p50_ms']['median']:.0f} | "
+                 f"{_s(e['p99_ms'])} | - |")
+    for r in res["end_to_end"]:
+        if r["offered_rate"] == "burst":
+            lines.append(f"| {r['mode']} | {r['processes']} | burst of {r['events']} | - | - | "
+                         f"{_s(r['events_per_s'], 1)} |")
+        else:
+            lines.append(f"| {r['mode']} | {r['processes']} | {r['offered_rate']:.0f}/s | {r['p50_ms']['median']:.0f} | "
+                         f"{_s(r['p99_ms'])} | {_s(r['events_per_s'], 1)} |")
+    c = res["calls"]
+    burst = next(r for r in res["end_to_end"] if r["offered_rate"] == "burst")
+    lines += ["", "## 3. Autotask calls per applied transition", "",
+              "Mix: 100 web forms; 50 Mission Control events (escalated, out of scope, and no contact with its",
+              "follow-up to Waiting Customer); 20 events whose ticket already has the status; 30 duplicate deliveries;",
+              "30 TimeZest requests polled through sent and scheduled. Burst: the web forms of section 2's burst.", "",
+              f"- Mix: **{_s(c['ratio'], 2)}**; {c['autotask_calls']} calls for {c['applied_transitions']} applied "
+              "transitions in the last run.",
+              f"- Burst of {burst['events']}: **{burst['calls_per_transition']:.2f}**; {burst['calls']} calls for "
+              f"{burst['applied']} applied transitions.", "",
+              "| Call | Mix (last run) | Burst |", "|---|---|---|"]
+    for k in sorted(set(c["by_endpoint"]) | set(burst["by_endpoint"])):
+        lines.append(f"| `{k}` | {c['by_endpoint'].get(k, 0)} | {burst['by_endpoint'].get(k, 0)} |")
+    lines += ["", "## 4. The thread limit (sandbox enforcing 3 requests in flight, 150 ms per call)", "",
+              "Allowed = limit / (calls per event x latency). Defaults otherwise.", "",
+              "| Workers x concurrency | Events | events/s | Calls per event | Allowed events/s | Share | Limit errors | "
+              "Most in flight |", "|---|---|---|---|---|---|---|---|"]
+    for t in res["thread_limit"]:
+        lines.append(f"| {t['workers']} x {t['concurrency']} | {t['events']} | {t['events_per_s']:.2f} | "
+                     f"{t['calls_per_event']:.2f} | {t['allowed_per_s']:.2f} | {100 * t['share']:.0f} % | "
+                     f"{t['limit_errors']} | {t['max_in_flight_seen']} |")
+    q = res["quota"]
+    rec = res["recovery"]
+    lines += ["", "## 5. Quota compliance", "",
+              f"{q['events']} events; sandbox enforcing 3 in-flight requests and {q['sandbox_limit_per_hour']} "
+              f"requests/hour; atrelay budget {q['budget_per_hour']}/hour; 2 worker processes x 2.", "",
+              f"- Limit errors returned by the sandbox: **{sum(q['limit_errors'].values())}** {q['limit_errors'] or ''}",
+              f"- Applied: {q['applied']} of {q['events']} in {q['seconds']:.0f} s; {q['autotask_calls']} Autotask calls "
+              f"({q['autotask_calls'] / q['seconds']:.1f}/s)",
+              f"- Most requests in flight: {q['max_in_flight_seen']}",
+              "", "## 6. Recovery from a killed worker", "",
+              "Two workers (1 process each) and beat; 6 events at 700 ms per Autotask call; one worker is SIGKILLed "
+              "(with its pool) while both are mid-call and not restarted; time from the kill until every event is final.",
+              "", f"- Seconds: **{_s(rec['seconds'], 1)}** over {rec['seconds']['runs']} run(s)"
+              + (f"; {rec['timed_out']} run(s) not finished within {rec['timeout']:.0f} s (counted as "
+                 f"{rec['timeout']:.0f} s)" if rec["timed_out"] else "")]
+    return lines
+
+
+def write_doc(res: dict[str, Any]) -> None:
+    m = res["machine"]
+    lines = ["# Benchmarks", "",
+             "Generated by `make bench` (`bench/run.py`); do not edit by hand. Figures from one run: medians of "
+             "the repeats with min and max. Load comes from a separate process (`bench/loadgen.py`), every request "
+             "signed as its sender signs it; Autotask is the bundled sandbox, which counts the calls it receives.", "",
+             f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}, {m['platform']}",
+             f"- Date: {m['date']}; the run took {res['seconds'] / 60:.1f} min; load average at the start "
+             f"{m.get('loadavg', '?')} (other work on the machine skews every figure)",
+             f"- Configuration: {res['config']}", "",
+             "## Summary against the goals (issue 14)", "",
+             "| Goal | What | Target | Measured: median (min-max) | Met |", "|---|---|---|---|---|"]
+    for t in res["targets"]:
+        lines.append(f"| {t['goal']} | {t['what']} | {t['target']} | {t['measured']} | "
+                     f"{'yes' if t['met'] else '**no**'} |")
+    lines += ["", *_section_intake(res), *_section_pipeline(res)]
+    mem = res["memory"]
+    lines += ["", "## 7. Memory of `atrelay run` (supervisor, ingress, worker with its 2 pool processes, embedded beat)",
+              "", "| State | RSS MB (sum) | PSS MB (shared pages counted once) | USS MB (private pages only) |",
+              "|---|---|---|---|",
+              f"| idle | {mem['idle_rss_mb']:.0f} | {mem['idle_pss_mb']:.0f} | {mem['idle_uss_mb']:.0f} |",
+              f"| under load (peak PSS) | {mem['load_rss_mb']:.0f} | {mem['load_pss_mb']:.0f} | {mem['load_uss_mb']:.0f} |",
+              "", f"The bundled sandboxes add {mem['sandboxes_rss_mb']:.0f} MB RSS and are not counted above.", ""]
+    if CHANGES.exists():
+        lines += ["## Before and after each change", ""]
+        lines += [line for line in CHANGES.read_text().splitlines() if not line.startswith("# ")] + [""]
+    notes = [line[2:] for line in NOTES.read_text().splitlines() if line.startswith("- ")] if NOTES.exists() else []
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    DOC.write_text("\n".join(lines))
+
+
+def headline(res: dict[str, Any]) -> str:
+    """One line for the README, from the same results as the doc."""
+    goals = [t for t in res["targets"] if t["goal"] != "-"]
+    rp, m = _intake(res, "redis+postgresql"), res["machine"]
+    return (f"Last run ({m['date']}, {m['cores']} cores): {rp['rps']['median']:.0f} signed webhooks/s on one "
+            f"ingress process with p99 {rp['p99_ms']['median']:.0f} ms (Redis + PostgreSQL, 32 connections); "
+            f"embedded end-to-end p99 {res['embedded_e2e']['p99_ms']['median']:.0f} ms at 5 events/s; "
+            f"{res['calls']['ratio']['median']:.2f} Autotask calls per transition; `atrelay run` idle at "
+            f"{res['memory']['idle_pss_mb']:.0f} MB PSS; {sum(1 for t in goals if t['met'])} of {len(goals)} goal "
+            "rows met.")
+
+
+_INTRO = ("`make bench` (about 10-12 minutes; needs PostgreSQL and Redis like the tests) measures intake against "
+          "a verify-and-commit floor, end-to-end latency on both modes, Autotask calls per transition, the thread "
+          "limit, quota compliance, recovery from a killed worker and memory, and rewrites "
+          "[docs/benchmarks.md](docs/benchmarks.md) (every goal as a row) and the line below.")
+
+
+def write_readme(res: dict[str, Any]) -> None:
+    """Regenerate the README's "## Benchmarks" section: the fixed intro and the one-line summary."""
+    text = README.read_text()
+    body = f"{_INTRO}\n\n{headline(res)}\n"
+    text, found = re.subn(r"(## Benchmarks\n\n).*?(\n## )", lambda mm: mm.group(1) + body + mm.group(2), text,
+                          count=1, flags=re.DOTALL)
+    if found:
+        README.write_text(text)
