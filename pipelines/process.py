@@ -89,7 +89,10 @@ class _Run(RunBase):
         """
         client, started = self.ctx.client, utcnow()
         if event.ticket_id is not None:
-            ticket = client.get_ticket(event.ticket_id)
+            if not store.claim_ticket(self.ctx.db, event.ticket_id, self.event_id, self.ctx.lease_seconds):
+                return None
+            self.leased_ticket = event.ticket_id
+            return client.get_ticket(event.ticket_id)  # read under the lease: nobody else writes meanwhile
         else:
             assert event.ticket_number is not None
             ticket = client.find_ticket_by_number(event.ticket_number)
