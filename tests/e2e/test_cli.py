@@ -56,6 +56,17 @@ def test_run_send_events_with_no_configuration(tmp_path: Path) -> None:
             return bool(ticket["statusLabel"] == "Scheduling Link Sent")
 
         wait_for(link_sent, timeout=90, what="beat's TimeZest poll to reach the ticket")
+        # `atrelay run` registered the sandbox's Autotask webhooks: Mission Control setting MC No
+        # Contact in Autotask itself moves on to Waiting Customer, as a newcomer would try it.
+        assert "Autotask sandbox webhooks call" in banner
+        httpx.post(f"http://127.0.0.1:{ports['at']}/_sandbox/tickets/50002/status",
+                   json={"status": "MC No Contact", "as": "mission-control"}).raise_for_status()
+
+        def moved_on() -> bool:
+            ticket = httpx.get(f"http://127.0.0.1:{ports['at']}/_sandbox/tickets/50002").json()["ticket"]
+            return bool(ticket["statusLabel"] == "Waiting Customer")
+
+        wait_for(moved_on, timeout=60, what="MC No Contact to move on to Waiting Customer")
         listing = atrelay(tmp_path, "events")
         assert listing.returncode == 0, listing.stderr
         assert "form.submitted" in listing.stdout and "applied" in listing.stdout
