@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.autotask.client import AutotaskClient
+from connectors.autotask.errors import PermanentError
 from connectors.autotask.picklists import PicklistCache, Picklists, UnknownPicklistValue
 from connectors.common.events import EventType
 from pipelines.rules import DEFAULT_WATCH_RULES, Rule, WatchRule
 
 __all__ = ["Context", "check_rule_statuses"]
+
+log = logging.getLogger("atrelay.pipeline")
 
 
 @dataclass
@@ -44,7 +48,13 @@ class Context:
         writes cannot call back into it even when the webhook exclusion is missing.
         """
         if not self._own_resource:
-            found = self.client.find_resource_by_username(self.client.username)
+            try:
+                found = self.client.find_resource_by_username(self.client.username)
+            except PermanentError as exc:
+                # An API user without read access to Resources: the other loop checks (webhook
+                # exclusion, the observed status, the effect ledger) still hold; say so once.
+                log.warning("autotask.own_resource.unknown", extra={"error": exc.reason})
+                found = None
             self._own_resource.append(found.id if found is not None else None)
         return self._own_resource[0]
 
