@@ -2,27 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import redis
 from sqlmodel import col, select
 
 from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
+from connectors.common.sandbox_server import ThreadedServer, free_port
 from pipelines.audit import InboundEvent, PipelineRun
 from pipelines.db import session_scope
 from tests.stacks import Stack, start_stack
-from tests.support import ROOT
+from tests.support import ROOT, wait_for
 
-__all__ = ["REDIS", "ROOT", "add_tickets", "cpu_seconds", "latencies", "loadgen", "log", "stack", "summary"]
+__all__ = [
+    "REDIS", "ROOT", "add_tickets", "cpu_seconds", "latencies", "loadgen", "log", "own_redis", "stack", "summary",
+]
 
+#: The Redis the stacks use; :func:`own_redis` points it at a server of the benchmark's own.
 REDIS = "redis://127.0.0.1:6379/9"
 
 
@@ -60,7 +67,42 @@ def add_tickets(state: SandboxState, count: int, status: int = 1) -> int:
 def stack(mode: str, server: ThreadedServer, state: SandboxState, pg: str | None, **kw: Any) -> Stack:
     tmp = Path(tempfile.mkdtemp(prefix=f"atrelay-bench-{mode.replace('+', '-')}-"))
     return start_stack(tmp, mode=mode, sandbox_server=server, sandbox=state, pg_url=pg,
-                       redis_url=REDIS if mode != "embedded" else None, **kw)
+                       redis_url=_redis[0] if mode != "embedded" else None, **kw)
+
+
+_redis = [REDIS]
+
+
+@contextlib.contextmanager
+def own_redis() -> Iterator[str]:
+    """A redis-server of the benchmark's own (no persistence), when one is installed.
+
+    The machine's shared Redis also serves test runs, whose workers take messages from the same
+    numbered databases the stacks use: a benchmark's events would then run elsewhere, or never.
+    """
+    if shutil.which("redis-server") is None:
+        yield _redis[0]
+        return
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="atrelay-bench-redis-")
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_for(lambda: _ping(url), timeout=20, what="the benchmark's redis-server")
+        _redis[0] = url
+        yield url
+    finally:
+        _redis[0] = REDIS
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _ping(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
 
 
 def latencies(db: str) -> tuple[list[float], float]:

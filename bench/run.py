@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import intake, pipeline, report, system
-from bench.common import ROOT, log
+from bench.common import ROOT, log, own_redis
 from connectors.autotask.sandbox import SandboxState
 from connectors.autotask.sandbox import create_app as autotask_app
 from connectors.common.sandbox_server import ThreadedServer
@@ -64,11 +64,11 @@ def main() -> None:
     tz_state = TimezestSandboxState()
     tz_server = ThreadedServer(timezest_app(tz_state)).start()
     res: dict[str, Any] = {"machine": machine()}
-    res["config"] = ("uvicorn with uvloop/httptools, one ingress process; Celery prefork workers; Redis 7 broker and "
-                     "PostgreSQL 15 audit DB, or the embedded default (SQLite, kombu SQLAlchemy broker); quota "
-                     "governor on; the load generator, PostgreSQL and Redis share the same cores; defaults otherwise")
+    res["config"] = ("uvicorn with uvloop/httptools, one ingress process; Celery prefork workers; Redis 7 broker "
+                     "(a redis-server of the benchmark's own) and PostgreSQL 15 audit DB, or the embedded default "
+                     "(SQLite, kombu SQLAlchemy broker); quota governor on; the load generator, PostgreSQL and Redis share the same cores; defaults otherwise")
     try:
-        with fresh_pg_database("atrelay_bench") as pg:
+        with fresh_pg_database("atrelay_bench") as pg, own_redis():
             log("intake floor")
             res["floor"] = intake.floor(pg, runs, 1000 if quick else 3000)
             log("intake")
