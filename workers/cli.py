@@ -411,26 +411,33 @@ def audit_prune(
     console.print(f"pruned {result.seals} seal(s) and {result.events} event(s)")
 
 
-@sandbox_app.command("autotask")
-def sandbox_autotask(host: str = "127.0.0.1", port: int = 8101) -> None:
-    """Serve the Autotask REST emulator (credentials: see README)."""
-    import uvicorn
+_FRESH = typer.Option("--fresh", help="Start from the seed data, replacing the state saved in var/")
 
-    from connectors.autotask.sandbox import create_app
+
+def _sandbox_var() -> Path:
+    # Only the var folder matters here: a sandbox must start even when Autotask settings are partial.
+    try:
+        return get_settings().var_path
+    except SettingsError as exc:
+        _fail(str(exc))
+
+
+@sandbox_app.command("autotask")
+def sandbox_autotask(host: str = "127.0.0.1", port: int = 8101, fresh: Annotated[bool, _FRESH] = False) -> None:
+    """Serve the Autotask REST emulator (credentials: see README); its state is kept in var/."""
+    from workers.sandbox_serve import serve_sandbox
 
     console.print(f"Autotask sandbox on http://{host}:{port} (zone lookup: /atservicesrest/v1.0/zoneInformation)")
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", lifespan="off")
+    serve_sandbox("autotask", host, port, _sandbox_var(), fresh=fresh, console=console, err=err)
 
 
 @sandbox_app.command("timezest")
-def sandbox_timezest(host: str = "127.0.0.1", port: int = 8102) -> None:
-    """Serve the TimeZest API emulator."""
-    import uvicorn
-
-    from connectors.timezest.sandbox import create_app
+def sandbox_timezest(host: str = "127.0.0.1", port: int = 8102, fresh: Annotated[bool, _FRESH] = False) -> None:
+    """Serve the TimeZest API emulator; its state is kept in var/."""
+    from workers.sandbox_serve import serve_sandbox
 
     console.print(f"TimeZest sandbox on http://{host}:{port}/v1")
-    uvicorn.run(create_app(), host=host, port=port, log_level="warning", lifespan="off")
+    serve_sandbox("timezest", host, port, _sandbox_var(), fresh=fresh, console=console, err=err)
 
 
 def main() -> None:

@@ -24,13 +24,16 @@ with ``"thread_buckets": "entity"`` splits the buckets per entity path (``ticket
 Switchable faults (``PUT /_sandbox/faults``): added latency, the concurrency limit that answers the
 thread-threshold error, a rolling hourly request limit, and a script of canned failures (429 with or
 without Retry-After, 5xx, errors[] texts). ``GET /_sandbox/calls`` counts what arrived.
+
+Saved state: `atrelay sandbox autotask` keeps tickets, notes, histories, webhooks and every id
+sequence in var/ (``dump``/``restore``), so a restart matches the audit DB and never reissues an id;
+``POST /_sandbox/reset`` returns to the seed data (and that is what gets saved next).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import re
 import time
 from dataclasses import dataclass
@@ -61,6 +64,7 @@ from connectors.autotask.sandbox_query import now as _now
 from connectors.autotask.sandbox_query import run_query as _query
 from connectors.autotask.sandbox_webhook_routes import add_webhook_routes
 from connectors.autotask.sandbox_webhooks import WebhookHub
+from connectors.common.state_file import IdSequence
 
 __all__ = ["ACT_AS", "Actor", "SandboxState", "create_app"]
 
@@ -123,10 +127,10 @@ class SandboxState:
         self.window: collections.deque[float] = collections.deque()
         self.in_flight: collections.Counter[str] = collections.Counter()
         self.max_in_flight_seen: collections.Counter[str] = collections.Counter()
-        self.note_ids = itertools.count(900001)
-        self.ticket_ids = itertools.count(50001 + len(self.tickets))
-        self.checklist_ids = itertools.count(770001)
-        self.history_ids = itertools.count(3300001)
+        self.note_ids = IdSequence(900001)
+        self.ticket_ids = IdSequence(50001 + len(self.tickets))
+        self.checklist_ids = IdSequence(770001)
+        self.history_ids = IdSequence(3300001)
         self.latency_ms = 0.0
         self.max_in_flight: int | None = None
         self.thread_buckets = "tenant"
@@ -136,6 +140,34 @@ class SandboxState:
         self.outage_statuses: list[int] = []
         self.outage_count = 0
         self.webhooks.reset()
+
+    # ---- saved state (`atrelay sandbox autotask` keeps it in var/; see connectors/common/state_file) ----
+    _RECORDS = ("tickets", "notes", "resources", "contacts", "checklist")
+    _SEQUENCES = ("note_ids", "ticket_ids", "checklist_ids", "history_ids")
+
+    def dump(self) -> dict[str, Any]:
+        """What a restart must keep: records, histories, webhooks and the next id of every sequence.
+
+        Faults, call counters and in-flight callouts are left out: they describe one run, not the tenant.
+        """
+        return {
+            **{name: list(getattr(self, name).values()) for name in self._RECORDS},
+            "history": list(self.history), "changes": list(self.changes),
+            "next_ids": {name: getattr(self, name).peek for name in self._SEQUENCES},
+            "webhooks": self.webhooks.dump(),
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """The inverse of ``dump``; raises KeyError/TypeError/ValueError on a malformed document."""
+        records = {name: {int(r["id"]): dict(r) for r in data[name]} for name in self._RECORDS}
+        sequences = {name: IdSequence(int(data["next_ids"][name])) for name in self._SEQUENCES}
+        history, changes = [dict(h) for h in data["history"]], [dict(c) for c in data["changes"]]
+        self.webhooks.restore(data["webhooks"])
+        for name, table in records.items():
+            setattr(self, name, table)
+        for name, seq in sequences.items():
+            setattr(self, name, seq)
+        self.history, self.changes = history, changes
 
     def close(self) -> None:
         """Stop the webhook delivery threads (they are daemons, so this is only for a clean exit)."""

@@ -29,7 +29,6 @@ atrelay must not trust such a notice anyway (GHSA-hh59-fgrr-93hf).
 
 from __future__ import annotations
 
-import itertools
 import threading
 import uuid
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from typing import Any
 
 from connectors.autotask.sandbox_data import NOTE_WEBHOOK_FIELDS, TICKET_WEBHOOK_FIELDS
 from connectors.autotask.sandbox_delivery import Outbox
+from connectors.common.state_file import IdSequence
 
 __all__ = ["ENTITIES", "WebhookError", "WebhookHub"]
 
@@ -84,12 +84,34 @@ class WebhookHub:
             self.fields: dict[int, dict[str, Any]] = {}
             self.exclusions: dict[int, dict[str, Any]] = {}
             self.sequences: dict[int, int] = {}
-            self._ids = itertools.count(4101)  # one sequence for both entities: outbox keys stay unique
-            self._child_ids = itertools.count(610001)
+            self._ids = IdSequence(4101)  # one sequence for both entities: outbox keys stay unique
+            self._child_ids = IdSequence(610001)
             self.outbox.reset()
 
     def stop(self) -> None:
         self.outbox.stop()
+
+    def dump(self) -> dict[str, Any]:
+        """Webhooks (with secrets: the state file is 0600), fields, exclusions, sequence numbers, next ids."""
+        with self._lock:
+            return {"webhooks": [dict(h) for h in self.webhooks.values()],
+                    "fields": [dict(f) for f in self.fields.values()],
+                    "exclusions": [dict(x) for x in self.exclusions.values()],
+                    "sequences": [[k, v] for k, v in self.sequences.items()],
+                    "next_id": self._ids.peek, "next_child_id": self._child_ids.peek}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """The inverse of ``dump``; pending callouts are not kept (a restart loses them, as a crash would)."""
+        hooks = {int(h["id"]): dict(h) for h in data["webhooks"]}
+        if any(h["_entity"] not in ENTITIES for h in hooks.values()):
+            raise ValueError("unknown webhook entity")
+        fields = {int(f["id"]): dict(f) for f in data["fields"]}
+        exclusions = {int(x["id"]): dict(x) for x in data["exclusions"]}
+        sequences = {int(k): int(v) for k, v in data["sequences"]}
+        ids, child_ids = IdSequence(int(data["next_id"])), IdSequence(int(data["next_child_id"]))
+        with self._lock:
+            self.webhooks, self.fields, self.exclusions, self.sequences = hooks, fields, exclusions, sequences
+            self._ids, self._child_ids = ids, child_ids
 
     # ---- entity operations ------------------------------------------------------------------
     def find(self, entity: str, webhook_id: int) -> dict[str, Any] | None:

@@ -9,8 +9,9 @@ the booked time stays as it was), ``POST /_sandbox/scheduling_requests/{id}/resc
 assumption), ``PUT /_sandbox/faults`` scripts failures, ``GET /_sandbox/calls`` counts calls.
 
 Request ids are never reused by one process, not even after ``reset()``: a poller that remembers an
-id must never meet it again on a different request. (A fresh process starts at ``sreq_SBX000001``
-again unless its state is restored.)
+id must never meet it again on a different request. `atrelay sandbox timezest` saves the requests
+and the next id under var/ (``dump``/``restore``), so a restarted sandbox continues the sequence; a
+state built in-process (tests) starts at ``sreq_SBX000001``.
 
 TQL (partner facts §1): ``attribute OPERATOR value`` with spaces or ``~``, attribute optionally
 prefixed ``scheduling_request.``/``scheduling_requests.``; ``EQ NOT_EQ GT GTE LT LTE LIKE NOT_LIKE IN
@@ -25,7 +26,6 @@ community note says only ``created_at`` works), so ``PUT /_sandbox/faults`` take
 from __future__ import annotations
 
 import collections
-import itertools
 import operator
 import re
 import time
@@ -36,6 +36,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from connectors.common.state_file import IdSequence
 from connectors.timezest.sandbox_data import SANDBOX_TIMEZEST_API_KEY
 
 __all__ = ["TimezestSandboxState", "create_app"]
@@ -59,12 +60,22 @@ class TimezestSandboxState:
     def reset(self) -> None:
         self.requests: dict[str, dict[str, Any]] = {}
         # Kept across resets: a request id is never handed out twice by one process.
-        self.ids = getattr(self, "ids", None) or itertools.count(1)
+        self.ids: IdSequence = getattr(self, "ids", None) or IdSequence(1)
         self.clock = 0
         self.calls: collections.Counter[str] = collections.Counter()
         self.script: list[dict[str, Any]] = []
         self.tql_ignore: set[str] = set()
         self.tql_reject: set[str] = set()
+
+    def dump(self) -> dict[str, Any]:
+        """Requests, the next id and the clock (`atrelay sandbox timezest` saves this under var/)."""
+        return {"requests": list(self.requests.values()), "next_id": self.ids.peek, "clock": self.clock}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """The inverse of ``dump``: a restarted sandbox continues the id sequence, never reuses an id."""
+        requests = {str(r["id"]): dict(r) for r in data["requests"]}
+        ids, clock = IdSequence(int(data["next_id"])), int(data["clock"])
+        self.requests, self.ids, self.clock = requests, ids, clock
 
     def tick(self) -> int:
         """Seconds, strictly increasing, so newest-first order is never ambiguous."""
