@@ -195,8 +195,14 @@ def load_rules(path: Path | None) -> dict[EventType, Rule]:
         except ValueError:
             known = ", ".join(e.value for e in EventType)
             raise RulesError(f"rules file {path}: unknown event type {name!r}; known: {known}") from None
-        if not isinstance(row, dict) or set(row) - {"status", "note"}:
-            raise RulesError(f"rules file {path}: [events.{name!r}] takes only 'status' and 'note'")
+        if not isinstance(row, dict):
+            raise RulesError(f"rules file {path}: [events.{name!r}] must be a table; it takes only 'status' "
+                             "and 'note'")
+        unknown = sorted(set(row) - {"status", "note"})
+        if unknown:
+            # Name the offending key: a typo such as `stauts` is otherwise hard to spot in a long file.
+            raise RulesError(f"rules file {path}: [events.{name!r}] has unknown key(s) "
+                             f"{', '.join(repr(k) for k in unknown)}; it takes only 'status' and 'note'")
         rule = rules[etype]
         if "status" in row:
             if not isinstance(row["status"], str):

@@ -84,3 +84,21 @@ def test_malformed_rules_file_names_the_problem(tmp_path: Path, content: str, me
     with pytest.raises(RulesError, match=None) as exc:
         load_rules(path)
     assert message in str(exc.value)
+
+
+def test_a_rules_file_error_names_the_bad_key_and_keeps_its_section(tmp_path: Path) -> None:
+    """Issue 13: the message said only what is allowed, never which key was wrong."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    path = tmp_path / "rules.toml"
+    path.write_text('[events."mc.no_contact"]\nstatus = "MC No Contact"\nstauts = "x"\nnote = true\n')
+    with pytest.raises(RulesError) as exc:
+        load_rules(path)
+    message = str(exc.value)
+    assert "[events.'mc.no_contact'] has unknown key(s) 'stauts'" in message
+    assert "it takes only 'status' and 'note'" in message
+    # As the CLI and doctor print it (escaped): the section name survives rich's markup parser.
+    console = Console(record=True, width=400)
+    console.print(escape(message))
+    assert "[events.'mc.no_contact']" in console.export_text()
