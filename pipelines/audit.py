@@ -54,10 +54,14 @@ class EventState(StrEnum):
     SKIPPED = "skipped"  # nothing to do, with a reason (already-set, stale, status-changed)
     IGNORED = "ignored"  # the rules say this event changes nothing
     DEAD = "dead"  # a permanent error or retries exhausted; replayable
+    # A signed request whose body failed validation: kept whole (it is authenticated data), never
+    # run; a replay re-validates it with the current code (pipelines/invalid.py).
+    INVALID = "invalid"
 
     @property
     def final(self) -> bool:
-        return self in {EventState.APPLIED, EventState.SKIPPED, EventState.IGNORED, EventState.DEAD}
+        return self in {EventState.APPLIED, EventState.SKIPPED, EventState.IGNORED, EventState.DEAD,
+                        EventState.INVALID}
 
 
 
@@ -147,6 +151,9 @@ class EffectLedger(SQLModel, table=True):
     patched_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     note_started_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     note_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # The title and body exactly as posted (kept when the POST starts): the dashboard shows them
+    # without asking Autotask, and a re-render later could differ from what the technician saw.
+    note_text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class TicketState(SQLModel, table=True):

@@ -27,6 +27,8 @@ from pipelines.db import session_scope, utcnow
 
 __all__ = ["PruneResult", "VerifyResult", "content_hash", "prune", "seal", "verify"]
 
+# Not INVALID: a replay that re-validates an invalid event rewrites the sealed identity fields (type,
+# external id, ticket), so such an event is sealed once it reaches its real outcome.
 FINAL = [EventState.APPLIED, EventState.SKIPPED, EventState.IGNORED, EventState.DEAD]
 ZERO = "0" * 64
 

@@ -32,6 +32,7 @@ from pipelines.audit import (
     TicketStatusChange,
 )
 from pipelines.db import db_now, engine_for, session_scope, utcnow
+from pipelines.invalid import INVALID_TYPE, revalidate_into
 
 __all__ = [
     "Claim",
@@ -394,7 +395,7 @@ def park(db: str, event_id: int) -> None:
                   .values(state=EventState.PARKED, updated_at=utcnow()))
 
 
-REPLAYABLE = (EventState.DEAD, EventState.SKIPPED, EventState.IGNORED)
+REPLAYABLE = (EventState.DEAD, EventState.SKIPPED, EventState.IGNORED, EventState.INVALID)
 
 
 def replay(db: str, event_id: int) -> tuple[bool, str]:
@@ -410,6 +411,9 @@ def replay(db: str, event_id: int) -> tuple[bool, str]:
             return False, f"no event #{event_id}"
         if row.state not in REPLAYABLE:
             return False, f"event #{event_id} is {row.state}; only dead, skipped or ignored events are replayed"
+        # A kept invalid body is checked again with today's code first (pipelines/invalid.py).
+        if row.event_type == INVALID_TYPE and (refused := revalidate_into(s, row)) is not None:
+            return False, f"event #{event_id} not replayed: {refused}"
         row.state, row.reason, row.not_before, row.lease_until = EventState.ACCEPTED, None, None, None
         row.horizon_from, row.updated_at, row.replays = now, now, row.replays + 1
         return True, f"event #{event_id} queued again (replay {row.replays})"

@@ -2,7 +2,8 @@
 
 Thin like the partner webhooks: cap the body, verify ``X-Hook-Signature`` over the raw bytes, check
 the shape, record, commit, enqueue, answer 202 (well inside Autotask's 10-second timeout). A callout
-delivered twice is one event (200 "duplicate"). Every refusal is recorded with its reason.
+delivered twice is one event (200 "duplicate"). Every refusal is recorded with its reason; a signed
+callout whose JSON fails the shape check is also kept whole as an ``invalid`` event (pipelines/invalid.py).
 
 Deactivation notices cannot be authenticated like callouts (facts §8), so they are only recorded
 (in the capped rejections table, so an unauthenticated flood cannot grow the database) and shown
@@ -20,24 +21,32 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from connectors.autotask.callouts import (
     CalloutPayload,
     CalloutVerificationFailed,
     dedupe_key,
-    parse_callout,
     verify_callout,
 )
 from connectors.common.events import Observation, Source
 from pipelines import intake, store
+from pipelines.audit import EventState
 from pipelines.autotask_status import DEACTIVATION_SOURCE
+from pipelines.invalid import INVALID_TYPE, InvalidBody, callout_key, check_callout
 from workers.settings import Settings, webhook_secrets
 
 __all__ = ["make_autotask_router"]
 
 log = logging.getLogger("atrelay.ingress")
+
+
+class _Invalid(Exception):
+    """Signed, but the body fails the shape check: kept as an invalid event, then refused."""
+
+    def __init__(self, bad: InvalidBody) -> None:
+        super().__init__(bad.reason)
+        self.bad = bad
 
 
 class _Refused(Exception):
@@ -66,33 +75,16 @@ def _size(request: Request) -> int:
 
 def _validate(body: bytes, headers: Mapping[str, str], secrets: list[str], *, note: bool
               ) -> tuple[CalloutPayload, datetime | None]:
-    """Signature, JSON, shape and entity of one callout, or :class:`_Refused` with the precise reason."""
+    """Signature, JSON, shape and entity of one callout: :class:`_Refused` when the signature fails,
+    :class:`_Invalid` (with the precise reason) when a signed body fails the rest."""
     try:
         verify_callout(body, headers, secrets)
     except CalloutVerificationFailed as exc:
         raise _Refused(401, f"signature rejected: {exc}") from None
     try:
-        json.loads(body)
-    except RecursionError:
-        raise _Refused(400, "malformed JSON: nested too deeply") from None
-    except ValueError as exc:
-        raise _Refused(400, f"malformed JSON: {exc}") from None
-    try:
-        payload = parse_callout(body)
-    except ValidationError as exc:
-        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())) or "(body)",
-                   "message": str(e.get("msg", "invalid"))} for e in exc.errors()]
-        raise _Refused(422, f"{fields[0]['field']}: {fields[0]['message']}", fields) from None
-    if payload.is_note != note:
-        want = "TicketNote" if note else "Ticket"
-        raise _Refused(422, f"EntityType: expected {want} on this URL, got {payload.entity_type!r}")
-    occurred = payload.event_time
-    if occurred is not None:
-        try:
-            occurred = (occurred if occurred.tzinfo else occurred.replace(tzinfo=UTC)).astimezone(UTC)
-        except (OverflowError, ValueError):
-            raise _Refused(422, "EventTime: out of range once converted to UTC") from None
-    return payload, occurred
+        return check_callout(body, note=note)
+    except InvalidBody as bad:
+        raise _Invalid(bad) from None
 
 
 def make_autotask_router(cfg: Settings, enqueue: Callable[[int], None],
@@ -108,14 +100,15 @@ def make_autotask_router(cfg: Settings, enqueue: Callable[[int], None],
             cached.append(webhook_secrets(cfg, "autotask")[0])
         return cached[0]
 
-    async def refuse(request: Request, rej: _Refused, source: str = "autotask") -> JSONResponse:
+    async def refuse(request: Request, rej: _Refused, source: str = "autotask",
+                     kept: dict[str, Any] | None = None) -> JSONResponse:
         await run_in_threadpool(
             store.record_rejection, db, source=source, status_code=rej.status, reason=rej.reason,
             webhook_id=None, remote=request.client.host if request.client else None, body_size=_size(request),
             keep=cfg.rejections_keep,
         )
         extra: dict[str, Any] = {"fields": rej.fields} if rej.fields else {}
-        return JSONResponse({"error": rej.reason, **extra}, status_code=rej.status)
+        return JSONResponse({"error": rej.reason, **extra, **(kept or {})}, status_code=rej.status)
 
     async def accept(request: Request, *, note: bool) -> JSONResponse:
         try:
@@ -123,6 +116,18 @@ def make_autotask_router(cfg: Settings, enqueue: Callable[[int], None],
             payload, occurred = _validate(body, request.headers, secrets(), note=note)
         except _Refused as rej:
             return await refuse(request, rej)
+        except _Invalid as inv:
+            if inv.bad.status != 422:  # not JSON at all: refused and recorded only
+                return await refuse(request, _Refused(inv.bad.status, inv.bad.reason))
+            # Signed by Autotask, so authenticated: JSON of the wrong shape is kept whole as an invalid
+            # event (replayable after a fix, pipelines/invalid.py); Autotask still gets the 422.
+            kept = store.NewEvent(
+                source=Source.AUTOTASK.value, external_id=callout_key(body, note=note),
+                event_type=INVALID_TYPE, body=body, headers=dict(request.headers), state=EventState.INVALID,
+                reason=inv.bad.reason[:2000])
+            kept_id, _ = await accepted.accept(kept)
+            return await refuse(request, _Refused(inv.bad.status, inv.bad.reason, inv.bad.fields or None),
+                                kept={"id": kept_id, "state": "invalid"})
         new = store.NewEvent(
             source=Source.AUTOTASK.value, external_id=dedupe_key(payload, body),
             event_type=(Observation.NOTE_ADDED if note else Observation.TICKET_CHANGED).value,

@@ -9,11 +9,9 @@ Answers: 202 ``{"id", "status": "accepted"}``; a ``webhook-id`` seen before: 200
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC
 from typing import Any
 
 import anyio.to_thread
@@ -21,13 +19,13 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from connectors.common.events import Source
 from connectors.common.standard_webhooks import REQUIRED_HEADERS, VerificationFailed
-from pipelines import intake, store
-from pipelines.clock import clamp_future, own_headers
+from pipelines import intake, invalid, store
+from pipelines.audit import EventState
+from pipelines.clock import own_headers
 from pipelines.db import utcnow
 from pipelines.registry import WEBHOOKS, WebhookConnector
 from pipelines.schema import SchemaOutOfDate, check_schema
@@ -51,14 +49,6 @@ class _Rejected(Exception):
     def __init__(self, status: int, reason: str, extra: dict[str, Any] | None = None) -> None:
         super().__init__(reason)
         self.status, self.reason, self.extra = status, reason, extra or {}
-
-
-def _field_errors(exc: ValidationError) -> list[dict[str, str]]:
-    out = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err.get("loc", ())) or "(body)"
-        out.append({"field": loc, "message": str(err.get("msg", "invalid")).removeprefix("Value error, ")})
-    return out
 
 
 async def _read_capped(request: Request, limit: int) -> bytes | None:
@@ -134,27 +124,23 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         except VerificationFailed as exc:
             raise _Rejected(401, f"signature rejected: {exc}") from None
         try:
-            json.loads(body)
-        except RecursionError:
-            raise _Rejected(400, "malformed JSON: nested too deeply") from None
-        except ValueError as exc:  # JSONDecodeError, bad UTF-8, an integer over Python's 4,300 digits
-            raise _Rejected(400, f"malformed JSON: {exc}") from None
-        try:
-            payload = conn.parse(body)
-        except ValidationError as exc:
-            fields = _field_errors(exc)
-            first = fields[0]
-            raise _Rejected(422, f"{first['field']}: {first['message']}", {"fields": fields}) from None
-        try:
-            # Stored in UTC: a valid ISO date near year 1 or 9999 can overflow once converted.
-            occurred_at = payload.timestamp.astimezone(UTC) if payload.timestamp else None
-        except (OverflowError, ValueError):
-            raise _Rejected(422, "timestamp: out of range once converted to UTC") from None
-        occurred_at, clamped = clamp_future(occurred_at, utcnow(), cfg.max_clock_skew_seconds)
+            valid = invalid.check_webhook(conn, body, webhook_id, utcnow(), cfg.max_clock_skew_seconds)
+        except invalid.InvalidBody as bad:
+            if bad.status != 422:  # not JSON at all: refused and recorded, as any malformed request
+                raise _Rejected(bad.status, bad.reason) from None
+            # Signed JSON of the wrong shape is authenticated data: kept whole as an invalid event
+            # (replayable after a fix), and the sender still gets the 422 with the fields at fault.
+            kept = store.NewEvent(
+                source=conn.source.value, external_id=invalid.webhook_key(webhook_id),
+                event_type=invalid.INVALID_TYPE, body=body, headers=own_headers(request.headers, None),
+                state=EventState.INVALID, reason=bad.reason[:2000])
+            kept_id, _ = await group.accept(kept)
+            extra: dict[str, Any] = {"fields": bad.fields} if bad.fields else {}
+            raise _Rejected(bad.status, bad.reason, {**extra, "id": kept_id, "state": "invalid"}) from None
         new = store.NewEvent(
-            source=conn.source.value, external_id=webhook_id, event_type=payload.event_type.value,
-            body=body, headers=own_headers(request.headers, clamped), ticket_id=payload.data.ticket_id,
-            ticket_number=payload.data.ticket_number, occurred_at=occurred_at,
+            source=conn.source.value, external_id=webhook_id, event_type=valid.event_type,
+            body=body, headers=own_headers(request.headers, valid.clamped_from), ticket_id=valid.ticket_id,
+            ticket_number=valid.ticket_number, occurred_at=valid.occurred_at,
         )
 
         event_id, created = await group.accept(new)

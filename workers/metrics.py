@@ -68,10 +68,10 @@ class AuditCollector(Collector):
                                     "From ingress acceptance to the Autotask change", buckets=cumulative,
                                     sum_value=counters.get(("latency_sum", ()), 0.0))
 
-        # Only the states work waits in (and dead letters): counted through the state index, so bounded by
-        # the work in hand, not by history. Final outcomes are in atrelay_events_total.
+        # Only the states work waits in (and dead letters and invalid events): counted through the state
+        # index, so bounded by the work in hand, not by history. Final outcomes are in atrelay_events_total.
         counts = open_state_counts(self.db)
-        states = GaugeMetricFamily("atrelay_events_in_state", "Events now in each open state (and dead)",
+        states = GaugeMetricFamily("atrelay_events_in_state", "Events now in each open state (and dead or invalid)",
                                    labels=["state"])
         for state, n in counts.items():
             states.add_metric([state], float(n))

@@ -218,7 +218,9 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
                     parents = select(InboundEvent.id).where(on_ticket)
                     q = q.where(on_ticket | col(InboundEvent.caused_by_id).in_(parents))
                 events = list(s.exec(q).all())
-                dead = list(s.exec(select(InboundEvent).where(InboundEvent.state == EventState.DEAD)
+                # Invalid events (signed bodies that failed validation) wait for a fix and a replay too.
+                dead = list(s.exec(select(InboundEvent)
+                                   .where(col(InboundEvent.state).in_([EventState.DEAD, EventState.INVALID]))
                                    .order_by(col(InboundEvent.id).desc()).limit(50)).all())
                 parked = list(s.exec(select(InboundEvent)
                                      .where(col(InboundEvent.state).in_([EventState.PARKED, EventState.RETRYING]))

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlmodel import col, select
 
-from pipelines.audit import InboundEvent, PollRun, RejectedRequest
+from pipelines.audit import EventState, InboundEvent, PollRun, RejectedRequest
 from pipelines.clock import clamped_from
 from pipelines.db import session_scope, utcnow
 from pipelines.store import event_story
@@ -53,7 +53,8 @@ def print_events(db: str, console: Console, *, limit: int, source: str | None, s
     table = Table(title=f"Recent events ({len(rows)})", header_style="bold")
     for name in ("id", "received (UTC)", "source", "type", "ticket", "state", "reason", "tries"):
         table.add_column(name, overflow="fold")
-    colours = {"applied": "green", "dead": "red", "retrying": "yellow", "parked": "yellow", "skipped": "cyan"}
+    colours = {"applied": "green", "dead": "red", "invalid": "red", "retrying": "yellow", "parked": "yellow",
+               "skipped": "cyan"}
     for r in rows:
         ticket = str(r.ticket_id or r.ticket_number or "-")
         style = colours.get(r.state, "")
@@ -102,6 +103,10 @@ def print_event(db: str, console: Console, event_id: int) -> bool:
     return True
 
 
+#: What `atrelay dlq` lists: everything that waits for an operator's fix and replay.
+_DLQ_STATES = [EventState.DEAD.value, EventState.INVALID.value]
+
+
 def _age(value: object) -> str:
     if not hasattr(value, "tzinfo"):
         return "-"
@@ -114,12 +119,14 @@ def _age(value: object) -> str:
 
 def print_dead_letters(db: str, console: Console, *, limit: int) -> None:
     with session_scope(db) as s:
-        rows = list(s.exec(select(InboundEvent).where(InboundEvent.state == "dead")
+        # Invalid events (signed bodies that failed validation) wait for a fix and a replay just like
+        # dead letters, so they are listed here too, with their state.
+        rows = list(s.exec(select(InboundEvent).where(col(InboundEvent.state).in_(_DLQ_STATES))
                            .order_by(col(InboundEvent.id).desc()).limit(limit)).all())
     _print_table(console, f"Dead letters ({len(rows)}); replay with `atrelay replay ID`",
-                 ("id", "age", "source", "type", "ticket", "tries", "reason"),
+                 ("id", "age", "source", "type", "ticket", "state", "tries", "reason"),
                  [(str(r.id), _age(r.updated_at), r.source, r.event_type, str(r.ticket_id or r.ticket_number or "-"),
-                   str(r.attempts), r.reason or "") for r in rows])
+                   r.state, str(r.attempts), r.reason or "") for r in rows])
 
 
 def print_rejections(db: str, console: Console, *, limit: int) -> None:

@@ -18,7 +18,8 @@ __all__ = ["Health", "broker_queue_depth", "check_broker", "health", "last_recon
            "picklists_fresh", "picklists_loaded_at", "quota_usage", "state_counts"]
 
 
-_OPEN = [s.value for s in EventState if not s.final] + [EventState.DEAD.value]
+# Dead and invalid events are final but wait for an operator, so they are counted with the open ones.
+_OPEN = [s.value for s in EventState if not s.final] + [EventState.DEAD.value, EventState.INVALID.value]
 
 
 @dataclass

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["TICKET_NUMBER_PATTERN", "TicketRef", "render_value"]
+__all__ = ["TICKET_NUMBER_PATTERN", "TicketRef", "normalise_ticket_number", "render_value"]
 
-TICKET_NUMBER_PATTERN = r"^T\d{8}\.\d{4,}$"
+# ASCII digits only: the schema's regex engine reads ``\d`` as any Unicode digit (a full-width 2, U+FF12, would pass).
+TICKET_NUMBER_PATTERN = r"^T[0-9]{8}\.[0-9]{4,}$"
+#: What a ticket number may look like before normalisation: any case, any sequence length.
+_LOOSE_TICKET_NUMBER = re.compile(r"T(\d{8})\.(\d{1,50})", re.IGNORECASE | re.ASCII)
+
+
+def normalise_ticket_number(value: str) -> str:
+    """A ticket number in Autotask's own form when only its spelling is off, else ``value`` unchanged.
+
+    Why: partners type or template these by hand; ``" T20261126.0001"``, ``"t20261126.0001"`` and
+    ``"T20261126.1"`` can only mean T20261126.0001 (Autotask writes ``TYYYYMMDD.NNNN``, the daily
+    sequence padded to four digits: autotask-rest-facts.md, Ticket fields), and refusing them loses
+    the event. Only what is unambiguous is fixed: surrounding whitespace, the letter's case, a short
+    sequence. Anything else (no ``T``, a date of another length, inner spaces) is left for the
+    pattern to refuse.
+    """
+    match = _LOOSE_TICKET_NUMBER.fullmatch(value.strip())
+    if match is None:
+        return value
+    date, sequence = match.groups()
+    return f"T{date}.{sequence.zfill(4)}"
 
 
 class TicketRef(BaseModel):
@@ -18,6 +39,11 @@ class TicketRef(BaseModel):
 
     ticket_number: Annotated[str | None, Field(pattern=TICKET_NUMBER_PATTERN, max_length=50)] = None
     ticket_id: Annotated[int | None, Field(gt=0, lt=2**53)] = None
+
+    @field_validator("ticket_number", mode="before")
+    @classmethod
+    def _normalise(cls, value: object) -> object:
+        return normalise_ticket_number(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _one_ref(self) -> TicketRef:
