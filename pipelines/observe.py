@@ -105,12 +105,17 @@ class ObserveRun(RunBase):
         # necessarily this status change: it counts as atrelay's only if the effect ledger agrees.
         by_atrelay = own is not None and by == own and store.atrelay_wrote(ctx.db, ticket.id, ticket.status)
         changed_at = _aware(payload.event_time) or _aware(ticket.last_activity_date) or utcnow()
-        # A callout names Status only when the status changed (it is a subscribed field); a
-        # due-date-only callout about a ticket never seen before just records where it stands.
-        first_sight_baseline = self._via == "callout" and payload.field("Status") is None
-        obs = store.observe_status(ctx.db, ticket.id, ticket.status, changed_at=changed_at, by_resource_id=by,
-                                   by_atrelay=by_atrelay, via=self._via, event_id=self.event_id,
-                                   baseline_only=first_sight_baseline)
+        # A callout names Status only when the status changed (it is a subscribed field). A
+        # due-date-only callout about a ticket never seen before records nothing: the status read
+        # now may already be the result of a change whose own callout is still on its way, and
+        # taking it as the baseline would make that callout look like "no change".
+        first_sight = self._via == "callout" and payload.field("Status") is None
+        if first_sight and store.observed_status(ctx.db, ticket.id) is None:
+            obs = store.Observed(False, None)
+        else:
+            obs = store.observe_status(ctx.db, ticket.id, ticket.status, changed_at=changed_at,
+                                       by_resource_id=by, by_atrelay=by_atrelay, via=self._via,
+                                       event_id=self.event_id)
         labels = lists.status
         base: dict[str, object] = {"ticket_id": ticket.id, "from_status": labels.label(obs.previous),
                                    "to_status": labels.label(ticket.status)}
@@ -119,7 +124,7 @@ class ObserveRun(RunBase):
                 breach = overdue_deferred_guard(ctx, ticket, lists, changed_at=utcnow(), cause=self.event_id)
                 if breach is not None:
                     return self._breach(breach, **base)
-            why = "baseline: first sight of this ticket" if obs.previous is None else "no-status-change"
+            why = "first sight of this ticket, no status change named" if obs.previous is None else "no-status-change"
             return self._observed(why, **base)
         if by_atrelay:
             return self._observed("own-change: made by atrelay's API user", **base)

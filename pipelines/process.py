@@ -202,7 +202,7 @@ class _Run(RunBase):
             received_at=self.row.received_at, key=ctx.note_key,
         )
         self.guard()
-        effect = store.update_effect(ctx.db, effect, note_started_at=utcnow())
+        effect = store.update_effect(ctx.db, effect, note_started_at=utcnow(), note_text=f"{title}\n\n{description}")
         note_id = client.add_ticket_note(
             effect.ticket_id, title=title, description=description, note_type=note_type, publish=publish
         )

@@ -34,6 +34,7 @@ from connectors.common.events import Source
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import session_scope
+from workers.dead_letters import explain_event
 from workers.settings import Settings
 from workers.status import health
 from workers.verdict import autotask_failing, verdict
@@ -225,12 +226,14 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
                 parked = list(s.exec(select(InboundEvent)
                                      .where(col(InboundEvent.state).in_([EventState.PARKED, EventState.RETRYING]))
                                      .order_by(col(InboundEvent.not_before)).limit(50)).all())
+                explained = {e.id: explain_event(s, e) for e in dead}
             from pipelines.autotask_status import autotask_intake
 
             now = health(settings)
             intake = autotask_intake(db)
             failing = autotask_failing(db)
-            return {"events": events, "dead": dead, "parked": parked, "health": now, "intake": intake,
+            return {"events": events, "dead": dead, "explained": explained, "parked": parked, "health": now,
+                    "intake": intake,
                     "autotask_failing": failing, "verdict": verdict(settings, now, intake, failing)}
 
         data = await run_in_threadpool(gather)
@@ -253,8 +256,15 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
                 body = json.dumps(json.loads(e.body), indent=2)
             except ValueError:
                 body = e.body.decode("utf-8", "replace")
+            explained = None
+            if e.state in (EventState.DEAD, EventState.INVALID):
+                with session_scope(db) as s:
+                    explained = explain_event(s, e)
+            effect = store.get_effect(db, event_id)
             return {"e": e, "runs": story.runs, "attempts": story.attempts, "children": story.children, "body": body,
-                    "headers": json.dumps(e.headers, indent=2), "replayable": e.state in store.REPLAYABLE}
+                    "headers": json.dumps(e.headers, indent=2), "explained": explained,
+                    "replayable": e.state in store.REPLAYABLE and (explained is None or explained.replay_helps),
+                    "note_id": effect.note_id if effect else None, "note_text": effect.note_text if effect else None}
 
         data = await run_in_threadpool(gather)
         if data is None:

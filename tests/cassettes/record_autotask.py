@@ -1,10 +1,14 @@
-"""Re-record the Autotask contract cassettes from the sandbox.
+"""Re-record the Autotask cassettes from atrelay's bundled Autotask sandbox (not from Autotask).
 
     .venv/bin/python -m tests.cassettes.record_autotask
 
-The sandbox's address is rewritten to Autotask zone hosts, and the credential headers and the zone
-lookup's ``user`` parameter are filtered, so the cassettes read as real Autotask traffic and hold
-no credentials. Tests only ever replay them (record_mode "none").
+A recording says where it came from: the sandbox's ephemeral ``http://127.0.0.1:<port>`` becomes
+``http://sandbox.atrelay.invalid`` (a reserved name that can never resolve, so nobody mistakes it for
+an Autotask zone host), and every cassette starts with a comment naming its origin. These cassettes
+check the client against atrelay's own emulator; the client is checked against Autotask's documented
+examples in ``tests/contract/test_autotask_documented.py``. The credential headers and the zone
+lookup's ``user`` parameter are filtered, so the cassettes hold no credentials. Tests only ever
+replay them (record_mode "none").
 """
 
 from __future__ import annotations
@@ -22,10 +26,13 @@ from connectors.common.sandbox_server import ThreadedServer
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
 
 HERE = Path(__file__).parent / "autotask"
-ZONE_HOST = "https://webservices2.autotask.net"
-TENANT_HOST = "https://webservices14.autotask.net"
-ZONE_URL = f"{ZONE_HOST}/atservicesrest/v1.0/zoneInformation"
-BASE_URL = f"{TENANT_HOST}/atservicesrest/V1.0/"
+#: The sandbox's stable name in recordings (RFC 2606 ``.invalid``: never a real host).
+SANDBOX_HOST = "http://sandbox.atrelay.invalid"
+ZONE_URL = f"{SANDBOX_HOST}/atservicesrest/v1.0/zoneInformation"
+BASE_URL = f"{SANDBOX_HOST}/atservicesrest/V1.0/"
+ORIGIN = ("# Recorded from atrelay's bundled Autotask sandbox (connectors/autotask/sandbox.py), NOT from\n"
+          "# Autotask: http://sandbox.atrelay.invalid stands for the sandbox's local address. Re-record with\n"
+          "# .venv/bin/python -m tests.cassettes.record_autotask (see tests/cassettes/README.md).\n")
 FILTERED_HEADERS = [("ApiIntegrationCode", "FILTERED"), ("UserName", "FILTERED"), ("Secret", "FILTERED"),
                     ("host", None)]
 
@@ -33,14 +40,13 @@ FILTERED_HEADERS = [("ApiIntegrationCode", "FILTERED"), ("UserName", "FILTERED")
 def cassette_vcr(record_mode: str = "none", sandbox: str | None = None) -> vcr.VCR:
     def rewrite_request(request: Any) -> Any:
         if sandbox:
-            host = ZONE_HOST if "zoneinformation" in request.uri.lower() else TENANT_HOST
-            request.uri = request.uri.replace(sandbox, host)
+            request.uri = request.uri.replace(sandbox, SANDBOX_HOST)
         return request
 
     def rewrite_response(response: dict[str, Any]) -> dict[str, Any]:
         if sandbox:
             body = response["body"]["string"]
-            response["body"]["string"] = body.replace(sandbox.encode(), TENANT_HOST.encode())
+            response["body"]["string"] = body.replace(sandbox.encode(), SANDBOX_HOST.encode())
             for noise in ("server", "date"):
                 response["headers"].pop(noise, None)
         return response
@@ -58,6 +64,14 @@ def client(zone_url: str, secret: str | None = None, **kw: Any) -> AutotaskClien
     return AutotaskClient(username=creds["username"], secret=secret or creds["secret"],
                           integration_code=creds["integration_code"], zone_url=zone_url,
                           sleep=lambda _s: None, **kw)
+
+
+def mark_origin(directory: Path, origin: str) -> None:
+    """Start every cassette with the comment that names where it was recorded (YAML ignores it)."""
+    for path in sorted(directory.glob("*.yaml")):
+        text = path.read_text()
+        if not text.startswith(origin):
+            path.write_text(origin + text)
 
 
 def main() -> None:
@@ -106,6 +120,7 @@ def main() -> None:
                 client(zone, base_url=base, max_attempts=2).get_ticket(50001)
     finally:
         server.stop()
+    mark_origin(HERE, ORIGIN)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
-"""Re-record the TimeZest contract cassettes from the TimeZest sandbox.
+"""Re-record the TimeZest cassettes from atrelay's bundled TimeZest sandbox (not from TimeZest).
 
     .venv/bin/python -m tests.cassettes.record_timezest
 
-The sandbox address becomes ``https://api.timezest.com`` and the ``Authorization`` header is filtered,
-so the cassettes hold no key.
+A recording says where it came from: the sandbox's ``http://127.0.0.1:<port>`` becomes
+``http://sandbox.atrelay.invalid`` (a reserved name that never resolves) and every cassette starts
+with a comment naming its origin. The client is checked against TimeZest's documented examples in
+``tests/contract/test_timezest_documented.py``. The ``Authorization`` header is filtered, so the
+cassettes hold no key.
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ import vcr
 from connectors.common.sandbox_server import ThreadedServer
 from connectors.timezest.client import TimezestClient, TimezestError
 from connectors.timezest.sandbox import TimezestSandboxState, create_app
+from tests.cassettes.record_autotask import SANDBOX_HOST, mark_origin
 from workers.settings import SANDBOX_TIMEZEST_API_KEY
 
 HERE = Path(__file__).parent / "timezest"
-HOST = "https://api.timezest.com"
+HOST = SANDBOX_HOST
 BASE_URL = f"{HOST}/v1"
+ORIGIN = ("# Recorded from atrelay's bundled TimeZest sandbox (connectors/timezest/sandbox.py), NOT from\n"
+          "# TimeZest: http://sandbox.atrelay.invalid stands for the sandbox's local address. Re-record with\n"
+          "# .venv/bin/python -m tests.cassettes.record_timezest (see tests/cassettes/README.md).\n")
 
 
 def cassette_vcr(record_mode: str = "none", sandbox: str | None = None) -> vcr.VCR:
@@ -70,6 +77,7 @@ def main() -> None:
             client(attempts=2).scheduling_request(ids[0])
     finally:
         server.stop()
+    mark_origin(HERE, ORIGIN)
 
 
 if __name__ == "__main__":

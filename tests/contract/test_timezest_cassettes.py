@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from connectors.timezest.client import TimezestAuthError, TimezestClient, TimezestUnavailable
-from tests.cassettes.record_timezest import BASE_URL, HERE, cassette_vcr
+from tests.cassettes.record_timezest import BASE_URL, HERE, ORIGIN, SANDBOX_HOST, cassette_vcr
 from workers.settings import SANDBOX_TIMEZEST_API_KEY
 
 REPLAY = cassette_vcr("none")
@@ -56,3 +56,15 @@ def test_cassettes_hold_no_key() -> None:
     for path in Path(HERE).glob("*.yaml"):
         text = path.read_text()
         assert SANDBOX_TIMEZEST_API_KEY not in text and "Bearer" not in text and "127.0.0.1" not in text
+
+
+def test_cassettes_say_they_come_from_the_sandbox() -> None:
+    """A recording names its origin: atrelay's TimeZest sandbox, never dressed up as api.timezest.com."""
+    paths = sorted(Path(HERE).glob("*.yaml"))
+    assert paths
+    for path in paths:
+        text = path.read_text()
+        assert text.startswith(ORIGIN), f"{path.name} does not say where it was recorded"
+        assert "api.timezest.com" not in text, f"{path.name} names a TimeZest host it never talked to"
+        uris = [line.split("uri: ", 1)[1] for line in text.splitlines() if line.strip().startswith("uri: ")]
+        assert uris and all(u.startswith(SANDBOX_HOST + "/") for u in uris), path.name
