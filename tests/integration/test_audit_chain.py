@@ -10,7 +10,7 @@ from sqlmodel import col, select
 
 from connectors.autotask.sandbox import SandboxState
 from pipelines import store
-from pipelines.audit import AuditAnchor, AuditSeal, InboundEvent, OutboundAttempt, PipelineRun
+from pipelines.audit import AuditAnchor, AuditSeal, EffectLedger, InboundEvent, OutboundAttempt, PipelineRun
 from pipelines.chain import prune, seal, verify
 from pipelines.db import session_scope
 from pipelines.process import process_event
@@ -19,12 +19,12 @@ from tests.integration.helpers import add_event, make_context, mc_body, webform_
 
 @pytest.fixture
 def sealed(db_url: str, autotask: tuple[str, SandboxState]) -> list[int]:
-    """Four finished events (applied, skipped, dead, applied), sealed."""
+    """Four finished events (applied, applied with a note only (already set), dead, applied), sealed."""
     url, _ = autotask
     ctx = make_context(db_url, url)
     ids = [
         add_event(db_url, "webform", "form.submitted", webform_body(50001)),
-        add_event(db_url, "webform", "form.submitted", webform_body(50001)),  # already-set
+        add_event(db_url, "webform", "form.submitted", webform_body(50001)),  # already set: a note only
         add_event(db_url, "webform", "form.submitted", webform_body("T20200101.0001")),  # dead
         add_event(db_url, "mission-control", "mc.escalated", mc_body("mc.escalated", 50003)),
     ]
@@ -64,7 +64,7 @@ def test_removed_attempt_and_removed_event_are_named(db_url: str, sealed: list[i
 
 def test_removed_event_is_named(db_url: str, sealed: list[int]) -> None:
     with session_scope(db_url) as s:
-        for table in (OutboundAttempt, PipelineRun):
+        for table in (OutboundAttempt, PipelineRun, EffectLedger):  # everything that names the event
             s.execute(delete(table).where(col(table.event_id) == sealed[1]))
         s.execute(delete(InboundEvent).where(col(InboundEvent.id) == sealed[1]))
     assert verify(db_url).problem == f"seal #2: event #{sealed[1]} was removed"
