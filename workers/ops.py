@@ -232,8 +232,10 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
             now = health(settings)
             intake = autotask_intake(db)
             failing = autotask_failing(db)
+            from pipelines.alerts import recent_alerts
+
             return {"events": events, "dead": dead, "explained": explained, "parked": parked, "health": now,
-                    "intake": intake,
+                    "intake": intake, "alerts": recent_alerts(db, limit=20),
                     "autotask_failing": failing, "verdict": verdict(settings, now, intake, failing)}
 
         data = await run_in_threadpool(gather)
