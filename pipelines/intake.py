@@ -8,11 +8,14 @@ failed enqueue only delays it (the sweeper re-queues whatever is owed and was ne
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import tuple_
+from sqlmodel import Session, col, select
 
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent
@@ -76,31 +79,48 @@ def record_in(session: Session, new: store.NewEvent) -> int | None:
 EnqueueMany = Callable[[Sequence[int]], None]
 
 
+@functools.lru_cache(maxsize=4)
+def _insert_many_statement(dialect: str) -> Any:
+    """store's prepared INSERT ... ON CONFLICT DO NOTHING, returning the key with the id."""
+    return store._insert_statement(dialect).returning(  # the one prepared statement (store owns it)
+        col(InboundEvent.source), col(InboundEvent.external_id))
+
+
 def _insert_all(db: str, news: Sequence[store.NewEvent]) -> list[tuple[int, bool]]:
     """:func:`store.insert_event` for several events in one transaction: (id, created) for each.
 
-    The same prepared INSERT ... ON CONFLICT DO NOTHING RETURNING id, one statement per event so each
-    result maps to its event, and one commit for them all.
+    One executemany of the prepared statement, which SQLAlchemy sends as one multi-row INSERT
+    ... RETURNING ("insertmanyvalues"): one round trip for the batch. A row that conflicts returns
+    nothing, so results are matched by (source, external_id), and the ids of repeats are read in
+    one SELECT. Inside a batch, the first event with a key is the one created, later ones are
+    duplicates, as if they had come one after the other.
     """
     engine = engine_for(db)
-    insert = store._insert_statement(engine.dialect.name)
     now = utcnow()
-    out: list[tuple[int, bool]] = []
+    params = [{
+        "source": new.source, "external_id": new.external_id, "event_type": new.event_type,
+        "body": new.body, "headers": store.safe_headers(new.headers), "ticket_id": new.ticket_id,
+        "ticket_number": new.ticket_number, "occurred_at": new.occurred_at,
+        "caused_by_id": new.caused_by_id, "not_before": new.not_before, "state": str(new.state),
+        "received_at": now, "updated_at": now, "attempts": 0, "replays": 0, "reason": new.reason,
+    } for new in news]
     with engine.begin() as conn:
-        for new in news:
-            created = conn.execute(insert, {
-                "source": new.source, "external_id": new.external_id, "event_type": new.event_type,
-                "body": new.body, "headers": store.safe_headers(new.headers), "ticket_id": new.ticket_id,
-                "ticket_number": new.ticket_number, "occurred_at": new.occurred_at,
-                "caused_by_id": new.caused_by_id, "not_before": new.not_before, "state": str(new.state),
-                "received_at": now, "updated_at": now, "attempts": 0, "replays": 0, "reason": new.reason,
-            }).scalar()
-            if created is not None:
-                out.append((int(created), True))
-                continue
-            existing = conn.execute(select(InboundEvent.id).where(
-                InboundEvent.source == new.source, InboundEvent.external_id == new.external_id)).scalar_one()
-            out.append((int(existing), False))
+        rows = conn.execute(_insert_many_statement(engine.dialect.name), params).all()
+        created = {(source, external_id): int(event_id) for event_id, source, external_id in rows}
+        repeats = {(new.source, new.external_id) for new in news} - created.keys()
+        existing: dict[tuple[str, str], int] = {}
+        if repeats:
+            found = conn.execute(select(InboundEvent.id, InboundEvent.source, InboundEvent.external_id).where(
+                tuple_(col(InboundEvent.source), col(InboundEvent.external_id)).in_(list(repeats)))).all()
+            existing = {(source, external_id): int(event_id) for event_id, source, external_id in found}
+    out: list[tuple[int, bool]] = []
+    for new in news:
+        key = (new.source, new.external_id)
+        if key in created:
+            out.append((created.pop(key), True))
+            existing[key] = out[-1][0]  # a later event with the same key is its duplicate
+        else:
+            out.append((existing[key], False))
     return out
 
 
