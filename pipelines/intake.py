@@ -145,6 +145,8 @@ class GroupIntake:
         self.enqueue_many: EnqueueMany = enqueue_many or (lambda ids: enqueue_committed(enqueue, ids))
         self._pending: list[tuple[store.NewEvent, asyncio.Future[tuple[int, bool]]]] = []
         self._flushing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
         # One thread: flushes are serial (batches form while one commits), and the default pool's
         # threads stay free for everything else the app runs there.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atrelay-intake")
@@ -152,12 +154,15 @@ class GroupIntake:
 
     async def accept(self, new: store.NewEvent) -> tuple[int, bool]:
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (a test client may run one per request)
+            self._loop, self._pending, self._flushing, self._task = loop, [], False, None
         future: asyncio.Future[tuple[int, bool]] = loop.create_future()
         self._pending.append((new, future))
         if not self._flushing:
             self._flushing = True
-            # call_soon, not now: requests already parsed in this turn of the loop join the batch.
-            loop.call_soon(lambda: asyncio.ensure_future(self._drain()))
+            # A task starts on the loop's next turn, so requests already parsed in this turn join the
+            # batch. The reference keeps the running task from being garbage-collected.
+            self._task = loop.create_task(self._drain())
         # shield: a client that hangs up does not cancel the commit its event is part of.
         return await asyncio.shield(future)
 
