@@ -129,9 +129,10 @@ class GroupIntake:
 
     Each request awaits :meth:`accept`; its event joins the pending batch. One flush at a time runs
     on a thread of its own: every pending event is inserted in one transaction, committed, and the
-    new ids are enqueued with one broker connection; then every waiting request gets its own
-    (id, created). Nothing is answered before its row is committed, a repeat is still a duplicate
-    (even inside one batch: the second insert sees the first), and while one flush commits the next
+    new ids are enqueued together (one broker round trip where the transport can batch); then every
+    waiting request gets its own (id, created). Nothing is answered before its row is committed, a
+    repeat is still a duplicate (inside one batch too: the first event with a key is created, later
+    ones are its duplicates), nothing is enqueued twice, and while one flush commits the next
     batch gathers, so under load a commit (an fsync on PostgreSQL) and a thread hop are paid per
     batch instead of per request, and at low load a request waits for no timer.
 
