@@ -168,7 +168,8 @@ def write_doc(res: dict[str, Any]) -> None:
              "the repeats with min and max. Load comes from a separate process (`bench/loadgen.py`), every request "
              "signed as its sender signs it; Autotask is the bundled sandbox, which counts the calls it receives.", "",
              f"- Machine: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB, Python {m['python']}, {m['platform']}",
-             f"- Date: {m['date']}; the run took {res['seconds'] / 60:.1f} min; load average at the start "
+             f"- Date: {m['date']}; the run took {res['seconds'] / 60:.1f} min"
+             f"{' (--quick: a smoke run, fewer runs and events)' if res.get('quick') else ''}; load average at the start "
              f"{m.get('loadavg', '?')} (other work on the machine skews every figure)",
              f"- Configuration: {res['config']}", "",
              "## Summary against the goals (issue 14)", "",
