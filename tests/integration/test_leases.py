@@ -105,7 +105,9 @@ def test_a_host_whose_clock_runs_ahead_does_not_expire_live_leases(pg_url: str,
     real_utcnow, real_time = db_module.utcnow, time.time
     monkeypatch.setattr(db_module, "utcnow", lambda: real_utcnow() + ahead)
     monkeypatch.setattr(db_module.time, "time", lambda: real_time() + ahead.total_seconds())
-    db_module._clock_offsets.clear()  # B measures its offset to the database afresh
+    # B measures its offset to the database afresh, into a cache of its own: the skewed measurement
+    # must not outlive this test (monkeypatch puts the real cache back).
+    monkeypatch.setattr(db_module, "_clock_offsets", {})
     b = store.claim_event(pg_url, event_id, 20)
     assert (b.event, b.state) == (None, "leased")
     assert sweep(pg_url, stale_after=timedelta(seconds=0)) == []
