@@ -122,13 +122,19 @@ class _Run(RunBase):
             # A re-run of a note-only ending (superseded, or a follow-up that carried its cause's note).
             if event.carries_note_of is not None:
                 return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
-            return self._note_instead(event, effect, lists, "superseded (re-run: the note was owed)", base)
+            return self._note_instead(event, effect, lists, "not applied (re-run: the note was owed)", base)
         if effect is None:
             last = store.ticket_state(ctx.db, ticket.id)
             # Same second: receipt order decides (pipelines.clock.before_last), never the worker's luck.
             if last is not None and before_last(event.occurred_at, self.event_id, last.last_occurred_at,
                                                 last.last_event_id):
-                return self._finish(EventState.SKIPPED, "skipped", "stale", **base)
+                if not decision.note or event.source == Source.ATRELAY:
+                    return self._finish(EventState.SKIPPED, "skipped", "stale", **base)
+                # Older than what atrelay already applied: not applied, but what it says still reaches
+                # the technician, once (a partner event's information is never dropped).
+                effect = store.update_effect(ctx.db, EffectLedger(
+                    event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status, to_status_id=None))
+                return self._note_instead(event, effect, lists, "stale: a newer event was already applied", base)
             # Only a status change can overwrite a person: a note-only event, or one whose status is
             # already there, overwrites nothing.
             superseded = (self._superseded(event, ticket, lists)

@@ -147,7 +147,7 @@ def test_out_of_order_delivery_never_regresses(dist: Stack) -> None:
         ticket_id=50004, occurred_at=datetime.fromtimestamp(1795690000, tz=UTC)))[0]
     dist.enqueue(older)
     row = final(dist, older)
-    assert (row.state, row.reason) == ("skipped", "stale")
+    assert row.state == "skipped" and (row.reason or "").startswith("stale")
     assert sandbox_ticket(dist.sandbox_url, 50004)["ticket"]["statusLabel"] == "Scheduled"
 
 

@@ -81,4 +81,4 @@ def test_same_second_events_on_a_ticket_settle_by_receipt(
     # Whichever a worker ran first, the later receipt wins.
     assert sandbox.tickets[50003]["status"] == OUT_OF_SCOPE
     if order == "reversed":
-        assert (outcomes[first].state, outcomes[first].reason) == ("skipped", "stale")
+        assert outcomes[first].state == "skipped" and (outcomes[first].reason or "").startswith("stale")

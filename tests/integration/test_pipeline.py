@@ -356,8 +356,10 @@ def test_older_event_never_regresses_the_ticket(db_url: str, autotask: tuple[str
                       mc_body("mc.out_of_scope", 50003, "2026-11-26T10:00:00Z"))
     assert process_event(ctx, newer).state == "applied"
     result = process_event(ctx, older)
-    assert (result.state, result.reason) == ("skipped", "stale")
+    assert (result.state, result.reason) == ("skipped", "stale: a newer event was already applied; note written")
     assert sandbox.tickets[50003]["status"] == 29682845  # Sent from MC
+    notes = [n["description"] for n in sandbox.notes.values()]
+    assert len(notes) == 2 and "NOT applied: stale" in notes[1]  # its information still reaches the ticket
 
 
 def test_unparseable_stored_event_is_dead(db_url: str, autotask: tuple[str, SandboxState]) -> None:
