@@ -19,12 +19,14 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/atrelay run
 
+# pytest runs on two workers: most tests wait on real processes (workers, sandboxes, a browser), so
+# the two cores overlap those waits; each worker gets its own Redis databases (tests/stacks.py).
 test: $(STAMP)
 	@scripts/install-browser
 	$(BIN)/ruff check connectors pipelines workers tests bench
 	$(BIN)/mypy connectors pipelines workers
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -31,9 +31,19 @@ from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, WEBFORM_SECRET, Proc,
 __all__ = ["Stack", "start_stack"]
 
 _names = itertools.count(1)
-# Start where another test run on this machine (a second pytest session) is least likely to be: two
-# runs sharing one Redis database would take each other's tasks.
-_redis_dbs = itertools.cycle([10 + (os.getpid() + i) % 6 for i in range(6)])
+def _stack_redis_dbs() -> list[int]:
+    """Redis databases this test process may give its stacks (two processes sharing one database would
+    take each other's tasks): under pytest-xdist each worker gets its own share of 10-15; a lone run
+    starts where another session on this machine is least likely to be."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if worker.startswith("gw") and count > 1:
+        index = int(worker[2:])
+        return [db for db in range(10, 16) if (db - 10) % count == index % count]
+    return [10 + (os.getpid() + i) % 6 for i in range(6)]
+
+
+_redis_dbs = itertools.cycle(_stack_redis_dbs())
 
 
 def _own_redis_db(url: str) -> str:
