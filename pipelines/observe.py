@@ -21,7 +21,6 @@ from pydantic import ValidationError
 
 from connectors.autotask.callouts import CalloutPayload, parse_callout
 from connectors.autotask.derived import SeenInAutotask
-from connectors.autotask.errors import PermanentError, RetryableError
 from connectors.autotask.models import Ticket
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import Observation, Source
@@ -53,19 +52,8 @@ class ObserveRun(RunBase):
             payload = parse_callout(self.row.body)
         except ValidationError as exc:
             return self._finish(EventState.DEAD, "dead", f"unparseable: {str(exc)[:300]}", decision="observe")
-        self.ctx.client.set_attempt_hook(self._record_attempt)
-        try:
-            return self._note(payload) if payload.is_note else self._ticket(payload)
-        except PermanentError as exc:
-            return self._finish(EventState.DEAD, "dead", exc.reason, decision="observe")
-        except UnknownPicklistValue as exc:
-            return self._finish(EventState.DEAD, "dead", f"unknown-status: {exc}", decision="observe")
-        except RetryableError as exc:
-            return self._retry_or_dead(exc)
-        finally:
-            self.ctx.client.set_attempt_hook(None)
-            if self.leased_ticket is not None:
-                store.release_ticket(self.ctx.db, self.leased_ticket, self.event_id)
+        return self.talk_to_autotask(
+            lambda: self._note(payload) if payload.is_note else self._ticket(payload), "observe")
 
     @property
     def _via(self) -> str:

@@ -10,10 +10,9 @@ from datetime import UTC, timedelta
 
 from pydantic import ValidationError
 
-from connectors.autotask.errors import PermanentError, RetryableError
 from connectors.autotask.history import status_changes_after
 from connectors.autotask.models import Ticket
-from connectors.autotask.picklists import Picklists, UnknownPicklistValue
+from connectors.autotask.picklists import Picklists
 from connectors.common.events import EventType, PartnerEvent, Source
 from pipelines import store
 from pipelines.audit import EffectLedger, EventState
@@ -68,19 +67,7 @@ class _Run(RunBase):
         decision = decide(event, self.ctx.rules)
         if isinstance(decision, Ignore):
             return self._finish(EventState.IGNORED, "ignored", decision.reason, decision="ignore")
-        self.ctx.client.set_attempt_hook(self._record_attempt)
-        try:
-            return self._apply(event, decision)
-        except PermanentError as exc:
-            return self._finish(EventState.DEAD, "dead", exc.reason, decision="transition")
-        except UnknownPicklistValue as exc:
-            return self._finish(EventState.DEAD, "dead", f"unknown-status: {exc}", decision="transition")
-        except RetryableError as exc:
-            return self._retry_or_dead(exc)
-        finally:
-            self.ctx.client.set_attempt_hook(None)
-            if self.leased_ticket is not None:
-                store.release_ticket(self.ctx.db, self.leased_ticket, self.event_id)
+        return self.talk_to_autotask(lambda: self._apply(event, decision), "transition")
 
     def _resolve_ticket(self, event: PartnerEvent) -> Ticket | None:
         """Take the ticket's lease and read it; None when another event holds the lease.

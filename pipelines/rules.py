@@ -25,6 +25,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from connectors.common.events import EventType, PartnerEvent
 
@@ -177,18 +178,24 @@ def decide(event: PartnerEvent, rules: dict[EventType, Rule]) -> Transition | Ig
     return Transition(status=rule.status, note=rule.note, follow_up=rule.follow_up)
 
 
+def _section(path: Path, name: str) -> dict[str, Any]:
+    """One top-level table of the rules file (empty when absent), or :class:`RulesError` naming the file."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise RulesError(f"rules file {path}: {exc}") from None
+    section = data.get(name, {})
+    if not isinstance(section, dict):
+        raise RulesError(f"rules file {path}: [{name}] must be a table")
+    return section
+
+
 def load_rules(path: Path | None) -> dict[EventType, Rule]:
     """The defaults, with the rows of ``path`` (if any) laid over them."""
     rules = dict(DEFAULT_RULES)
     if path is None:
         return rules
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise RulesError(f"rules file {path}: {exc}") from None
-    events = data.get("events", {})
-    if not isinstance(events, dict):
-        raise RulesError(f"rules file {path}: [events] must be a table")
+    events = _section(path, "events")
     for name, row in events.items():
         try:
             etype = EventType(name)
@@ -221,13 +228,7 @@ def load_watch_rules(path: Path | None) -> dict[str, WatchRule]:
     rules = dict(DEFAULT_WATCH_RULES)
     if path is None:
         return rules
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise RulesError(f"rules file {path}: {exc}") from None
-    section = data.get("autotask", {})
-    if not isinstance(section, dict):
-        raise RulesError(f"rules file {path}: [autotask] must be a table")
+    section = _section(path, "autotask")
     for name, row in section.items():
         if name not in rules:
             raise RulesError(f"rules file {path}: unknown Autotask rule [autotask.{name!r}]; "

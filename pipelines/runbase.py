@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.autotask.client import Attempt
-from connectors.autotask.errors import RetryableError
+from connectors.autotask.errors import PermanentError, RetryableError
+from connectors.autotask.picklists import UnknownPicklistValue
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent
 from pipelines.context import Context
@@ -128,6 +130,26 @@ class RunBase:
         state = EventState.RETRYING if plan.kind == "short" else EventState.PARKED
         self._finish(state, "retry", exc.reason, not_before=now + plan.not_before)
         return Result(state.value, exc.reason, retry_in=plan.delay if plan.kind == "short" else None)
+
+    def talk_to_autotask(self, work: Callable[[], Result], decision: str) -> Result:
+        """Run ``work`` with every Autotask call audited; classify what fails (the one error policy).
+
+        Permanent errors and unknown statuses dead-letter the event with the reason; retryable ones
+        are retried or parked. The ticket lease, if one was taken, is released whatever happens.
+        """
+        self.ctx.client.set_attempt_hook(self._record_attempt)
+        try:
+            return work()
+        except PermanentError as exc:
+            return self._finish(EventState.DEAD, "dead", exc.reason, decision=decision)
+        except UnknownPicklistValue as exc:
+            return self._finish(EventState.DEAD, "dead", f"unknown-status: {exc}", decision=decision)
+        except RetryableError as exc:
+            return self._retry_or_dead(exc)
+        finally:
+            self.ctx.client.set_attempt_hook(None)
+            if self.leased_ticket is not None:
+                store.release_ticket(self.ctx.db, self.leased_ticket, self.event_id)
 
     def _record_attempt(self, attempt: Attempt) -> None:
         store.record_attempt(self.ctx.db, self.event_id, self.run_id, attempt)

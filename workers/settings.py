@@ -70,14 +70,18 @@ def _split_secrets(raw: str) -> list[str]:
     return [part for part in raw.split() if part]
 
 
-def _check_whsec(value: SecretStr | None) -> SecretStr | None:
-    if value is None:
-        return None
-    parts = _split_secrets(value.get_secret_value())
-    if not parts:
-        return None
+def _rotation(value: SecretStr | None) -> list[str]:
+    """The one or two secrets a rotating setting holds (new first); more than two is refused."""
+    parts = _split_secrets(value.get_secret_value()) if value is not None else []
     if len(parts) > 2:
         raise ValueError("holds more than two secrets; during rotation give the new and the old one only")
+    return parts
+
+
+def _check_whsec(value: SecretStr | None) -> SecretStr | None:
+    parts = _rotation(value)
+    if not parts:
+        return None
     for part in parts:
         if not part.startswith("whsec_"):
             raise ValueError("each secret must start with 'whsec_' (Standard Webhooks format)")
@@ -168,13 +172,9 @@ class Settings(BaseSettings):
     @field_validator("autotask_webhook_secret")
     @classmethod
     def _autotask_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None:
-            return None
-        parts = _split_secrets(value.get_secret_value())
+        parts = _rotation(value)
         if not parts:
             return None
-        if len(parts) > 2:
-            raise ValueError("holds more than two secrets; during rotation give the new and the old one only")
         if any(len(part) > 64 for part in parts):
             raise ValueError("Autotask accepts a webhook secretKey of at most 64 characters")
         if any(len(part) < 16 for part in parts):
