@@ -62,8 +62,14 @@ class BeatLock:
         if self._redis is not None:
             threading.Thread(target=self._renew, daemon=True, name="beat-lock").start()
 
+    # Renew our lock; if the key is gone (Redis restarted without persistence, or it expired while
+    # Redis was away) nobody leads, so take it back. Only another owner's key means we lost it.
     _RENEW = """
-    if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+    local holder = redis.call('GET', KEYS[1])
+    if holder == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+    if not holder then
+      if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 1 end
+    end
     return 0
     """
 
