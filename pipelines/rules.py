@@ -190,26 +190,32 @@ def _section(path: Path, name: str) -> dict[str, Any]:
     return section
 
 
+def _row(path: Path, section: str, name: str, row: object, allowed: tuple[str, ...]) -> dict[str, Any]:
+    """One ``[section."name"]`` row, checked to be a table of known keys; the error names the bad key."""
+    takes = " and ".join(repr(k) for k in allowed)
+    if not isinstance(row, dict):
+        raise RulesError(f"rules file {path}: [{section}.{name!r}] must be a table; it takes only {takes}")
+    unknown = sorted(set(row) - set(allowed))
+    if unknown:
+        # Name the offending key: a typo such as `stauts` is otherwise hard to spot in a long file.
+        raise RulesError(f"rules file {path}: [{section}.{name!r}] has unknown key(s) "
+                         f"{', '.join(repr(k) for k in unknown)}; it takes only {takes}")
+    return row
+
+
 def load_rules(path: Path | None) -> dict[EventType, Rule]:
     """The defaults, with the rows of ``path`` (if any) laid over them."""
     rules = dict(DEFAULT_RULES)
     if path is None:
         return rules
     events = _section(path, "events")
-    for name, row in events.items():
+    for name, raw in events.items():
         try:
             etype = EventType(name)
         except ValueError:
             known = ", ".join(e.value for e in EventType)
             raise RulesError(f"rules file {path}: unknown event type {name!r}; known: {known}") from None
-        if not isinstance(row, dict):
-            raise RulesError(f"rules file {path}: [events.{name!r}] must be a table; it takes only 'status' "
-                             "and 'note'")
-        unknown = sorted(set(row) - {"status", "note"})
-        if unknown:
-            # Name the offending key: a typo such as `stauts` is otherwise hard to spot in a long file.
-            raise RulesError(f"rules file {path}: [events.{name!r}] has unknown key(s) "
-                             f"{', '.join(repr(k) for k in unknown)}; it takes only 'status' and 'note'")
+        row = _row(path, "events", name, raw, ("status", "note"))
         rule = rules[etype]
         if "status" in row:
             if not isinstance(row["status"], str):
@@ -229,14 +235,11 @@ def load_watch_rules(path: Path | None) -> dict[str, WatchRule]:
     if path is None:
         return rules
     section = _section(path, "autotask")
-    for name, row in section.items():
+    for name, raw in section.items():
         if name not in rules:
             raise RulesError(f"rules file {path}: unknown Autotask rule [autotask.{name!r}]; "
                              f"known: {', '.join(rules)}")
-        if not isinstance(row, dict) or set(row) - {"enabled", "status"}:
-            bad = sorted(set(row) - {"enabled", "status"}) if isinstance(row, dict) else []
-            raise RulesError(f"rules file {path}: [autotask.{name!r}] takes only 'enabled' and 'status'"
-                             + (f" (got {', '.join(bad)})" if bad else ""))
+        row = _row(path, "autotask", name, raw, ("enabled", "status"))
         rule = rules[name]
         if "enabled" in row:
             if not isinstance(row["enabled"], bool):

@@ -34,6 +34,7 @@ from pipelines import intake, store
 from pipelines.audit import EventState
 from pipelines.autotask_status import DEACTIVATION_SOURCE
 from pipelines.invalid import INVALID_TYPE, InvalidBody, callout_key, check_callout
+from workers.http_body import Refused, declared_size, read_body
 from workers.settings import Settings, webhook_secrets
 
 __all__ = ["make_autotask_router"]
@@ -49,38 +50,14 @@ class _Invalid(Exception):
         self.bad = bad
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, reason: str, fields: list[dict[str, str]] | None = None) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.fields = status, reason, fields
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > limit):
-        raise _Refused(413, f"body larger than {limit} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Refused(413, f"body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _size(request: Request) -> int:
-    value = request.headers.get("content-length")
-    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 18 else 0
-
-
 def _validate(body: bytes, headers: Mapping[str, str], secrets: list[str], *, note: bool
               ) -> tuple[CalloutPayload, datetime | None]:
-    """Signature, JSON, shape and entity of one callout: :class:`_Refused` when the signature fails,
+    """Signature, JSON, shape and entity of one callout: :class:`Refused` when the signature fails,
     :class:`_Invalid` (with the precise reason) when a signed body fails the rest."""
     try:
         verify_callout(body, headers, secrets)
     except CalloutVerificationFailed as exc:
-        raise _Refused(401, f"signature rejected: {exc}") from None
+        raise Refused(401, f"signature rejected: {exc}") from None
     try:
         return check_callout(body, note=note)
     except InvalidBody as bad:
@@ -100,25 +77,24 @@ def make_autotask_router(cfg: Settings, enqueue: Callable[[int], None],
             cached.append(webhook_secrets(cfg, "autotask")[0])
         return cached[0]
 
-    async def refuse(request: Request, rej: _Refused, source: str = "autotask",
+    async def refuse(request: Request, rej: Refused, source: str = "autotask",
                      kept: dict[str, Any] | None = None) -> JSONResponse:
         await run_in_threadpool(
             store.record_rejection, db, source=source, status_code=rej.status, reason=rej.reason,
-            webhook_id=None, remote=request.client.host if request.client else None, body_size=_size(request),
+            webhook_id=None, remote=request.client.host if request.client else None, body_size=declared_size(request),
             keep=cfg.rejections_keep,
         )
-        extra: dict[str, Any] = {"fields": rej.fields} if rej.fields else {}
-        return JSONResponse({"error": rej.reason, **extra, **(kept or {})}, status_code=rej.status)
+        return JSONResponse({"error": rej.reason, **rej.extra, **(kept or {})}, status_code=rej.status)
 
     async def accept(request: Request, *, note: bool) -> JSONResponse:
         try:
-            body = await _body(request, cfg.max_body_bytes)
+            body = await read_body(request, cfg.max_body_bytes)
             payload, occurred = _validate(body, request.headers, secrets(), note=note)
-        except _Refused as rej:
+        except Refused as rej:
             return await refuse(request, rej)
         except _Invalid as inv:
             if inv.bad.status != 422:  # not JSON at all: refused and recorded only
-                return await refuse(request, _Refused(inv.bad.status, inv.bad.reason))
+                return await refuse(request, Refused(inv.bad.status, inv.bad.reason))
             # Signed by Autotask, so authenticated: JSON of the wrong shape is kept whole as an invalid
             # event (replayable after a fix, pipelines/invalid.py); Autotask still gets the 422.
             kept = store.NewEvent(
@@ -126,7 +102,8 @@ def make_autotask_router(cfg: Settings, enqueue: Callable[[int], None],
                 event_type=INVALID_TYPE, body=body, headers=dict(request.headers), state=EventState.INVALID,
                 reason=inv.bad.reason[:2000])
             kept_id, _ = await accepted.accept(kept)
-            return await refuse(request, _Refused(inv.bad.status, inv.bad.reason, inv.bad.fields or None),
+            return await refuse(request, Refused(inv.bad.status, inv.bad.reason,
+                                                 {"fields": inv.bad.fields} if inv.bad.fields else None),
                                 kept={"id": kept_id, "state": "invalid"})
         new = store.NewEvent(
             source=Source.AUTOTASK.value, external_id=dedupe_key(payload, body),
@@ -153,8 +130,8 @@ def make_autotask_router(cfg: Settings, enqueue: Callable[[int], None],
                  summary="Autotask says a webhook was deactivated (recorded and shown; changes nothing)")
     async def autotask_deactivated(request: Request) -> JSONResponse:
         try:
-            body = await _body(request, cfg.max_body_bytes)
-        except _Refused as rej:
+            body = await read_body(request, cfg.max_body_bytes)
+        except Refused as rej:
             return await refuse(request, rej, DEACTIVATION_SOURCE)
         try:
             verify_callout(body, request.headers, secrets())

@@ -31,6 +31,7 @@ from pipelines.registry import WEBHOOKS, WebhookConnector
 from pipelines.schema import SchemaOutOfDate, check_schema
 from workers.api_docs import make_docs_router
 from workers.autotask_ingress import make_autotask_router
+from workers.http_body import Refused, check_declared_size, declared_size, read_body
 from workers.http_guard import Refusal, RequestGuard
 from workers.metrics import AuditCollector
 from workers.ops import make_router
@@ -43,28 +44,6 @@ log = logging.getLogger("atrelay.ingress")
 INGRESS_THREADS = 8
 #: The audit column's width; a longer id could not be stored, so it is refused up front.
 MAX_WEBHOOK_ID = 200
-
-
-class _Rejected(Exception):
-    def __init__(self, status: int, reason: str, extra: dict[str, Any] | None = None) -> None:
-        super().__init__(reason)
-        self.status, self.reason, self.extra = status, reason, extra or {}
-
-
-async def _read_capped(request: Request, limit: int) -> bytes | None:
-    """The body, or None once it passes ``limit`` bytes (chunked bodies carry no Content-Length)."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _declared_size(value: str | None) -> int:
-    """The Content-Length a client claimed, for the rejection record (0 when absent or not a number)."""
-    return int(value) if value and value.isascii() and value.isdigit() and len(value) <= 19 else 0
 
 
 def _source_of(path: str) -> str:
@@ -110,24 +89,19 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
                   lifespan=_lifespan)
 
     async def _accept(conn: WebhookConnector, request: Request) -> tuple[int, int, str]:
-        limit = cfg.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and (not (declared.isascii() and declared.isdigit()) or int(declared) > limit):
-            raise _Rejected(413, f"body larger than {limit} bytes")
+        check_declared_size(request, cfg.max_body_bytes)
         if len(request.headers.get("webhook-id", "")) > MAX_WEBHOOK_ID:
-            raise _Rejected(400, f"webhook-id longer than {MAX_WEBHOOK_ID} characters")
-        body = await _read_capped(request, limit)
-        if body is None:
-            raise _Rejected(413, f"body larger than {limit} bytes")
+            raise Refused(400, f"webhook-id longer than {MAX_WEBHOOK_ID} characters")
+        body = await read_body(request, cfg.max_body_bytes)
         try:
             webhook_id = conn.verify(body, request.headers, secrets_for(conn))
         except VerificationFailed as exc:
-            raise _Rejected(401, f"signature rejected: {exc}") from None
+            raise Refused(401, f"signature rejected: {exc}") from None
         try:
             valid = invalid.check_webhook(conn, body, webhook_id, utcnow(), cfg.max_clock_skew_seconds)
         except invalid.InvalidBody as bad:
             if bad.status != 422:  # not JSON at all: refused and recorded, as any malformed request
-                raise _Rejected(bad.status, bad.reason) from None
+                raise Refused(bad.status, bad.reason) from None
             # Signed JSON of the wrong shape is authenticated data: kept whole as an invalid event
             # (replayable after a fix), and the sender still gets the 422 with the fields at fault.
             kept = store.NewEvent(
@@ -136,7 +110,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
                 state=EventState.INVALID, reason=bad.reason[:2000])
             kept_id, _ = await group.accept(kept)
             extra: dict[str, Any] = {"fields": bad.fields} if bad.fields else {}
-            raise _Rejected(bad.status, bad.reason, {**extra, "id": kept_id, "state": "invalid"}) from None
+            raise Refused(bad.status, bad.reason, {**extra, "id": kept_id, "state": "invalid"}) from None
         new = store.NewEvent(
             source=conn.source.value, external_id=webhook_id, event_type=valid.event_type,
             body=body, headers=own_headers(request.headers, valid.clamped_from), ticket_id=valid.ticket_id,
@@ -150,12 +124,12 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         async def receive(request: Request) -> JSONResponse:
             try:
                 status, event_id, outcome = await _accept(conn, request)
-            except _Rejected as rej:
+            except Refused as rej:
                 await run_in_threadpool(
                     store.record_rejection, db, source=conn.source.value, status_code=rej.status,
                     reason=rej.reason, webhook_id=request.headers.get("webhook-id"),
                     remote=request.client.host if request.client else None,
-                    body_size=_declared_size(request.headers.get("content-length")),
+                    body_size=declared_size(request),
                     keep=cfg.rejections_keep,
                 )
                 return JSONResponse({"error": rej.reason, **rej.extra}, status_code=rej.status)

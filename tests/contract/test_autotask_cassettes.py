@@ -17,6 +17,7 @@ from connectors.autotask import errors as E
 from connectors.autotask.client import Attempt, AutotaskClient
 from connectors.autotask.picklists import Picklists
 from tests.cassettes.record_autotask import BASE_URL, HERE, ORIGIN, SANDBOX_HOST, ZONE_URL, cassette_vcr
+from tests.contract.origin import assert_recorded_from_sandbox
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
 
 REPLAY = cassette_vcr("none")
@@ -158,14 +159,7 @@ def test_cassettes_hold_no_credentials() -> None:
 
 def test_cassettes_say_they_come_from_the_sandbox() -> None:
     """A recording names its origin: atrelay's sandbox, never dressed up as Autotask's hosts."""
-    paths = sorted(Path(HERE).glob("*.yaml"))
-    assert paths
-    for path in paths:
-        text = path.read_text()
-        assert text.startswith(ORIGIN), f"{path.name} does not say where it was recorded"
-        assert "autotask.net" not in text, f"{path.name} names an Autotask host it never talked to"
-        uris = [line.split("uri: ", 1)[1] for line in text.splitlines() if line.strip().startswith("uri: ")]
-        assert uris and all(u.startswith(SANDBOX_HOST + "/") for u in uris), path.name
+    assert_recorded_from_sandbox(HERE, origin=ORIGIN, sandbox_host=SANDBOX_HOST, real_host="autotask.net")
 
 
 def test_unrecorded_request_is_refused() -> None:

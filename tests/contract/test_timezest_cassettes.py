@@ -8,6 +8,7 @@ import pytest
 
 from connectors.timezest.client import TimezestAuthError, TimezestClient, TimezestUnavailable
 from tests.cassettes.record_timezest import BASE_URL, HERE, ORIGIN, SANDBOX_HOST, cassette_vcr
+from tests.contract.origin import assert_recorded_from_sandbox
 from workers.settings import SANDBOX_TIMEZEST_API_KEY
 
 REPLAY = cassette_vcr("none")
@@ -60,11 +61,4 @@ def test_cassettes_hold_no_key() -> None:
 
 def test_cassettes_say_they_come_from_the_sandbox() -> None:
     """A recording names its origin: atrelay's TimeZest sandbox, never dressed up as api.timezest.com."""
-    paths = sorted(Path(HERE).glob("*.yaml"))
-    assert paths
-    for path in paths:
-        text = path.read_text()
-        assert text.startswith(ORIGIN), f"{path.name} does not say where it was recorded"
-        assert "api.timezest.com" not in text, f"{path.name} names a TimeZest host it never talked to"
-        uris = [line.split("uri: ", 1)[1] for line in text.splitlines() if line.strip().startswith("uri: ")]
-        assert uris and all(u.startswith(SANDBOX_HOST + "/") for u in uris), path.name
+    assert_recorded_from_sandbox(HERE, origin=ORIGIN, sandbox_host=SANDBOX_HOST, real_host="api.timezest.com")

@@ -19,7 +19,6 @@ from tests.conftest import autotask_env
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 from tests.integration.test_alerts import Receiver
 from workers import alerts as worker_alerts
-from workers.ingress import create_app
 from workers.runtime import reset_runtime
 from workers.settings import load_settings, reset_settings_cache
 
@@ -88,14 +87,9 @@ def test_an_escalation_left_without_an_owner_is_alerted_once_with_its_fields(
     assert "TicketNumber=T20261126.0002" in msg["message"]
 
 
-def test_the_dashboard_lists_alerts(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    token = "a-dashboard-token-of-enough-length"
-    monkeypatch.setenv("ATRELAY_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("ATRELAY_ADMIN_TOKEN", token)
+def test_the_dashboard_lists_alerts(ops_client: TestClient, sqlite_url: str) -> None:
     alerts.record_alert(sqlite_url, kind="dead_letter", key="dead_letter:1", title="Dead letter #1 (ticket-not-found)",
                         body="x")
-    with TestClient(create_app(load_settings(), enqueue=lambda _i: None),
-                    headers={"authorization": f"Bearer {token}"}) as client:
-        page = client.get("/ops")
+    page = ops_client.get("/ops")
     assert page.status_code == 200
     assert 'id="alerts-table"' in page.text and "Dead letter #1 (ticket-not-found)" in page.text

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -23,19 +22,6 @@ from pipelines.db import engine_for
 from pipelines.process import process_event
 from tests.integration.helpers import add_event, make_context, webform_body
 from workers.dead_letters import explain
-from workers.ingress import create_app
-from workers.settings import load_settings
-
-TOKEN = "a-dashboard-token-of-enough-length"
-
-
-@pytest.fixture
-def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.setenv("ATRELAY_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("ATRELAY_ADMIN_TOKEN", TOKEN)
-    with TestClient(create_app(load_settings(), enqueue=lambda _i: None),
-                    headers={"authorization": f"Bearer {TOKEN}"}) as c:
-        yield c
 
 
 def _for_ticket(db: str, number: str) -> int:
@@ -47,13 +33,13 @@ def _for_ticket(db: str, number: str) -> int:
     return event_id
 
 
-def test_event_page_shows_the_note_text_atrelay_posted(client: TestClient, sqlite_url: str,
+def test_event_page_shows_the_note_text_atrelay_posted(ops_client: TestClient, sqlite_url: str,
                                                        autotask: tuple[str, SandboxState]) -> None:
     url, sandbox = autotask
     event_id = add_event(sqlite_url, "webform", "form.submitted", webform_body())
     assert process_event(make_context(sqlite_url, url), event_id).state == "applied"
     (note,) = sandbox.notes.values()
-    page = html.unescape(client.get(f"/ops/events/{event_id}").text)
+    page = html.unescape(ops_client.get(f"/ops/events/{event_id}").text)
     assert "Note atrelay posted" in page and f"Autotask note #{note['id']}" in page
     assert "kept in the audit DB when posting" in page  # says where the text comes from
     shown = page.split('<pre id="note-text">', 1)[1].split("</pre>", 1)[0]
@@ -61,17 +47,17 @@ def test_event_page_shows_the_note_text_atrelay_posted(client: TestClient, sqlit
 
 
 def test_ticket_not_found_explains_itself_and_offers_replay_only_once_the_ticket_exists(
-        client: TestClient, sqlite_url: str, autotask: tuple[str, SandboxState]) -> None:
+        ops_client: TestClient, sqlite_url: str, autotask: tuple[str, SandboxState]) -> None:
     url, sandbox = autotask
     ctx = make_context(sqlite_url, url)
     dead = _for_ticket(sqlite_url, "T19990101.0001")
     assert process_event(ctx, dead).state == "dead"
 
-    page = client.get(f"/ops/events/{dead}").text
+    page = ops_client.get(f"/ops/events/{dead}").text
     assert "Autotask has no ticket with this number or id" in page
     assert 'id="raw-reason">ticket-not-found' in page  # the raw reason stays visible
     assert 'id="replay"' not in page and "Replay is not offered" in page and f"atrelay replay {dead}" in page
-    index = client.get("/ops").text
+    index = ops_client.get("/ops").text
     assert f'id="replay-{dead}"' not in index and f'id="no-replay-{dead}"' in index
     assert "Autotask has no ticket with this number or id" in index
 
@@ -79,28 +65,28 @@ def test_ticket_not_found_explains_itself_and_offers_replay_only_once_the_ticket
     sandbox.create_ticket({"ticketNumber": "T19990101.0001", "title": "late"}, sandbox.actor("technician"))
     later = _for_ticket(sqlite_url, "T19990101.0001")
     assert process_event(ctx, later).state == "applied"
-    page = client.get(f"/ops/events/{dead}").text
+    page = ops_client.get(f"/ops/events/{dead}").text
     assert 'id="replay"' in page and f"Event #{later} has since reached this ticket" in page
-    assert f'id="replay-{dead}"' in client.get("/ops").text
+    assert f'id="replay-{dead}"' in ops_client.get("/ops").text
 
 
-def test_an_unparseable_dead_letter_offers_no_replay(client: TestClient, sqlite_url: str,
+def test_an_unparseable_dead_letter_offers_no_replay(ops_client: TestClient, sqlite_url: str,
                                                      autotask: tuple[str, SandboxState]) -> None:
     url, _ = autotask
     dead = add_event(sqlite_url, "webform", "form.submitted", b'{"type": "form.submitted", "data": 7}')
     assert process_event(make_context(sqlite_url, url), dead).state == "dead"
-    page = client.get(f"/ops/events/{dead}").text
+    page = ops_client.get(f"/ops/events/{dead}").text
     assert 'id="raw-reason">unparseable' in page
     assert "could not be read as this partner" in page
     assert 'id="replay"' not in page and "parse the same bytes" in page
 
 
-def test_a_fixable_dead_letter_keeps_its_replay_with_a_plain_sentence(client: TestClient, sqlite_url: str) -> None:
+def test_a_fixable_dead_letter_keeps_its_replay_with_a_plain_sentence(ops_client: TestClient, sqlite_url: str) -> None:
     event_id = add_event(sqlite_url, "webform", "form.submitted", webform_body())
     with engine_for(sqlite_url).begin() as conn:
         conn.execute(update(InboundEvent.__table__).where(InboundEvent.__table__.c.id == event_id)  # type: ignore[attr-defined]
                      .values(state=EventState.DEAD, reason="unknown-status: no active status 'Recieved'"))
-    page = client.get(f"/ops/events/{event_id}").text
+    page = ops_client.get(f"/ops/events/{event_id}").text
     assert "fix the rules file or the status in Autotask, restart atrelay, then replay" in page
     assert "unknown-status: no active status" in html.unescape(page)
     assert 'id="replay"' in page

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from pipelines.audit import OutboundAttempt, RejectedRequest
 from pipelines.db import engine_for, utcnow
-from workers.ingress import create_app
-from workers.settings import load_settings
-
-TOKEN = "a-dashboard-token-of-enough-length"
-
-
-@pytest.fixture
-def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    monkeypatch.setenv("ATRELAY_DATABASE_URL", sqlite_url)
-    monkeypatch.setenv("ATRELAY_ADMIN_TOKEN", TOKEN)
-    with TestClient(create_app(load_settings(), enqueue=lambda _i: None),
-                    headers={"authorization": f"Bearer {TOKEN}"}) as c:
-        yield c
 
 
 def _call(url: str, path: str, status: int | None) -> None:
@@ -32,14 +16,14 @@ def _call(url: str, path: str, status: int | None) -> None:
             error=None if status else "ConnectError: connection refused"))
 
 
-def test_verdict_turns_on_what_needs_attention(client: TestClient, sqlite_url: str) -> None:
+def test_verdict_turns_on_what_needs_attention(ops_client: TestClient, sqlite_url: str) -> None:
     _call(sqlite_url, "/ATServicesRest/V1.0/Tickets/entityInformation/fields", 200)  # picklists loaded
-    page = client.get("/ops").text
+    page = ops_client.get("/ops").text
     assert 'http-equiv="refresh"' in page
     assert "<h2>Healthy</h2>" in page and "Needs attention" not in page
 
     _call(sqlite_url, "/ATServicesRest/V1.0/Tickets/1", 401)
-    page = client.get("/ops").text
+    page = ops_client.get("/ops").text
     assert "Needs attention" in page and "Autotask calls are failing" in page and "unhealthy" in page
 
     _call(sqlite_url, "/ATServicesRest/V1.0/Tickets/1", 200)  # calls succeed again
@@ -47,6 +31,6 @@ def test_verdict_turns_on_what_needs_attention(client: TestClient, sqlite_url: s
         conn.execute(insert(RejectedRequest.__table__).values(  # type: ignore[attr-defined]
             at=utcnow(), source="autotask-deactivation", status_code=200, reason="webhook 7 deactivated",
             body_size=2))
-    page = client.get("/ops").text
+    page = ops_client.get("/ops").text
     assert "Autotask calls are failing" not in page
     assert "Autotask deactivated a webhook" in page and "webhook 7 deactivated" in page
