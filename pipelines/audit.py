@@ -142,6 +142,7 @@ class EffectLedger(SQLModel, table=True):
     """
 
     __tablename__ = "effects"
+    __table_args__ = (Index("ix_effects_ticket", "ticket_id"),)
 
     event_id: int = Field(sa_column=Column(ForeignKey("inbound_events.id"), primary_key=True))
     ticket_id: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -172,6 +173,13 @@ class TicketState(SQLModel, table=True):
     # a callout or poll that reports this same status is not a change.
     observed_status_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     observed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # The ticket as atrelay last read it (or wrote it), shared by runs while fresh (pipelines.ticket_reads):
+    # read_at is when that read was sent; read_dropped_at when a change atrelay did not make was heard.
+    read_status_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    read_activity_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    read_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    read_dropped_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    reading_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
 
 
 class TicketStatusChange(SQLModel, table=True):

@@ -36,6 +36,10 @@ class Context:
     timezest_resource_id: int | None = None  # ATRELAY_TIMEZEST_RESOURCE_ID: its notes carry links by design
     checklist_all_items: bool = False  # ATRELAY_GUARD_CHECKLIST_ALL: not only important items count
     clobber_window_seconds: int = 120  # ATRELAY_CLOBBER_WINDOW_SECONDS
+    # Shared ticket reads (pipelines.ticket_reads): how many tickets one query may read, and how long a
+    # read may be acted on. 0 s: every run reads its ticket itself, right before writing.
+    read_batch: int = 1  # ATRELAY_AUTOTASK_READ_BATCH
+    read_max_age_seconds: float = 0.0  # ATRELAY_AUTOTASK_READ_MAX_AGE_SECONDS
     _own_resource: list[int | None] = field(default_factory=list, repr=False)
 
     def lists(self) -> Picklists:

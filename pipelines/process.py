@@ -14,11 +14,11 @@ from connectors.autotask.history import status_changes_after
 from connectors.autotask.models import Ticket
 from connectors.autotask.picklists import Picklists
 from connectors.common.events import EventType, PartnerEvent, Source
-from pipelines import store
+from pipelines import store, ticket_reads
 from pipelines.audit import EffectLedger, EventState
 from pipelines.clock import before_last
 from pipelines.context import Context
-from pipelines.db import utcnow
+from pipelines.db import db_now, utcnow
 from pipelines.followups import FollowUpBody
 from pipelines.notes import marker, render_note
 from pipelines.observe import OBSERVATIONS, ObserveRun
@@ -52,7 +52,15 @@ def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, wo
     run_id = store.start_run(ctx.db, event_id, task_id, worker)
     if claim.event.event_type in OBSERVATIONS:
         return ObserveRun(ctx, claim.event, run_id, claim.owner).run()
-    return _Run(ctx, claim.event, run_id, claim.owner).run()
+    result = _Run(ctx, claim.event, run_id, claim.owner).run()
+    if ctx.follow_up_delay_seconds == 0:
+        # A follow-up without a delay runs now, in this process: atrelay knows the status it has just
+        # written (no read), and the cause's note waits for it, so one note tells both transitions.
+        for child in result.derived:
+            done = process_event(ctx, child, task_id=task_id, worker=worker)
+            if done.retry_in is not None:
+                ctx.enqueue(child, done.retry_in)
+    return result
 
 
 class _Run(RunBase):
@@ -79,7 +87,7 @@ class _Run(RunBase):
             if not store.claim_ticket(self.ctx.db, event.ticket_id, self.event_id, self.ctx.lease_seconds):
                 return None
             self.leased_ticket = event.ticket_id
-            return client.get_ticket(event.ticket_id)  # read under the lease: nobody else writes meanwhile
+            return self._read(event.ticket_id)  # read under the lease: nobody else writes meanwhile
         else:
             assert event.ticket_number is not None
             ticket = client.find_ticket_by_number(event.ticket_number)
@@ -90,6 +98,33 @@ class _Run(RunBase):
         if state is not None and state.updated_at > started:
             ticket = client.get_ticket(ticket.id)  # another run wrote while we read: read again
         return ticket
+
+    def _read(self, ticket_id: int) -> Ticket:
+        """The ticket now: a fresh read shared by runs, else one query for it and the waiting events' tickets.
+
+        See pipelines.ticket_reads for why a shared read is safe to act on.
+        """
+        ctx = self.ctx
+        if ctx.read_max_age_seconds <= 0:
+            return ctx.client.get_ticket(ticket_id)
+        known = ticket_reads.fresh_read(ctx.db, ticket_id, ctx.read_max_age_seconds)
+        if known is not None:
+            return known
+        ids = ticket_reads.claim_reads(ctx.db, ticket_id, limit=ctx.read_batch, max_age=ctx.read_max_age_seconds)
+        if ids is None:  # another run is reading this ticket right now: its answer is as good as ours
+            known = ticket_reads.wait_for_read(ctx.db, ticket_id, ctx.read_max_age_seconds)
+            if known is not None:
+                return known
+            return ctx.client.get_ticket(ticket_id)
+        sent = db_now(ctx.db)
+        tickets: list[Ticket] = []
+        try:
+            tickets = [ctx.client.get_ticket(ticket_id)] if len(ids) == 1 else ctx.client.get_tickets(ids)
+        finally:
+            ticket_reads.keep_reads(ctx.db, tickets, sent, ids)  # also when it failed: the marks go
+        mine = next((t for t in tickets if t.id == ticket_id), None)
+        # Absent from the query's answer: the GET reports why (deleted, or not visible to the API user).
+        return mine if mine is not None else ctx.client.get_ticket(ticket_id)
 
     def _apply(self, event: PartnerEvent, decision: Transition) -> Result:
         ctx, client = self.ctx, self.ctx.client
@@ -166,17 +201,20 @@ class _Run(RunBase):
                                      by_atrelay=True, via="atrelay", event_id=self.event_id)
             effect = store.update_effect(ctx.db, effect, patched_at=utcnow())
         noted_only = target_id is not None and effect.from_status_id == target_id
-        # Nothing changed here and a follow-up will change the status: one note, written by it, tells both.
-        defer = noted_only and decision.note and decision.follow_up is not None
+        # A follow-up will change the status (now, when it has no delay, or nothing changed here): one
+        # note, written by it, tells both transitions.
+        defer = (decision.note and decision.follow_up is not None
+                 and (noted_only or ctx.follow_up_delay_seconds == 0))
         if decision.note and not defer and effect.note_id is None:
             effect = self._note_once(self._with_cause(event), effect, lists)
         derived = self._follow_up(event, decision, ticket.id, target_id, note_deferred=defer)
-        reason = "already-set: note with the follow-up" if defer else "already-set: note only" if noted_only else None
+        reason = ("already-set: note with the follow-up" if defer and noted_only else "note with the follow-up"
+                  if defer else "already-set: note only" if noted_only else None)
         result = self._finish(
             EventState.APPLIED, "applied", reason,
             ticket_update=(ticket.id, event.occurred_at, target_id), derived=derived, **base,
         )
-        if ctx.follow_up_delay_seconds <= SHORT_RETRY_MAX:  # else it waits parked for the sweeper
+        if 0 < ctx.follow_up_delay_seconds <= SHORT_RETRY_MAX:  # 0: run now (process_event); long: parked
             for child in result.derived:
                 ctx.enqueue(child, float(ctx.follow_up_delay_seconds))
         return result

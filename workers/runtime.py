@@ -68,6 +68,8 @@ def get_context() -> Context:
         timezest_resource_id=timezest_resource_id(settings),
         checklist_all_items=settings.guard_checklist_all,
         clobber_window_seconds=settings.clobber_window_seconds,
+        read_batch=settings.autotask_read_batch,
+        read_max_age_seconds=settings.autotask_read_max_age_seconds,
     )
 
 

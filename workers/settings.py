@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     # "tenant": every call shares the 3-thread limit (safe); "entity": one limit per entity path.
     autotask_thread_groups: Literal["tenant", "entity"] = "tenant"
     autotask_hourly_budget: int = Field(default=5000, ge=1)
+    # One Tickets/query reads the tickets of up to this many waiting events (pipelines.ticket_reads) ...
+    autotask_read_batch: int = Field(default=50, ge=1, le=500)
+    # ... and a run acts on such a read for this long at most; 0: each run reads its own ticket (a GET).
+    autotask_read_max_age_seconds: float = Field(default=10.0, ge=0, le=60)
 
     timezest_api_key: SecretStr | None = None
     timezest_base_url: str = DEFAULT_TIMEZEST_BASE_URL

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -255,6 +255,18 @@ class AutotaskClient:
     def get_ticket(self, ticket_id: int) -> Ticket:
         body = self._call("GET", f"Tickets/{int(ticket_id)}")
         return Ticket.model_validate(body["item"])
+
+    def get_tickets(self, ticket_ids: Sequence[int]) -> list[Ticket]:
+        """Several tickets in one call (``in`` filter; up to PAGE ids); a missing id is simply absent."""
+        ids = sorted({int(t) for t in ticket_ids})
+        if not ids:
+            return []
+        if len(ids) > PAGE:
+            raise ValueError(f"at most {PAGE} tickets per query, got {len(ids)}")
+        query = {"MaxRecords": len(ids), "IncludeFields": _TICKET_FIELDS,
+                 "filter": [{"op": "in", "field": "id", "value": ids}]}
+        items = (self._call("POST", "Tickets/query", json=query) or {}).get("items") or []
+        return [Ticket.model_validate(item) for item in items]
 
     def find_ticket_by_number(self, ticket_number: str) -> Ticket:
         query = {

@@ -51,9 +51,11 @@ def mc_body(kind: str, ticket: str | int = "T20261126.0002", when: str = "2026-1
         **ref, "summary": "User did not answer", "technician": "Alex", "contact_attempts": 3}}).encode()
 
 
-def add_event(db: str, source: str, event_type: str, body: bytes, occurred_at: datetime | None = None) -> int:
+def add_event(db: str, source: str, event_type: str, body: bytes, occurred_at: datetime | None = None,
+              ticket_id: int | None = None) -> int:
+    """An accepted event; ``ticket_id`` as the ingress records it when the body names the ticket by id."""
     event_id, created = store.insert_event(db, store.NewEvent(
         source=source, external_id=f"msg_{uuid.uuid4().hex}", event_type=event_type, body=body, headers={},
-        occurred_at=occurred_at or datetime(2026, 11, 26, 9, 30, tzinfo=UTC)))
+        occurred_at=occurred_at or datetime(2026, 11, 26, 9, 30, tzinfo=UTC), ticket_id=ticket_id))
     assert created
     return event_id

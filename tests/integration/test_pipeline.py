@@ -295,29 +295,45 @@ def test_a_forged_marker_in_partner_text_is_not_adopted(
 
 
 def test_follow_up_moves_mc_no_contact_on(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    """Without a delay the follow-up runs in its cause's run: no second read, one note for both."""
     url, sandbox = autotask
     queue = Queue()
-    ctx = make_context(db_url, url, enqueue=queue, follow_up_delay_seconds=0)
+    ctx = make_context(db_url, url, enqueue=queue, follow_up_delay_seconds=0, read_max_age_seconds=10.0)
     cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact"))
+    sandbox.calls.clear()
     result = process_event(ctx, cause)
-    assert result.state == "applied" and len(result.derived) == 1
+    assert (result.state, result.reason) == ("applied", "note with the follow-up") and len(result.derived) == 1
     (child,) = result.derived
-    assert queue == [(child, 0.0)]
+    assert queue == []  # already run: nothing for the broker
     row = store.get_event(db_url, child)
     assert row is not None and row.caused_by_id == cause and row.event_type == "mc.no_contact.follow_up"
-    assert process_event(ctx, child).state == "applied"
+    assert row.state == "applied"
+    assert process_event(ctx, child).state == "applied"  # a late broker message finds it done
     assert sandbox.tickets[50002]["status"] == WAITING_CUSTOMER
     assert [(h["from"], h["to"]) for h in sandbox.history] == [(1, MC_NO_CONTACT), (MC_NO_CONTACT, WAITING_CUSTOMER)]
     (run,) = runs(db_url, child)
     assert (run.from_status, run.to_status) == ("MC No Contact", "Waiting Customer")
+    # One read (the cause's: it names a ticket number, so a query), two PATCHes, one note that tells
+    # both transitions: 4 calls for 2 transitions (picklists and the zone are read once per process).
+    ticket_calls = {k: v for k, v in sandbox.calls.items() if k.partition(" ")[2].startswith("tickets")
+                    and "entityinformation" not in k}
+    assert ticket_calls == {"POST tickets/query": 1, "PATCH tickets": 2, "POST tickets/{id}/notes": 1}
+    (note,) = sandbox.notes.values()
+    assert "no contact" in note["description"].lower() and "moved on" in note["description"]
+    assert store.get_effect(db_url, cause).note_id is None  # type: ignore[union-attr]
+    assert store.get_effect(db_url, child).note_id == note["id"]  # type: ignore[union-attr]
 
 
 def test_follow_up_skipped_when_a_human_changed_the_status(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    # A delay leaves time for a person to act between the two transitions (without one, the follow-up
+    # runs at once; the same check guards it).
     url, sandbox = autotask
-    ctx = make_context(db_url, url)
+    ctx = make_context(db_url, url, follow_up_delay_seconds=20)
     cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact"))
     (child,) = process_event(ctx, cause).derived
     sandbox.set_status(50002, 8, actor="human")  # In Progress
+    with session_scope(db_url) as sess:  # the 20 s have passed
+        sess.execute(update(InboundEvent).where(col(InboundEvent.id) == child).values(not_before=None))
     result = process_event(ctx, child)
     assert (result.state, result.reason) == ("skipped", "status-changed")
     assert sandbox.tickets[50002]["status"] == 8

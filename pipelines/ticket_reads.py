@@ -1,0 +1,167 @@
+"""Ticket reads shared between runs: one Autotask query reads the tickets that waiting events need.
+
+Why: every transition needs the ticket's current status (the already-set and superseded rules), and
+Autotask has no conditional PATCH, so a GET before each PATCH made reads a third of all calls. Under
+load many events wait, each on its own ticket: the first run to need a read takes the tickets of the
+events queued behind it too (one ``Tickets/query`` with an ``in`` filter) and keeps what it read in
+``ticket_state``; the runs after it find their ticket there.
+
+What keeps this safe (a person's change is never overwritten because of an old read):
+
+* a read is used only while it is fresh (``max_age`` seconds, ``ATRELAY_AUTOTASK_READ_MAX_AGE_SECONDS``),
+  and only under the ticket's lease (no other atrelay run writes the ticket meanwhile);
+* it is not used while an Autotask ticket callout for the ticket waits to be run, and it is dropped
+  the moment atrelay hears of a status change it did not make (a callout or reconciliation,
+  :func:`pipelines.store.observe_status`), so the next run reads again;
+* it is not used while a PATCH to the ticket has an unknown outcome (a timeout, a run that died
+  mid-call): the ticket is read again;
+* atrelay's own PATCH replaces it with the status just written (what atrelay wrote is known: the
+  follow-up that runs right after does not read the ticket again).
+
+The remaining window is a person's change that Autotask has not reported yet, at most ``max_age``
+old; with one GET per event the same window is one round trip. ``max_age`` 0 turns sharing off.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from connectors.autotask.models import Ticket
+from connectors.common.events import Observation
+from pipelines.audit import EffectLedger, EventState, InboundEvent, TicketState
+from pipelines.db import db_now, session_scope
+
+__all__ = ["READING_SECONDS", "claim_reads", "fresh_read", "keep_reads", "wait_for_read"]
+
+#: How long a run may hold "reading" on tickets before others read them themselves (a run that died
+#: mid-query must not leave tickets unreadable).
+READING_SECONDS = 5.0
+_WAIT_STEP = 0.02
+_UNFINISHED = [EventState.ACCEPTED, EventState.PROCESSING, EventState.RETRYING, EventState.PARKED]
+
+
+def fresh_read(db: str, ticket_id: int, max_age: float) -> Ticket | None:
+    """The ticket as last read (or written) by atrelay, if that was at most ``max_age`` seconds ago."""
+    if max_age <= 0:
+        return None
+    cutoff = db_now(db) - timedelta(seconds=max_age)
+    with session_scope(db) as s:
+        ts = s.get(TicketState, ticket_id)
+        if ts is None or ts.read_at is None or ts.read_status_id is None or ts.read_at < cutoff:
+            return None
+        # A callout about this ticket not yet run may report a change newer than the read.
+        waiting = s.exec(select(InboundEvent.id).where(
+            InboundEvent.ticket_id == ticket_id, InboundEvent.event_type == Observation.TICKET_CHANGED.value,
+            col(InboundEvent.state).in_(_UNFINISHED)).limit(1)).first()
+        if waiting is not None:
+            return None
+        # A PATCH whose outcome is unknown (a timeout, a run that died mid-call) may have landed
+        # after the read: only Autotask can say, so the ticket is read again.
+        unconfirmed = s.exec(select(EffectLedger.event_id).where(
+            EffectLedger.ticket_id == ticket_id, col(EffectLedger.patch_started_at).is_not(None),
+            col(EffectLedger.patched_at).is_(None)).limit(1)).first()
+        if unconfirmed is not None:
+            return None
+        return Ticket(id=ticket_id, status=ts.read_status_id, lastActivityDate=ts.read_activity_at)
+
+
+def claim_reads(db: str, ticket_id: int, *, limit: int, max_age: float) -> list[int] | None:
+    """Tickets this run should read in one call: ``ticket_id`` first, then those of waiting events.
+
+    Marks them as being read, so concurrent runs do not query the same tickets. None when another
+    run is reading ``ticket_id`` right now (:func:`wait_for_read` then waits for its result).
+    Waiting events are taken oldest first (the order the broker hands them out), so what is read
+    now is what runs next, well within ``max_age``.
+    """
+    now = db_now(db)
+    with session_scope(db) as s:
+        others: list[int] = []
+        if limit > 1:
+            rows = s.exec(
+                select(InboundEvent.ticket_id)
+                .where(col(InboundEvent.state).in_([EventState.ACCEPTED, EventState.RETRYING]),
+                       col(InboundEvent.ticket_id).is_not(None), col(InboundEvent.ticket_id) != ticket_id,
+                       or_(col(InboundEvent.not_before).is_(None), col(InboundEvent.not_before) <= now))
+                .order_by(col(InboundEvent.updated_at))
+                .limit(limit * 2)
+            ).all()
+            others = list(dict.fromkeys(int(t) for t in rows if t is not None))
+        wanted = [ticket_id, *others]
+        known = set(s.exec(select(TicketState.ticket_id).where(col(TicketState.ticket_id).in_(wanted))).all())
+        for tid in wanted:
+            if tid not in known:
+                try:
+                    with s.begin_nested():
+                        # updated_at means "atrelay last wrote to this ticket": never, for a new row.
+                        s.add(TicketState(ticket_id=tid, updated_at=datetime(1970, 1, 1, tzinfo=UTC)))
+                except IntegrityError:
+                    pass  # another run made the row meanwhile
+        stale = now - timedelta(seconds=max_age)
+        claimed = s.execute(
+            update(TicketState)
+            .where(col(TicketState.ticket_id).in_(wanted),
+                   or_(col(TicketState.reading_until).is_(None), col(TicketState.reading_until) < now),
+                   or_(col(TicketState.read_at).is_(None), col(TicketState.read_at) < stale))
+            .values(reading_until=now + timedelta(seconds=READING_SECONDS))
+            .returning(col(TicketState.ticket_id))
+        ).scalars().all()
+    got = {int(t) for t in claimed}
+    if ticket_id not in got:
+        _release(db, got)  # not reading after all: the others' tickets are free again at once
+        return None
+    keep = [t for t in wanted if t in got][:max(limit, 1)]  # this run's own ticket first
+    _release(db, got - set(keep))
+    return keep
+
+
+def _release(db: str, ticket_ids: Iterable[int]) -> None:
+    ids = list(ticket_ids)
+    if not ids:
+        return
+    with session_scope(db) as s:
+        s.execute(update(TicketState).where(col(TicketState.ticket_id).in_(ids)).values(reading_until=None))
+
+
+def keep_reads(db: str, tickets: Iterable[Ticket], read_at: datetime, claimed: Iterable[int]) -> None:
+    """Keep what one call read (``read_at``: when it was sent) and end the "reading" marks.
+
+    A ticket whose status atrelay heard changed since ``read_at`` keeps no read (the next run reads);
+    one atrelay wrote since keeps what was written.
+    """
+    found = {t.id: t for t in tickets}
+    ids = sorted(set(claimed) | set(found))
+    with session_scope(db) as s:
+        for ts in s.exec(select(TicketState).where(col(TicketState.ticket_id).in_(ids))).all():
+            ts.reading_until = None
+            ticket = found.get(ts.ticket_id)
+            if (ticket is not None and (ts.read_dropped_at is None or ts.read_dropped_at < read_at)
+                    and (ts.read_at is None or ts.read_at < read_at)):  # never over a newer read or write
+                ts.read_status_id, ts.read_at = ticket.status, read_at
+                ts.read_activity_at = _aware(ticket.last_activity_date)
+            s.add(ts)
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # Autotask sends its timestamps in UTC without an offset.
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def wait_for_read(db: str, ticket_id: int, max_age: float, timeout: float = READING_SECONDS) -> Ticket | None:
+    """Wait (briefly) for another run's read of this ticket; None if it does not come."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = fresh_read(db, ticket_id, max_age)
+        if found is not None:
+            return found
+        with session_scope(db) as s:
+            ts = s.get(TicketState, ticket_id)
+            if ts is None or ts.reading_until is None or ts.reading_until < db_now(db):
+                return None  # nobody is reading it any more (a failed query): read it ourselves
+        time.sleep(_WAIT_STEP)
+    return None
