@@ -44,12 +44,43 @@ def machine() -> dict[str, Any]:
             "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
+SECTIONS = ("intake", "end_to_end", "embedded_e2e", "calls", "thread_limit", "recovery", "quota")
+
+
+def only(section: str, quick: bool) -> None:
+    runs = 1 if quick else 2
+    state = SandboxState()
+    server = ThreadedServer(autotask_app(state)).start()
+    tz_state = TimezestSandboxState()
+    tz_server = ThreadedServer(timezest_app(tz_state)).start()
+    try:
+        with fresh_pg_database("atrelay_bench") as pg, own_redis():
+            result: Any = {
+                "intake": lambda: intake.intake(server, state, pg, runs, 1000 if quick else 3000),
+                "end_to_end": lambda: pipeline.end_to_end(server, state, pg, runs, 100, 200 if quick else 1000),
+                "embedded_e2e": lambda: pipeline.embedded_latency(server, state, runs, 50 if quick else 75),
+                "calls": lambda: pipeline.calls_mix(server, state, pg, (tz_server.url, tz_state), runs),
+                "thread_limit": lambda: pipeline.thread_limit(server, state, pg, 40 if quick else 120),
+                "recovery": lambda: pipeline.recovery(server, state, pg, runs),
+                "quota": lambda: system.quota(server, state, pg, 500 if quick else 2000),
+            }[section]()
+    finally:
+        server.stop()
+        tz_server.stop()
+    print(json.dumps(result, indent=2, default=str))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer runs and events (a smoke run)")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite docs/benchmarks.md and the README line from the last results")
+    parser.add_argument("--only", choices=sorted(SECTIONS),
+                        help="run one section and print its figures (docs are not rewritten): for development")
     args = parser.parse_args()
+    if args.only:
+        only(args.only, args.quick)
+        return
     if args.report_only:
         last = json.loads((RESULTS / "latest.json").read_text())
         report.write_doc(last)
@@ -81,7 +112,7 @@ def main() -> None:
             log("Autotask calls per transition")
             res["calls"] = pipeline.calls_mix(server, state, pg, (tz_server.url, tz_state), 1 if quick else 2)
             log("thread limit")
-            res["thread_limit"] = pipeline.thread_limit(server, state, pg, 30 if quick else 60)
+            res["thread_limit"] = pipeline.thread_limit(server, state, pg, 40 if quick else 120)
             log("recovery from a killed worker")
             res["recovery"] = pipeline.recovery(server, state, pg, 1 if quick else 2)
             log("quota compliance")

@@ -161,7 +161,9 @@ class Settings(BaseSettings):
     # A partner time further ahead of receipt than this is clamped to the receipt (one bad clock must
     # not make every later event on its ticket look older, i.e. "stale").
     max_clock_skew_seconds: int = Field(default=300, ge=0, le=7 * 24 * 3600)
-    worker_concurrency: int = Field(default=2, ge=1, le=64)
+    # Four processes keep Autotask's 3-request thread limit busy at real latencies (a run spends about a
+    # tenth of its time on the database, between calls); the governor holds the fourth back when needed.
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
     # Renewed every third of itself while a run works, so it can be short: a killed worker's events
     # run again within lease + one sweep (about 25 s by default).
     lease_seconds: int = Field(default=20, ge=3, le=3600)
