@@ -92,7 +92,8 @@ def memory(count: int) -> dict[str, Any]:
                     cmd = Path(f"/proc/{pid}/cmdline").read_text()
                 except OSError:
                     continue
-                (sandboxes if "sandbox" in cmd else ours).append(pid)
+                # `atrelay sandbox ...` children; the supervisor's own "--autotask-sandbox-port" is ours.
+                (sandboxes if "\0sandbox\0" in cmd else ours).append(pid)
             return {"atrelay": _mem(ours), "sandboxes": _mem(sandboxes)}
 
         idle = split()

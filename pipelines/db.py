@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,13 +72,20 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 _engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
 
 
 def engine_for(url: str) -> Engine:
-    """One engine per URL per process (Celery prefork children build their own after fork)."""
+    """One engine per URL per process (Celery prefork children build their own after fork).
+
+    Thread-safe: the worker's pool threads and the ingress's threads share it.
+    """
     engine = _engines.get(url)
     if engine is None:
-        engine = _engines[url] = _create(url)
+        with _engines_lock:
+            engine = _engines.get(url)
+            if engine is None:
+                engine = _engines[url] = _create(url)
     return engine
 
 

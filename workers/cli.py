@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import httpx
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -168,7 +167,9 @@ def ingress(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None
 
 @app.command()
 def worker(
-    concurrency: Annotated[int | None, typer.Option(help="Processes (default ATRELAY_WORKER_CONCURRENCY)")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        help="Runs at once: threads or processes per ATRELAY_WORKER_POOL (default ATRELAY_WORKER_CONCURRENCY)",
+    )] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Celery node name")] = None,
     beat: Annotated[bool, typer.Option("--beat", help="Also run the scheduler in this process (embedded mode)")]
     = False,
@@ -180,7 +181,7 @@ def worker(
     from workers.celery_app import QUEUE
     from workers.celery_app import app as celery
 
-    argv = ["worker", "--loglevel", settings.log_level, "-Q", QUEUE, "--pool", "prefork",
+    argv = ["worker", "--loglevel", settings.log_level, "-Q", QUEUE, "--pool", settings.worker_pool,
             "--concurrency", str(concurrency or settings.worker_concurrency), "--without-gossip",
             "--without-mingle"]
     if name:
@@ -215,6 +216,8 @@ def send(
     msg_id: Annotated[str | None, typer.Option(help="webhook-id (default: a new one)")] = None,
 ) -> None:
     """Sign a sample event as the partner would and post it to a running ingress."""
+    import httpx
+
     from connectors.common.standard_webhooks import sign
     from workers.settings import webhook_secrets
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import typer
@@ -11,17 +11,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from connectors.autotask.client import AutotaskClient
-from connectors.autotask.errors import AutotaskError
-from connectors.autotask.webhooks import (
-    InstalledWebhook,
-    WebhookSetupError,
-    install_webhooks,
-    remove_webhooks,
-    webhook_status,
-)
-from pipelines.autotask_status import autotask_intake
 from workers.settings import Settings, SettingsError, get_settings, webhook_secrets
+
+if TYPE_CHECKING:
+    from connectors.autotask.client import AutotaskClient
+    from connectors.autotask.webhooks import InstalledWebhook
+
+# The Autotask client and the database layer are imported by the commands that use them: the CLI
+# module is also loaded by `atrelay run`, whose supervisor process should stay small.
 
 __all__ = ["autotask_app"]
 
@@ -94,6 +91,9 @@ def install(
     warning = check_public_url(url)
     if warning:
         err.print(f"[yellow]warning:[/yellow] {warning}")
+    from connectors.autotask.errors import AutotaskError
+    from connectors.autotask.webhooks import WebhookSetupError, install_webhooks
+
     settings = _settings()
     secret = webhook_secrets(settings, "autotask")[0][0]
     with _client(settings) as client:
@@ -114,6 +114,10 @@ def install(
 @webhooks_app.command("status")
 def status() -> None:
     """Each webhook as Autotask shows it, the last callout received, reconciliation and deactivations."""
+    from connectors.autotask.errors import AutotaskError
+    from connectors.autotask.webhooks import webhook_status
+    from pipelines.autotask_status import autotask_intake
+
     settings = _settings()
     with _client(settings) as client:
         try:
@@ -141,6 +145,9 @@ def status() -> None:
 @webhooks_app.command("remove")
 def remove() -> None:
     """Delete atrelay's webhooks (reconciliation still notices changes, every interval)."""
+    from connectors.autotask.errors import AutotaskError
+    from connectors.autotask.webhooks import remove_webhooks
+
     settings = _settings()
     with _client(settings) as client:
         try:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache
@@ -49,12 +50,36 @@ def get_governor() -> Governor:
 
 
 @functools.lru_cache(maxsize=1)
+def _picklists() -> PicklistCache:
+    return PicklistCache(get_settings().autotask_picklist_ttl_seconds)
+
+
+class _PerThread(threading.local):
+    context: Context | None = None
+
+
+_local = _PerThread()
+
+
 def get_context() -> Context:
+    """This thread's run context, built on first use.
+
+    Per thread because a run installs its attempt hook on the Autotask client and the worker's
+    pool may be threads (ATRELAY_WORKER_POOL): each thread gets its own client and connections.
+    The picklist cache and the quota governor are the process's, shared by its threads.
+    """
+    ctx = _local.context
+    if ctx is None:
+        ctx = _local.context = _build_context()
+    return ctx
+
+
+def _build_context() -> Context:
     settings = get_settings()
     return Context(
         db=settings.effective_database_url,
         client=build_client(settings, gate=get_governor().slot),
-        picklists=PicklistCache(settings.autotask_picklist_ttl_seconds),
+        picklists=_picklists(),
         rules=load_rules(settings.rules_file),
         note_type=settings.autotask_note_type,
         note_publish=settings.autotask_note_publish,
@@ -84,5 +109,6 @@ def timezest_resource_id(settings: Settings) -> int | None:
 
 def reset_runtime() -> None:
     """Forget the per-process objects (after a fork: sockets must not be shared)."""
-    get_context.cache_clear()
+    _local.context = None  # after a fork only the forking thread exists: its context is the one to drop
+    _picklists.cache_clear()
     get_governor.cache_clear()

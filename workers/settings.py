@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     # Four processes keep Autotask's 3-request thread limit busy at real latencies (a run spends about a
     # tenth of its time on the database, between calls); the governor holds the fourth back when needed.
     worker_concurrency: int = Field(default=4, ge=1, le=64)
+    # Threads: a run waits on Autotask and the database nearly all the time, so four threads cost about
+    # one process's memory; prefork isolates runs in processes at about 30 MB each (docs/benchmarks.md).
+    worker_pool: Literal["threads", "prefork"] = "threads"
     # Renewed every third of itself while a run works, so it can be short: a killed worker's events
     # run again within lease + one sweep (about 25 s by default).
     lease_seconds: int = Field(default=20, ge=3, le=3600)
