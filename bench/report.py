@@ -111,16 +111,16 @@ def _section_intake(res: dict[str, Any]) -> list[str]:
 
 def _section_pipeline(res: dict[str, Any]) -> list[str]:
     lines = ["", "## 2. End to end (accepted -> applied)", "",
-             "| Mode | Worker processes | Offered | p50 ms | p99 ms median (min-max) | events/s |", "|---|---|---|---|---|---|"]
+             "| Mode | Workers x runs at once | Offered | p50 ms | p99 ms median (min-max) | events/s |", "|---|---|---|---|---|---|"]
     e = res["embedded_e2e"]
-    lines.append(f"| embedded | 2 | {e['offered_rate']:.0f}/s ({e['events']} events) | {e['p50_ms']['median']:.0f} | "
+    lines.append(f"| embedded | 1 x 2 | {e['offered_rate']:.0f}/s ({e['events']} events) | {e['p50_ms']['median']:.0f} | "
                  f"{_s(e['p99_ms'])} | - |")
     for r in res["end_to_end"]:
         if r["offered_rate"] == "burst":
-            lines.append(f"| {r['mode']} | {r['processes']} | burst of {r['events']} | - | - | "
+            lines.append(f"| {r['mode']} | 1 x {r['processes']} | burst of {r['events']} | - | - | "
                          f"{_s(r['events_per_s'], 1)} |")
         else:
-            lines.append(f"| {r['mode']} | {r['processes']} | {r['offered_rate']:.0f}/s | {r['p50_ms']['median']:.0f} | "
+            lines.append(f"| {r['mode']} | 1 x {r['processes']} | {r['offered_rate']:.0f}/s | {r['p50_ms']['median']:.0f} | "
                          f"{_s(r['p99_ms'])} | {_s(r['events_per_s'], 1)} |")
     c = res["calls"]
     burst = next(r for r in res["end_to_end"] if r["offered_rate"] == "burst")
@@ -136,7 +136,9 @@ def _section_pipeline(res: dict[str, Any]) -> list[str]:
     for k in sorted(set(c["by_endpoint"]) | set(burst["by_endpoint"])):
         lines.append(f"| `{k}` | {c['by_endpoint'].get(k, 0)} | {burst['by_endpoint'].get(k, 0)} |")
     lines += ["", "## 4. The thread limit (sandbox enforcing 3 requests in flight, 150 ms per call)", "",
-              "Allowed = limit / (calls per event x latency). Defaults otherwise.", "",
+              "Allowed = limit / (calls per event x latency); events/s over the audit log's span (first event accepted "
+              "to the last applied). Defaults otherwise: the first row is `atrelay worker` as shipped (one worker, "
+              "ATRELAY_WORKER_CONCURRENCY runs on ATRELAY_WORKER_POOL threads).", "",
               "| Workers x concurrency | Events | events/s | Calls per event | Allowed events/s | Share | Limit errors | "
               "Most in flight |", "|---|---|---|---|---|---|---|---|"]
     for t in res["thread_limit"]:
@@ -147,13 +149,13 @@ def _section_pipeline(res: dict[str, Any]) -> list[str]:
     rec = res["recovery"]
     lines += ["", "## 5. Quota compliance", "",
               f"{q['events']} events; sandbox enforcing 3 in-flight requests and {q['sandbox_limit_per_hour']} "
-              f"requests/hour; atrelay budget {q['budget_per_hour']}/hour; 2 worker processes x 2.", "",
+              f"requests/hour; atrelay budget {q['budget_per_hour']}/hour; 2 workers x 2 runs at once.", "",
               f"- Limit errors returned by the sandbox: **{sum(q['limit_errors'].values())}** {q['limit_errors'] or ''}",
               f"- Applied: {q['applied']} of {q['events']} in {q['seconds']:.0f} s; {q['autotask_calls']} Autotask calls "
               f"({q['autotask_calls'] / q['seconds']:.1f}/s)",
               f"- Most requests in flight: {q['max_in_flight_seen']}",
               "", "## 6. Recovery from a killed worker", "",
-              "Two workers (1 process each) and beat; 6 events at 700 ms per Autotask call; one worker is SIGKILLed "
+              "Two workers (1 run at once each) and beat; 6 events at 700 ms per Autotask call; one worker is SIGKILLed "
               "(with its pool) while both are mid-call and not restarted; time from the kill until every event is final.",
               "", f"- Seconds: **{_s(rec['seconds'], 1)}** over {rec['seconds']['runs']} run(s)"
               + (f"; {rec['timed_out']} run(s) not finished within {rec['timeout']:.0f} s (counted as "
@@ -179,7 +181,7 @@ def write_doc(res: dict[str, Any]) -> None:
                      f"{'yes' if t['met'] else '**no**'} |")
     lines += ["", *_section_intake(res), *_section_pipeline(res)]
     mem = res["memory"]
-    lines += ["", "## 7. Memory of `atrelay run` (supervisor, ingress, worker with its 2 pool processes, embedded beat)",
+    lines += ["", "## 7. Memory of `atrelay run` (supervisor, ingress, worker with its default pool, embedded beat)",
               "", "| State | RSS MB (sum) | PSS MB (shared pages counted once) | USS MB (private pages only) |",
               "|---|---|---|---|",
               f"| idle | {mem['idle_rss_mb']:.0f} | {mem['idle_pss_mb']:.0f} | {mem['idle_uss_mb']:.0f} |",

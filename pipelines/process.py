@@ -6,6 +6,7 @@ made, so a run that dies anywhere can be run again and writes no second status c
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, timedelta
 
 from pydantic import ValidationError
@@ -15,7 +16,7 @@ from connectors.autotask.models import Ticket
 from connectors.autotask.picklists import Picklists
 from connectors.common.events import EventType, PartnerEvent, Source
 from pipelines import store, ticket_reads
-from pipelines.audit import EffectLedger, EventState
+from pipelines.audit import EffectLedger, EventState, InboundEvent
 from pipelines.clock import before_last
 from pipelines.context import Context
 from pipelines.db import db_now, utcnow
@@ -38,7 +39,9 @@ ESCALATION_WINDOW = timedelta(hours=12)
 OVERWRITABLE: dict[EventType, tuple[str, ...]] = {EventType.FORM_SUBMITTED: ("Note Emailed In",)}
 
 
-def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, worker: str | None = None) -> Result:
+def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, worker: str | None = None,
+                  known: Ticket | None = None) -> Result:
+    """Run one event; ``known``: the ticket as the run just before this one (its cause) left it."""
     claim = store.claim_event(ctx.db, event_id, ctx.lease_seconds)
     if claim.event is None:
         if claim.state == "leased":
@@ -52,12 +55,14 @@ def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, wo
     run_id = store.start_run(ctx.db, event_id, task_id, worker)
     if claim.event.event_type in OBSERVATIONS:
         return ObserveRun(ctx, claim.event, run_id, claim.owner).run()
-    result = _Run(ctx, claim.event, run_id, claim.owner).run()
+    result = _Run(ctx, claim.event, run_id, claim.owner, known=known).run()
     if ctx.follow_up_delay_seconds == 0:
         # A follow-up without a delay runs now, in this process: atrelay knows the status it has just
         # written (no read), and the cause's note waits for it, so one note tells both transitions.
+        # Only now: a delayed follow-up reads the ticket, since waiting is what lets a person act.
+        left = Ticket(id=result.left[0], status=result.left[1]) if result.left else None
         for child in result.derived:
-            done = process_event(ctx, child, task_id=task_id, worker=worker)
+            done = process_event(ctx, child, task_id=task_id, worker=worker, known=left)
             if done.retry_in is not None:
                 ctx.enqueue(child, done.retry_in)
     return result
@@ -65,6 +70,11 @@ def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, wo
 
 class _Run(RunBase):
     """A partner event's run: decide, read the ticket, write status and note once, follow up."""
+
+    def __init__(self, ctx: Context, row: InboundEvent, run_id: int, owner: str | None = None,
+                 known: Ticket | None = None) -> None:
+        super().__init__(ctx, row, run_id, owner)
+        self.known = known
 
     # ---- the run ----------------------------------------------------------------------------
     def execute(self) -> Result:
@@ -87,6 +97,8 @@ class _Run(RunBase):
             if not store.claim_ticket(self.ctx.db, event.ticket_id, self.event_id, self.ctx.lease_seconds):
                 return None
             self.leased_ticket = event.ticket_id
+            if self.known is not None and self.known.id == event.ticket_id:
+                return self.known  # its cause wrote it a moment ago, under the same kind of lease
             return self._read(event.ticket_id)  # read under the lease: nobody else writes meanwhile
         else:
             assert event.ticket_number is not None
@@ -217,7 +229,7 @@ class _Run(RunBase):
         if 0 < ctx.follow_up_delay_seconds <= SHORT_RETRY_MAX:  # 0: run now (process_event); long: parked
             for child in result.derived:
                 ctx.enqueue(child, float(ctx.follow_up_delay_seconds))
-        return result
+        return replace(result, left=(ticket.id, target_id)) if target_id is not None else result
 
     def _note_once(self, event: PartnerEvent, effect: EffectLedger, lists: Picklists) -> EffectLedger:
         ctx, client = self.ctx, self.ctx.client

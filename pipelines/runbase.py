@@ -29,6 +29,9 @@ class Result:
     reason: str | None = None
     retry_in: float | None = None
     derived: list[int] = field(default_factory=list)
+    #: (ticket id, status id) the run left the ticket in, as atrelay knows it this moment: a follow-up
+    #: run right after it needs no read.
+    left: tuple[int, int] | None = None
 
 
 class Heartbeat:

@@ -473,15 +473,13 @@ def observe_status(db: str, ticket_id: int, status_id: int, *, changed_at: datet
         if ts is None:
             ts = TicketState(ticket_id=ticket_id, updated_at=NEVER)
         previous = ts.observed_status_id
-        if by_atrelay and via == "atrelay":
-            # What atrelay just wrote is known: the next run on this ticket needs no read.
-            ts.read_status_id, ts.read_activity_at, ts.read_at = status_id, changed_at, db_now(db)
+        if via == "atrelay" or not by_atrelay:
+            # A read shared by runs (pipelines.ticket_reads) is stale now. atrelay's own write is not kept
+            # in its place: only the follow-up that runs right after knows nobody acted since.
+            ts.read_at, ts.read_dropped_at = None, db_now(db)
             s.add(ts)
         if previous == status_id:
             return Observed(False, previous)
-        if not by_atrelay:
-            # Someone else changed the ticket: a read shared by runs (pipelines.ticket_reads) is stale.
-            ts.read_at, ts.read_dropped_at = None, db_now(db)
         ts.observed_status_id, ts.observed_at = status_id, changed_at
         s.add(ts)
         if previous is None and baseline_only:

@@ -15,8 +15,9 @@ What keeps this safe (a person's change is never overwritten because of an old r
   :func:`pipelines.store.observe_status`), so the next run reads again;
 * it is not used while a PATCH to the ticket has an unknown outcome (a timeout, a run that died
   mid-call): the ticket is read again;
-* atrelay's own PATCH replaces it with the status just written (what atrelay wrote is known: the
-  follow-up that runs right after does not read the ticket again).
+* atrelay's own PATCH drops it too. What atrelay wrote is not kept as a read: only a follow-up that
+  runs right after its cause (pipelines.process) may act on it, since a delayed one waits precisely
+  so that a person can act meanwhile.
 
 The remaining window is a person's change that Autotask has not reported yet, at most ``max_age``
 old; with one GET per event the same window is one round trip. ``max_age`` 0 turns sharing off.
@@ -87,6 +88,8 @@ def claim_reads(db: str, ticket_id: int, *, limit: int, max_age: float) -> list[
                 select(InboundEvent.ticket_id)
                 .where(col(InboundEvent.state).in_([EventState.ACCEPTED, EventState.RETRYING]),
                        col(InboundEvent.ticket_id).is_not(None), col(InboundEvent.ticket_id) != ticket_id,
+                       # callouts read their ticket themselves (and a waiting one blocks a shared read)
+                       col(InboundEvent.event_type).not_in([o.value for o in Observation]),
                        or_(col(InboundEvent.not_before).is_(None), col(InboundEvent.not_before) <= now))
                 .order_by(col(InboundEvent.updated_at))
                 .limit(limit * 2)

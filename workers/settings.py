@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     # One Tickets/query reads the tickets of up to this many waiting events (pipelines.ticket_reads) ...
     autotask_read_batch: int = Field(default=50, ge=1, le=500)
     # ... and a run acts on such a read for this long at most; 0: each run reads its own ticket (a GET).
-    autotask_read_max_age_seconds: float = Field(default=10.0, ge=0, le=60)
+    # Short: a person's change Autotask has not reported yet is invisible to a shared read for this long.
+    autotask_read_max_age_seconds: float = Field(default=3.0, ge=0, le=60)
 
     timezest_api_key: SecretStr | None = None
     timezest_base_url: str = DEFAULT_TIMEZEST_BASE_URL

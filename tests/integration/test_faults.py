@@ -89,17 +89,19 @@ def faults_stack(request: pytest.FixtureRequest, tmp_path: Path, autotask_server
 RECOVERY_SECONDS = 30  # a killed worker's events run again within this (issue: lease + one sweep)
 
 
-@pytest.mark.parametrize("mode", ["redis+postgresql", "embedded"])
-def test_worker_killed_mid_run(mode: str, request: pytest.FixtureRequest, tmp_path: Path,
+@pytest.mark.parametrize(("mode", "pool"), [("redis+postgresql", "threads"), ("redis+postgresql", "prefork"),
+                                            ("embedded", "threads")])
+def test_worker_killed_mid_run(mode: str, pool: str, request: pytest.FixtureRequest, tmp_path: Path,
                                autotask_server: tuple[ThreadedServer, SandboxState]) -> None:
-    """kill -9 a worker inside a run; with the default lease and sweep (no test-only speed-ups) its
-    events are applied by the surviving worker within 30 s, each exactly once."""
+    """kill -9 a worker inside a run (its pool with it: threads, or prefork processes); with the
+    default lease and sweep (no test-only speed-ups) its events are applied by the surviving worker
+    within 30 s, each exactly once."""
     server, state = autotask_server
     distributed = mode != "embedded"
     stack = start_stack(tmp_path, mode=mode, sandbox_server=server, sandbox=state, workers=2, beat=True,
                         pg_url=request.getfixturevalue("pg_url") if distributed else None,
                         redis_url=request.getfixturevalue("redis_url") if distributed else None,
-                        env_extra={"ATRELAY_AUTOTASK_TIMEOUT_SECONDS": "1"})
+                        env_extra={"ATRELAY_AUTOTASK_TIMEOUT_SECONDS": "1", "ATRELAY_WORKER_POOL": pool})
     try:
         tickets = new_tickets(stack.sandbox, 4)
         stack.sandbox.latency_ms = 700  # every call slow, so the kill lands inside a run

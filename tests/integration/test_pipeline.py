@@ -298,7 +298,7 @@ def test_follow_up_moves_mc_no_contact_on(db_url: str, autotask: tuple[str, Sand
     """Without a delay the follow-up runs in its cause's run: no second read, one note for both."""
     url, sandbox = autotask
     queue = Queue()
-    ctx = make_context(db_url, url, enqueue=queue, follow_up_delay_seconds=0, read_max_age_seconds=10.0)
+    ctx = make_context(db_url, url, enqueue=queue, follow_up_delay_seconds=0)
     cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact"))
     sandbox.calls.clear()
     result = process_event(ctx, cause)
@@ -326,9 +326,10 @@ def test_follow_up_moves_mc_no_contact_on(db_url: str, autotask: tuple[str, Sand
 
 def test_follow_up_skipped_when_a_human_changed_the_status(db_url: str, autotask: tuple[str, SandboxState]) -> None:
     # A delay leaves time for a person to act between the two transitions (without one, the follow-up
-    # runs at once; the same check guards it).
+    # runs at once; the same check guards it). atrelay has not heard of the change (no callout): the
+    # follow-up must read the ticket, shared reads on or not.
     url, sandbox = autotask
-    ctx = make_context(db_url, url, follow_up_delay_seconds=20)
+    ctx = make_context(db_url, url, follow_up_delay_seconds=20, read_batch=50, read_max_age_seconds=10.0)
     cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact"))
     (child,) = process_event(ctx, cause).derived
     sandbox.set_status(50002, 8, actor="human")  # In Progress

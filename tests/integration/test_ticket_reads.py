@@ -16,7 +16,7 @@ from pipelines import store, ticket_reads
 from pipelines.audit import EffectLedger, TicketState
 from pipelines.db import session_scope
 from pipelines.process import process_event
-from tests.integration.helpers import add_event, make_context, webform_body
+from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 
 RECEIVED = 29682844  # Received Form Response in the sandbox's picklist
 IN_PROGRESS = 8
@@ -133,11 +133,28 @@ def test_concurrent_runs_do_not_read_the_same_tickets(db_url: str, autotask: tup
     assert ticket_reads.claim_reads(db_url, tickets[1], limit=3, max_age=10.0) is None  # being read
     rest = ticket_reads.claim_reads(db_url, tickets[4], limit=5, max_age=10.0)
     assert rest is not None and rest[0] == tickets[4] and not set(rest) & set(first)
-    # A read that arrives after atrelay wrote the ticket does not replace what was written.
+    # atrelay writes tickets[0] while the query is out: the read (sent before) is not kept for it.
+    sent = datetime.now(UTC) - timedelta(seconds=1)
     store.observe_status(db_url, tickets[0], RECEIVED, changed_at=datetime.now(UTC), by_resource_id=None,
                          by_atrelay=True, via="atrelay", event_id=None)
-    old = datetime.now(UTC) - timedelta(seconds=1)
-    ticket_reads.keep_reads(db_url, [Ticket(id=t, status=1) for t in first], old, first)
-    known = ticket_reads.fresh_read(db_url, tickets[0], 10.0)
-    assert known is not None and known.status == RECEIVED
+    ticket_reads.keep_reads(db_url, [Ticket(id=t, status=1) for t in first], sent, first)
+    assert ticket_reads.fresh_read(db_url, tickets[0], 10.0) is None
+    known = ticket_reads.fresh_read(db_url, tickets[1], 10.0)
+    assert known is not None and known.status == 1
     assert ticket_reads.claim_reads(db_url, tickets[1], limit=1, max_age=10.0) is None  # read, and fresh
+
+
+def test_atrelays_own_write_is_not_a_read_for_later_runs(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    """A later event on the ticket reads it: a person may have acted since atrelay wrote."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url, read_batch=50, read_max_age_seconds=10.0)
+    ctx.lists()
+    (tid,) = _tickets(sandbox, 1)
+    assert process_event(ctx, _form(db_url, tid)).state == "applied"
+    assert ticket_reads.fresh_read(db_url, tid, 10.0) is None
+    sandbox.set_status(tid, IN_PROGRESS, actor="human", resource_id=29683001)  # not heard of by atrelay
+    sandbox.calls.clear()
+    later = add_event(db_url, "mission-control", "mc.escalated", mc_body("mc.escalated", tid,
+                                                                         when="2026-11-27T23:59:00Z"), ticket_id=tid)
+    process_event(ctx, later)
+    assert _ticket_calls(sandbox).get("GET tickets/{id}", 0) + _ticket_calls(sandbox).get("POST tickets/query", 0) == 1
