@@ -6,6 +6,7 @@ made, so a run that dies anywhere can be run again and writes no second status c
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import UTC, timedelta
 
@@ -29,6 +30,8 @@ from pipelines.rules import Ignore, Transition, decide
 from pipelines.runbase import Result, RunBase
 
 __all__ = ["Result", "process_event"]
+
+log = logging.getLogger("atrelay.pipeline")
 
 #: Event types that report one escalation, possibly twice (MC's webhook and the status MC set).
 ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, EventType.MC_NO_CONTACT})
@@ -62,7 +65,14 @@ def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, wo
         # Only now: a delayed follow-up reads the ticket, since waiting is what lets a person act.
         left = Ticket(id=result.left[0], status=result.left[1]) if result.left else None
         for child in result.derived:
-            done = process_event(ctx, child, task_id=task_id, worker=worker, known=left)
+            try:
+                done = process_event(ctx, child, task_id=task_id, worker=worker, known=left)
+            except Exception:
+                # The cause is done and recorded; the follow-up is a committed event of its own: hand it
+                # to the queue (and, should that fail too, to the sweeper) rather than fail the cause's task.
+                log.exception("pipeline.follow_up.inline_failed", extra={"event_id": child})
+                ctx.enqueue(child, 0.0)
+                continue
             if done.retry_in is not None:
                 ctx.enqueue(child, done.retry_in)
     return result

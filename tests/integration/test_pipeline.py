@@ -324,6 +324,33 @@ def test_follow_up_moves_mc_no_contact_on(db_url: str, autotask: tuple[str, Sand
     assert store.get_effect(db_url, child).note_id == note["id"]  # type: ignore[union-attr]
 
 
+def test_an_inline_follow_up_that_fails_goes_to_the_queue(db_url: str, autotask: tuple[str, SandboxState],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cause is done; its follow-up failing unexpectedly (a database hiccup) must not fail the
+    cause's task, and the follow-up is handed to the queue to run again."""
+    url, _ = autotask
+    queue = Queue()
+    ctx = make_context(db_url, url, enqueue=queue, follow_up_delay_seconds=0)
+    real_start = store.start_run
+    calls = {"n": 0}
+
+    def flaky_start(db: str, event_id: int, task_id: str | None, worker: str | None) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the follow-up's run
+            raise RuntimeError("database went away")
+        return real_start(db, event_id, task_id, worker)
+
+    monkeypatch.setattr(store, "start_run", flaky_start)
+    cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact"))
+    result = process_event(ctx, cause)
+    assert result.state == "applied"
+    (child,) = result.derived
+    assert queue == [(child, 0.0)]
+    monkeypatch.setattr(store, "start_run", real_start)
+    expire_lease(db_url, child)  # what the lease time does for the claim the failed run made
+    assert process_event(ctx, child).state == "applied"
+
+
 def test_follow_up_skipped_when_a_human_changed_the_status(db_url: str, autotask: tuple[str, SandboxState]) -> None:
     # A delay leaves time for a person to act between the two transitions (without one, the follow-up
     # runs at once; the same check guards it). atrelay has not heard of the change (no callout): the
