@@ -3,9 +3,10 @@
 Two changes, both about round trips, none about delivery:
 
 * **Batched publish.** kombu's stock channel commits once per message. The ingress's group commit
-  hands it a batch of ids inside ``Producer.batch()``; this channel adds every message of the batch to
-  one session and commits once (all or none: a failed commit raises, the rows stay recorded and the
-  sweeper re-queues them). Outside a batch, publishing is kombu's own code.
+  hands it a batch of ids inside ``Producer.batch()``; this channel inserts every message of the batch
+  with one executemany (the rows kombu's ORM would write, without its per-object unit of work) and
+  commits once (all or none: a failed commit raises, the events stay recorded and the sweeper
+  re-queues them). Outside a batch, publishing is kombu's own code.
 * **Short poll.** The transport has no push: an idle worker polls the message table, once a second
   by default, which alone put up to a second between accept and run. Polling every 50 ms keeps that
   wait inside the embedded mode's end-to-end budget (p99 < 300 ms); its price, measured by
@@ -23,6 +24,7 @@ from typing import Any
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import sqlalchemy as sqla
 from kombu.utils.json import dumps
+from sqlalchemy import insert
 from sqlalchemy.exc import OperationalError
 
 __all__ = ["POLL_SECONDS", "Transport", "use"]
@@ -35,8 +37,13 @@ class _Batch:
     """The publish batch kombu's ``Producer.batch()`` drives: messages added, one commit on flush."""
 
     def __init__(self, channel: Channel, max_size: int) -> None:
-        self.channel, self.max_size, self.pending = channel, max_size, 0
+        self.channel, self.max_size = channel, max_size
         self.queues: dict[str, Any] = {}  # queue rows looked up once per batch, not once per message
+        self.rows: list[dict[str, Any]] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self.rows)
 
     def publish(self, message: Any, **kwargs: Any) -> Any:
         result = self.channel.basic_publish(message, _publish_batch=self, **kwargs)  # type: ignore[no-untyped-call]
@@ -45,20 +52,21 @@ class _Batch:
         return result
 
     def flush(self) -> None:
-        if not self.pending:
+        if not self.rows:
             return
         session = self.channel.session
+        rows, self.rows = self.rows, []
         try:
+            # What kombu's Message(payload, queue) becomes: visible, version 1, no timestamp yet.
+            session.execute(insert(self.channel.message_cls.__table__), rows)
             session.commit()
         except OperationalError:
             session.rollback()
             raise
-        finally:
-            self.pending = 0
 
     def discard(self) -> None:
         self.channel.session.rollback()
-        self.pending = 0
+        self.rows = []
 
     def close(self) -> None:
         """Nothing of its own to release: the session is the channel's."""
@@ -76,8 +84,8 @@ class Channel(sqla.Channel):
         obj = batch.queues.get(queue)
         if obj is None:
             obj = batch.queues[queue] = self._get_or_create(queue)  # type: ignore[no-untyped-call]
-        self.session.add(self.message_cls(dumps(payload), obj))  # type: ignore[no-untyped-call]
-        batch.pending += 1
+        batch.rows.append({"payload": dumps(payload), "queue_id": obj.id,  # type: ignore[no-untyped-call]
+                           "visible": True, "version": 1})
 
 
 class Transport(sqla.Transport):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 from typing import Any
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_ready
 
 from pipelines.audit import EventState
 from pipelines.db import forget_engines_after_fork
@@ -43,3 +44,14 @@ def _after_fork(**_kwargs: Any) -> None:
     """Each prefork child opens its own database and HTTP connections (sockets must not be shared)."""
     forget_engines_after_fork()
     reset_runtime()
+    gc.freeze()  # what the child inherited: never walked by the collector, so its pages stay shared
+
+
+@worker_ready.connect
+def _freeze_start_up(**_kwargs: Any) -> None:
+    """Start-up objects live as long as the worker: a full collection then walks only what runs allocate.
+
+    The same change cut the ingress's CPU per request by about a quarter (docs/benchmarks.md).
+    """
+    gc.collect()
+    gc.freeze()
