@@ -35,6 +35,7 @@ from pipelines.db import db_now, engine_for, session_scope, utcnow
 from pipelines.invalid import INVALID_TYPE, revalidate_into
 
 __all__ = [
+    "NEVER",
     "Claim",
     "EventState",
     "LeaseLost",

@@ -29,14 +29,16 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import case, or_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
 
 from connectors.autotask.models import Ticket
 from connectors.common.events import Observation
 from pipelines.audit import EffectLedger, EventState, InboundEvent, TicketState
 from pipelines.db import db_now, session_scope
+from pipelines.store import NEVER
 
 __all__ = ["READING_SECONDS", "claim_reads", "fresh_read", "keep_reads", "wait_for_read"]
 
@@ -48,7 +50,7 @@ _UNFINISHED = [EventState.ACCEPTED, EventState.PROCESSING, EventState.RETRYING, 
 
 
 def fresh_read(db: str, ticket_id: int, max_age: float) -> Ticket | None:
-    """The ticket as last read (or written) by atrelay, if that was at most ``max_age`` seconds ago."""
+    """The ticket as a shared read saw it, if that read is at most ``max_age`` seconds old and trusted."""
     if max_age <= 0:
         return None
     cutoff = db_now(db) - timedelta(seconds=max_age)
@@ -79,6 +81,10 @@ def claim_reads(db: str, ticket_id: int, *, limit: int, max_age: float) -> list[
     run is reading ``ticket_id`` right now (:func:`wait_for_read` then waits for its result).
     Waiting events are taken oldest first (the order the broker hands them out), so what is read
     now is what runs next, well within ``max_age``.
+
+    Concurrent runs pick overlapping tickets: rows are created in ticket order, in a transaction of
+    their own, and claimed with ``FOR UPDATE SKIP LOCKED`` (a ticket another run is claiming is
+    simply not ours), so two runs never wait on each other, let alone deadlock.
     """
     now = db_now(db)
     with session_scope(db) as s:
@@ -97,30 +103,29 @@ def claim_reads(db: str, ticket_id: int, *, limit: int, max_age: float) -> list[
             others = list(dict.fromkeys(int(t) for t in rows if t is not None))
         wanted = [ticket_id, *others]
         known = set(s.exec(select(TicketState.ticket_id).where(col(TicketState.ticket_id).in_(wanted))).all())
-        for tid in wanted:
-            if tid not in known:
-                try:
-                    with s.begin_nested():
-                        # updated_at means "atrelay last wrote to this ticket": never, for a new row.
-                        s.add(TicketState(ticket_id=tid, updated_at=datetime(1970, 1, 1, tzinfo=UTC)))
-                except IntegrityError:
-                    pass  # another run made the row meanwhile
-        stale = now - timedelta(seconds=max_age)
-        claimed = s.execute(
-            update(TicketState)
+        missing = sorted(set(wanted) - {int(t) for t in known})
+        if missing:
+            dialect_insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
+            # updated_at means "atrelay last wrote to this ticket": never, for a new row.
+            s.execute(dialect_insert(TicketState).values([{"ticket_id": t, "updated_at": NEVER} for t in missing])
+                      .on_conflict_do_nothing(index_elements=["ticket_id"]))
+    stale = now - timedelta(seconds=max_age)
+    rank = case({t: i for i, t in enumerate(wanted)}, value=col(TicketState.ticket_id))  # own ticket, then oldest
+    free = (select(TicketState.ticket_id)
             .where(col(TicketState.ticket_id).in_(wanted),
                    or_(col(TicketState.reading_until).is_(None), col(TicketState.reading_until) < now),
                    or_(col(TicketState.read_at).is_(None), col(TicketState.read_at) < stale))
+            .order_by(rank).limit(max(limit, 1))
+            .with_for_update(skip_locked=True))  # PostgreSQL; SQLite runs one writer at a time anyway
+    with session_scope(db) as s:
+        got = {int(t) for t in s.execute(
+            update(TicketState).where(col(TicketState.ticket_id).in_(free.scalar_subquery()))
             .values(reading_until=now + timedelta(seconds=READING_SECONDS))
-            .returning(col(TicketState.ticket_id))
-        ).scalars().all()
-    got = {int(t) for t in claimed}
+            .returning(col(TicketState.ticket_id))).scalars().all()}
     if ticket_id not in got:
-        _release(db, got)  # not reading after all: the others' tickets are free again at once
+        _release(db, got)  # its row is being read or claimed by another run: the others are free again
         return None
-    keep = [t for t in wanted if t in got][:max(limit, 1)]  # this run's own ticket first
-    _release(db, got - set(keep))
-    return keep
+    return [t for t in wanted if t in got]
 
 
 def _release(db: str, ticket_ids: Iterable[int]) -> None:
@@ -140,7 +145,9 @@ def keep_reads(db: str, tickets: Iterable[Ticket], read_at: datetime, claimed: I
     found = {t.id: t for t in tickets}
     ids = sorted(set(claimed) | set(found))
     with session_scope(db) as s:
-        for ts in s.exec(select(TicketState).where(col(TicketState.ticket_id).in_(ids))).all():
+        # Locked in ticket order, as claim_reads takes them: concurrent runs cannot wait in a circle.
+        for ts in s.exec(select(TicketState).where(col(TicketState.ticket_id).in_(ids))
+                         .order_by(col(TicketState.ticket_id)).with_for_update()).all():
             ts.reading_until = None
             ticket = found.get(ts.ticket_id)
             if (ticket is not None and (ts.read_dropped_at is None or ts.read_dropped_at < read_at)
