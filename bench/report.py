@@ -210,7 +210,7 @@ def headline(res: dict[str, Any]) -> str:
             "rows met.")
 
 
-_INTRO = ("`make bench` (about 10-12 minutes; needs PostgreSQL and Redis like the tests) measures intake against "
+_INTRO = ("`make bench` (about 6-10 minutes; needs PostgreSQL and Redis like the tests) measures intake against "
           "a verify-and-commit floor, end-to-end latency on both modes, Autotask calls per transition, the thread "
           "limit, quota compliance, recovery from a killed worker and memory, and rewrites "
           "[docs/benchmarks.md](docs/benchmarks.md) (every goal as a row) and the line below.")

@@ -95,7 +95,7 @@ def main() -> None:
     tz_state = TimezestSandboxState()
     tz_server = ThreadedServer(timezest_app(tz_state)).start()
     res: dict[str, Any] = {"machine": machine(), "quick": quick}
-    res["config"] = ("uvicorn with uvloop/httptools, one ingress process; Celery prefork workers; Redis 7 broker "
+    res["config"] = ("uvicorn with uvloop/httptools, one ingress process; Celery workers on their default pool (threads); Redis 7 broker "
                      "(a redis-server of the benchmark's own) and PostgreSQL 15 audit DB, or the embedded default "
                      "(SQLite, kombu SQLAlchemy broker); quota governor on; the load generator, PostgreSQL and Redis share the same cores; defaults otherwise")
     try:
