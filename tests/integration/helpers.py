@@ -9,6 +9,7 @@ from typing import Any
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache
+from connectors.autotask.sandbox import SandboxState
 from pipelines import store
 from pipelines.context import Context
 from pipelines.rules import DEFAULT_RULES
@@ -49,6 +50,17 @@ def mc_body(kind: str, ticket: str | int = "T20261126.0002", when: str = "2026-1
     ref = {"ticket_id": ticket} if isinstance(ticket, int) else {"ticket_number": ticket}
     return json.dumps({"type": kind, "timestamp": when, "data": {
         **ref, "summary": "User did not answer", "technician": "Alex", "contact_attempts": 3}}).encode()
+
+
+def new_tickets(sandbox: SandboxState, n: int, title: str = "test") -> list[int]:
+    """``n`` new tickets in status New (1) in the Autotask sandbox, with ids and numbers of their own."""
+    ids = []
+    for i in range(n):
+        tid = next(sandbox.ticket_ids)
+        sandbox.tickets[tid] = {"id": tid, "ticketNumber": f"T20261127.{tid % 10000:04d}", "title": f"{title} {i}",
+                                "status": 1, "lastActivityDate": "2026-11-26T08:00:00.000Z"}
+        ids.append(tid)
+    return ids
 
 
 def add_event(db: str, source: str, event_type: str, body: bytes, occurred_at: datetime | None = None,

@@ -21,21 +21,12 @@ from sqlalchemy import create_engine, text
 from connectors.autotask.sandbox import SandboxState
 from connectors.common.sandbox_server import ThreadedServer, free_port
 from pipelines.audit import EventState
+from tests.integration.helpers import new_tickets
 from tests.stacks import Stack, start_stack
 from tests.support import PG_ADMIN_URL, wait_for
 
 RECEIVED = 29682844
 FAST = {"ATRELAY_LEASE_SECONDS": "4", "ATRELAY_SWEEP_SECONDS": "1", "ATRELAY_AUTOTASK_TIMEOUT_SECONDS": "1"}
-
-
-def new_tickets(sandbox: SandboxState, n: int) -> list[int]:
-    ids = []
-    for i in range(n):
-        tid = next(sandbox.ticket_ids)
-        sandbox.tickets[tid] = {"id": tid, "ticketNumber": f"T20261127.{i + 1:04d}", "title": f"fault {i}",
-                                "status": 1, "lastActivityDate": "2026-11-26T08:00:00.000Z"}
-        ids.append(tid)
-    return ids
 
 
 def form(ticket_id: int) -> bytes:

@@ -18,20 +18,10 @@ from pipelines import store, ticket_reads
 from pipelines.audit import EffectLedger, TicketState
 from pipelines.db import session_scope
 from pipelines.process import process_event
-from tests.integration.helpers import add_event, make_context, mc_body, webform_body
+from tests.integration.helpers import add_event, make_context, mc_body, new_tickets, webform_body
 
 RECEIVED = 29682844  # Received Form Response in the sandbox's picklist
 IN_PROGRESS = 8
-
-
-def _tickets(sandbox: SandboxState, n: int) -> list[int]:
-    ids = []
-    for i in range(n):
-        tid = next(sandbox.ticket_ids)
-        sandbox.tickets[tid] = {"id": tid, "ticketNumber": f"T20261127.{9000 + i}", "title": f"read {i}",
-                                "status": 1, "lastActivityDate": "2026-11-26T08:00:00.000Z"}
-        ids.append(tid)
-    return ids
 
 
 def _ticket_calls(sandbox: SandboxState) -> dict[str, int]:
@@ -47,7 +37,7 @@ def test_one_query_reads_the_tickets_of_the_waiting_events(db_url: str, autotask
     url, sandbox = autotask
     ctx = make_context(db_url, url, read_batch=50, read_max_age_seconds=10.0)
     ctx.lists()  # picklists read once per process, not part of the count
-    tickets = _tickets(sandbox, 6)
+    tickets = new_tickets(sandbox, 6)
     events = [_form(db_url, t) for t in tickets]
     sandbox.calls.clear()
     for event_id in events:
@@ -61,7 +51,7 @@ def test_a_batch_is_bounded_and_reads_only_waiting_events_tickets(db_url: str,
     url, sandbox = autotask
     ctx = make_context(db_url, url, read_batch=3, read_max_age_seconds=10.0)
     ctx.lists()
-    tickets = _tickets(sandbox, 7)
+    tickets = new_tickets(sandbox, 7)
     events = [_form(db_url, t) for t in tickets]
     sandbox.calls.clear()
     for event_id in events:
@@ -75,7 +65,7 @@ def test_a_change_by_a_person_heard_of_drops_the_read(db_url: str, autotask: tup
     """The form was submitted before the technician set In Progress: not applied, the note says why."""
     url, sandbox = autotask
     ctx = make_context(db_url, url, read_batch=50, read_max_age_seconds=10.0)
-    first, second = _tickets(sandbox, 2)
+    first, second = new_tickets(sandbox, 2)
     a = _form(db_url, first)
     b = _form(db_url, second, when="2026-11-26T09:30:00Z")
     assert process_event(ctx, a).state == "applied"  # its query read `second` too, as status 1
@@ -92,7 +82,7 @@ def test_a_change_by_a_person_heard_of_drops_the_read(db_url: str, autotask: tup
 
 def test_a_waiting_callout_for_the_ticket_means_read_again(db_url: str, autotask: tuple[str, SandboxState]) -> None:
     _, sandbox = autotask
-    (tid,) = _tickets(sandbox, 1)
+    (tid,) = new_tickets(sandbox, 1)
     with session_scope(db_url) as s:
         s.add(TicketState(ticket_id=tid, read_status_id=1, read_at=datetime.now(UTC),
                           updated_at=datetime(1970, 1, 1, tzinfo=UTC)))
@@ -106,7 +96,7 @@ def test_a_waiting_callout_for_the_ticket_means_read_again(db_url: str, autotask
 def test_an_unconfirmed_patch_or_an_old_read_means_read_again(db_url: str,
                                                               autotask: tuple[str, SandboxState]) -> None:
     _, sandbox = autotask
-    (tid,) = _tickets(sandbox, 1)
+    (tid,) = new_tickets(sandbox, 1)
     event_id = _form(db_url, tid)
     with session_scope(db_url) as s:
         s.add(TicketState(ticket_id=tid, read_status_id=1, read_at=datetime.now(UTC),
@@ -127,7 +117,7 @@ def test_an_unconfirmed_patch_or_an_old_read_means_read_again(db_url: str,
 
 def test_concurrent_runs_do_not_read_the_same_tickets(db_url: str, autotask: tuple[str, SandboxState]) -> None:
     _, sandbox = autotask
-    tickets = _tickets(sandbox, 5)
+    tickets = new_tickets(sandbox, 5)
     for t in tickets:
         _form(db_url, t)
     first = ticket_reads.claim_reads(db_url, tickets[0], limit=3, max_age=10.0)
@@ -151,7 +141,7 @@ def test_atrelays_own_write_is_not_a_read_for_later_runs(db_url: str, autotask: 
     url, sandbox = autotask
     ctx = make_context(db_url, url, read_batch=50, read_max_age_seconds=10.0)
     ctx.lists()
-    (tid,) = _tickets(sandbox, 1)
+    (tid,) = new_tickets(sandbox, 1)
     assert process_event(ctx, _form(db_url, tid)).state == "applied"
     assert ticket_reads.fresh_read(db_url, tid, 10.0) is None
     sandbox.set_status(tid, IN_PROGRESS, actor="human", resource_id=29683001)  # not heard of by atrelay
@@ -167,7 +157,7 @@ def test_many_runs_claiming_at_once_never_deadlock_and_never_share(db_url: str,
     """Eight runs claim batches over the same waiting events at the same moment (the benchmark's
     quota run once deadlocked here on PostgreSQL): no error, and no ticket claimed twice."""
     _, sandbox = autotask
-    tickets = _tickets(sandbox, 64)
+    tickets = new_tickets(sandbox, 64)
     for t in tickets:
         _form(db_url, t)
     start = threading.Barrier(8)
