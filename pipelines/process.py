@@ -172,6 +172,9 @@ class _Run(RunBase):
             # Same second: receipt order decides (pipelines.clock.before_last), never the worker's luck.
             if last is not None and before_last(event.occurred_at, self.event_id, last.last_occurred_at,
                                                 last.last_event_id):
+                if event.carries_note_of is not None:  # a follow-up holding its cause's note: still owed
+                    return self._cause_note_only(event, ticket.id, ticket.status, lists, base,
+                                                 why="stale", said="a newer event was applied meanwhile")
                 if not decision.note or event.source == Source.ATRELAY:
                     return self._finish(EventState.SKIPPED, "skipped", "stale", **base)
                 # Older than what atrelay already applied: not applied, but what it says still reaches
@@ -213,7 +216,9 @@ class _Run(RunBase):
                                      from_status_id=ticket.status, to_status_id=target_id),
             )
         base["from_status"] = labels.label(effect.from_status_id)
+        left = ticket.status  # what the ticket shows as far as this run knows (a re-run: maybe not ours)
         if target_id is not None and effect.patched_at is None:
+            left = target_id
             if ticket.status != target_id:
                 self.guard()
                 effect = store.update_effect(ctx.db, effect, patch_started_at=utcnow())
@@ -239,7 +244,7 @@ class _Run(RunBase):
         if 0 < ctx.follow_up_delay_seconds <= SHORT_RETRY_MAX:  # 0: run now (process_event); long: parked
             for child in result.derived:
                 ctx.enqueue(child, float(ctx.follow_up_delay_seconds))
-        return replace(result, left=(ticket.id, target_id)) if target_id is not None else result
+        return replace(result, left=(ticket.id, left))
 
     def _note_once(self, event: PartnerEvent, effect: EffectLedger, lists: Picklists) -> EffectLedger:
         ctx, client = self.ctx, self.ctx.client
@@ -318,18 +323,19 @@ class _Run(RunBase):
                                         "details": [*cause.details, *event.details]})
 
     def _cause_note_only(self, event: PartnerEvent, ticket_id: int, status: int, lists: Picklists,
-                         base: dict[str, object]) -> Result:
-        """The follow-up cannot run (someone moved the ticket on): its cause's note is still owed, once."""
+                         base: dict[str, object], *, why: str = "status-changed",
+                         said: str = "the status had been changed meanwhile") -> Result:
+        """The follow-up cannot run (someone moved the ticket on, or it is stale): its cause's note is
+        still owed, once."""
         effect = store.get_effect(self.ctx.db, self.event_id) or store.update_effect(
             self.ctx.db, EffectLedger(event_id=self.event_id, ticket_id=ticket_id, from_status_id=status,
                                       to_status_id=None))
         cause = self._with_cause(event)
-        note = cause.model_copy(update={"summary": cause.summary.split("; then ", 1)[0]
-                                        + "; not moved on: the status had been changed meanwhile"})
+        note = cause.model_copy(update={"summary": cause.summary.split("; then ", 1)[0] + f"; not moved on: {said}"})
         if effect.note_id is None:
             self._note_once(note, effect, lists)
-        return self._finish(EventState.SKIPPED, "skipped",
-                            f"status-changed: the note of event #{event.carries_note_of} written", **base)
+        return self._finish(EventState.SKIPPED, "skipped", f"{why}: the note of event #{event.carries_note_of} written",
+                            **base)
 
     def _follow_up(
         self, event: PartnerEvent, decision: Transition, ticket_id: int, target_id: int | None, *,

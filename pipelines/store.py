@@ -476,9 +476,16 @@ def observe_status(db: str, ticket_id: int, status_id: int, *, changed_at: datet
         previous = ts.observed_status_id
         if via == "atrelay" or not by_atrelay:
             # A read shared by runs (pipelines.ticket_reads) is stale now. atrelay's own write is not kept
-            # in its place: only the follow-up that runs right after knows nobody acted since.
-            ts.read_at, ts.read_dropped_at = None, db_now(db)
-            s.add(ts)
+            # in its place: only the follow-up that runs right after knows nobody acted since. Written as
+            # its own UPDATE (not left to the ORM, which skips a column it thinks unchanged) so a read
+            # another run stored after this row was loaded is dropped too.
+            dropped = db_now(db)
+            if ts in s:
+                s.execute(update(TicketState).where(col(TicketState.ticket_id) == ticket_id)
+                          .values(read_at=None, read_dropped_at=dropped))
+            else:
+                ts.read_at, ts.read_dropped_at = None, dropped
+                s.add(ts)
         if previous == status_id:
             return Observed(False, previous)
         ts.observed_status_id, ts.observed_at = status_id, changed_at

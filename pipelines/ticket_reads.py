@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import case, or_, update
+from sqlalchemy import bindparam, case, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import col, select
@@ -58,6 +58,8 @@ def fresh_read(db: str, ticket_id: int, max_age: float) -> Ticket | None:
         ts = s.get(TicketState, ticket_id)
         if ts is None or ts.read_at is None or ts.read_status_id is None or ts.read_at < cutoff:
             return None
+        if ts.read_dropped_at is not None and ts.read_dropped_at >= ts.read_at:
+            return None  # dropped after it was sent (a change heard of, or atrelay's own write)
         # A callout about this ticket not yet run may report a change newer than the read.
         waiting = s.exec(select(InboundEvent.id).where(
             InboundEvent.ticket_id == ticket_id, InboundEvent.event_type == Observation.TICKET_CHANGED.value,
@@ -144,17 +146,21 @@ def keep_reads(db: str, tickets: Iterable[Ticket], read_at: datetime, claimed: I
     """
     found = {t.id: t for t in tickets}
     ids = sorted(set(claimed) | set(found))
+    table = TicketState.__table__  # type: ignore[attr-defined]
+    # Conditions checked by the database as it writes (not on values loaded before): a drop or a
+    # newer read committed meanwhile by another run always wins.
+    keep = (update(table)
+            .where(table.c.ticket_id == bindparam("tid"),
+                   or_(table.c.read_dropped_at.is_(None), table.c.read_dropped_at < bindparam("sent")),
+                   or_(table.c.read_at.is_(None), table.c.read_at < bindparam("sent")))
+            .values(read_status_id=bindparam("status"), read_activity_at=bindparam("activity"),
+                    read_at=bindparam("sent")))
     with session_scope(db) as s:
-        # Locked in ticket order, as claim_reads takes them: concurrent runs cannot wait in a circle.
-        for ts in s.exec(select(TicketState).where(col(TicketState.ticket_id).in_(ids))
-                         .order_by(col(TicketState.ticket_id)).with_for_update()).all():
-            ts.reading_until = None
-            ticket = found.get(ts.ticket_id)
-            if (ticket is not None and (ts.read_dropped_at is None or ts.read_dropped_at < read_at)
-                    and (ts.read_at is None or ts.read_at < read_at)):  # never over a newer read or write
-                ts.read_status_id, ts.read_at = ticket.status, read_at
-                ts.read_activity_at = _aware(ticket.last_activity_date)
-            s.add(ts)
+        s.execute(update(TicketState).where(col(TicketState.ticket_id).in_(ids)).values(reading_until=None))
+        if found:
+            s.connection().execute(keep, [
+                {"tid": t, "status": found[t].status, "activity": _aware(found[t].last_activity_date), "sent": read_at}
+                for t in sorted(found)])
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -17,11 +17,12 @@ from connectors.autotask.sandbox import SandboxState
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent, OutboundAttempt, PipelineRun
 from pipelines.db import session_scope
-from pipelines.process import process_event
+from pipelines.process import _Run, process_event
 from tests.integration.helpers import Queue, add_event, make_context, mc_body, webform_body
 
 RECEIVED_FORM = 29682844
 MC_NO_CONTACT, WAITING_CUSTOMER = 29682847, 7
+COMPLETE = 5
 
 
 class Crash(BaseException):
@@ -349,6 +350,59 @@ def test_an_inline_follow_up_that_fails_goes_to_the_queue(db_url: str, autotask:
     monkeypatch.setattr(store, "start_run", real_start)
     expire_lease(db_url, child)  # what the lease time does for the claim the failed run made
     assert process_event(ctx, child).state == "applied"
+
+
+def test_a_rerun_after_a_crash_reads_the_ticket_before_its_follow_up(db_url: str, autotask: tuple[str, SandboxState],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cause PATCHed, then its worker died before finishing; a technician completed the ticket; the
+    sweeper's re-run must not hand its follow-up the status it wrote then (found by review)."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url, follow_up_delay_seconds=0, read_batch=50, read_max_age_seconds=3.0)
+    cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact", 50002), ticket_id=50002)
+    real = _Run._follow_up
+    monkeypatch.setattr(_Run, "_follow_up", lambda *a, **k: (_ for _ in ()).throw(Crash()))
+    with pytest.raises(Crash):
+        process_event(ctx, cause)
+    assert sandbox.tickets[50002]["status"] == MC_NO_CONTACT
+    monkeypatch.setattr(_Run, "_follow_up", real)
+    sandbox.set_status(50002, COMPLETE, actor="human")
+    expire_lease(db_url, cause)
+    result = process_event(ctx, cause)
+    (child,) = result.derived
+    row = store.get_event(db_url, child)
+    assert row is not None and (row.state, row.reason) == ("skipped", f"status-changed: the note of event #{cause} written")
+    assert sandbox.tickets[50002]["status"] == COMPLETE  # the technician's change stands
+    assert len(sandbox.notes) == 1  # the cause's note, once, saying it was not moved on
+
+
+def test_a_stale_follow_up_still_writes_its_causes_note(db_url: str, autotask: tuple[str, SandboxState],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inline follow-up found the ticket busy and went to the queue; a newer event was applied before
+    it ran, so it is stale: the note its cause left to it is still written (found by review)."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url, follow_up_delay_seconds=0)
+    cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact", 50002), ticket_id=50002)
+    real_claim = store.claim_ticket
+    calls: list[int] = []
+
+    def busy_for_the_follow_up(db: str, ticket_id: int, event_id: int, lease: float) -> bool:
+        calls.append(event_id)
+        return False if len(calls) == 2 else real_claim(db, ticket_id, event_id, lease)
+
+    monkeypatch.setattr(store, "claim_ticket", busy_for_the_follow_up)
+    (child,) = process_event(ctx, cause).derived
+    monkeypatch.setattr(store, "claim_ticket", real_claim)
+    assert store.get_event(db_url, child).state == "retrying"  # type: ignore[union-attr]
+    newer = add_event(db_url, "mission-control", "mc.escalated",
+                      mc_body("mc.escalated", 50002, when="2026-11-26T10:20:00Z"),
+                      occurred_at=datetime(2026, 11, 26, 10, 20, tzinfo=UTC), ticket_id=50002)
+    assert process_event(ctx, newer).state == "applied"
+    with session_scope(db_url) as sess:
+        sess.execute(update(InboundEvent).where(col(InboundEvent.id) == child).values(not_before=None))
+    result = process_event(ctx, child)
+    assert (result.state, result.reason) == ("skipped", f"stale: the note of event #{cause} written")
+    texts = [n["description"] for n in sandbox.notes.values()]
+    assert len(texts) == 2 and any("not moved on: a newer event was applied meanwhile" in t for t in texts)
 
 
 def test_follow_up_skipped_when_a_human_changed_the_status(db_url: str, autotask: tuple[str, SandboxState]) -> None:

@@ -8,6 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import update
 from sqlmodel import col
 
@@ -171,3 +172,32 @@ def test_many_runs_claiming_at_once_never_deadlock_and_never_share(db_url: str,
     claimed = [t for batch in batches for t in batch]
     assert len(claimed) == len(set(claimed))  # disjoint
     assert all(batch[0] == own for batch, own in zip(batches, tickets[::8], strict=True) if batch)
+
+
+def test_a_read_stored_while_atrelay_writes_is_dropped(db_url: str, autotask: tuple[str, SandboxState],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run B's batch read (sent before atrelay's PATCH) is stored after run A loaded the ticket's row
+    to record its own write: the drop must still win, or the next run acts on the old status."""
+    _, sandbox = autotask
+    (tid,) = new_tickets(sandbox, 1)
+    store.observe_status(db_url, tid, 5, changed_at=datetime.now(UTC), by_resource_id=None, by_atrelay=True,
+                         via="atrelay", event_id=None)  # a row whose read is already dropped
+    sent = datetime.now(UTC)
+    real_now = store.db_now
+    injected: list[bool] = []
+
+    def keep_b_read_first(url: str) -> datetime:
+        if not injected:  # observe_status has loaded the row and is about to write the drop
+            injected.append(True)
+            ticket_reads.keep_reads(db_url, [Ticket(id=tid, status=5)], sent, [tid])
+        return real_now(url)
+
+    monkeypatch.setattr(store, "db_now", keep_b_read_first)
+    store.observe_status(db_url, tid, RECEIVED, changed_at=datetime.now(UTC), by_resource_id=None,
+                         by_atrelay=True, via="atrelay", event_id=None)
+    assert injected
+    monkeypatch.setattr(store, "db_now", real_now)
+    assert ticket_reads.fresh_read(db_url, tid, 10.0) is None
+    # And a read sent before a drop that is stored after it is not kept either.
+    ticket_reads.keep_reads(db_url, [Ticket(id=tid, status=5)], sent, [tid])
+    assert ticket_reads.fresh_read(db_url, tid, 10.0) is None
