@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -43,8 +43,8 @@ OVERWRITABLE: dict[EventType, tuple[str, ...]] = {EventType.FORM_SUBMITTED: ("No
 
 
 def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, worker: str | None = None,
-                  known: Ticket | None = None) -> Result:
-    """Run one event; ``known``: the ticket as the run just before this one (its cause) left it."""
+                  known: tuple[int, int, datetime] | None = None) -> Result:
+    """Run one event; ``known``: (ticket, status, when) as the run just before this one (its cause) left it."""
     claim = store.claim_event(ctx.db, event_id, ctx.lease_seconds)
     if claim.event is None:
         if claim.state == "leased":
@@ -63,10 +63,9 @@ def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, wo
         # A follow-up without a delay runs now, in this process: atrelay knows the status it has just
         # written (no read), and the cause's note waits for it, so one note tells both transitions.
         # Only now: a delayed follow-up reads the ticket, since waiting is what lets a person act.
-        left = Ticket(id=result.left[0], status=result.left[1]) if result.left else None
         for child in result.derived:
             try:
-                done = process_event(ctx, child, task_id=task_id, worker=worker, known=left)
+                done = process_event(ctx, child, task_id=task_id, worker=worker, known=result.left)
             except Exception:
                 # The cause is done and recorded; the follow-up is a committed event of its own: hand it
                 # to the queue (and, should that fail too, to the sweeper) rather than fail the cause's task.
@@ -82,7 +81,7 @@ class _Run(RunBase):
     """A partner event's run: decide, read the ticket, write status and note once, follow up."""
 
     def __init__(self, ctx: Context, row: InboundEvent, run_id: int, owner: str | None = None,
-                 known: Ticket | None = None) -> None:
+                 known: tuple[int, int, datetime] | None = None) -> None:
         super().__init__(ctx, row, run_id, owner)
         self.known = known
 
@@ -107,8 +106,9 @@ class _Run(RunBase):
             if not store.claim_ticket(self.ctx.db, event.ticket_id, self.event_id, self.ctx.lease_seconds):
                 return None
             self.leased_ticket = event.ticket_id
-            if self.known is not None and self.known.id == event.ticket_id:
-                return self.known  # its cause wrote it a moment ago, under the same kind of lease
+            if (self.known is not None and self.known[0] == event.ticket_id
+                    and ticket_reads.untouched_since(self.ctx.db, event.ticket_id, self.known[2])):
+                return Ticket(id=self.known[0], status=self.known[1])  # its cause left it so a moment ago
             return self._read(event.ticket_id)  # read under the lease: nobody else writes meanwhile
         else:
             assert event.ticket_number is not None
@@ -244,7 +244,7 @@ class _Run(RunBase):
         if 0 < ctx.follow_up_delay_seconds <= SHORT_RETRY_MAX:  # 0: run now (process_event); long: parked
             for child in result.derived:
                 ctx.enqueue(child, float(ctx.follow_up_delay_seconds))
-        return replace(result, left=(ticket.id, left))
+        return replace(result, left=(ticket.id, left, db_now(ctx.db)))
 
     def _note_once(self, event: PartnerEvent, effect: EffectLedger, lists: Picklists) -> EffectLedger:
         ctx, client = self.ctx, self.ctx.client

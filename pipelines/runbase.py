@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from connectors.autotask.client import Attempt
 from connectors.autotask.errors import PermanentError, RetryableError
@@ -29,9 +30,9 @@ class Result:
     reason: str | None = None
     retry_in: float | None = None
     derived: list[int] = field(default_factory=list)
-    #: (ticket id, status id) the run left the ticket in, as atrelay knows it this moment: a follow-up
-    #: run right after it needs no read.
-    left: tuple[int, int] | None = None
+    #: (ticket id, status id, when) the run left the ticket in, as atrelay knew it then: a follow-up
+    #: run right after it needs no read, unless atrelay has heard of the ticket since.
+    left: tuple[int, int, datetime] | None = None
 
 
 class Heartbeat:

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import bindparam, case, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from connectors.autotask.models import Ticket
 from connectors.common.events import Observation
@@ -40,13 +40,39 @@ from pipelines.audit import EffectLedger, EventState, InboundEvent, TicketState
 from pipelines.db import db_now, session_scope
 from pipelines.store import NEVER
 
-__all__ = ["READING_SECONDS", "claim_reads", "fresh_read", "keep_reads", "wait_for_read"]
+__all__ = ["READING_SECONDS", "claim_reads", "fresh_read", "keep_reads", "untouched_since", "wait_for_read"]
 
 #: How long a run may hold "reading" on tickets before others read them themselves (a run that died
 #: mid-query must not leave tickets unreadable).
 READING_SECONDS = 5.0
 _WAIT_STEP = 0.02
 _UNFINISHED = [EventState.ACCEPTED, EventState.PROCESSING, EventState.RETRYING, EventState.PARKED]
+
+
+def untouched_since(db: str, ticket_id: int, since: datetime) -> bool:
+    """Has atrelay heard of nothing on the ticket since ``since`` (a callout run, one waiting, a PATCH in doubt)?
+
+    What a follow-up checks before acting on the status its cause just wrote, without a read.
+    """
+    with session_scope(db) as s:
+        ts = s.get(TicketState, ticket_id)
+        if ts is not None and ts.read_dropped_at is not None and ts.read_dropped_at > since:
+            return False
+        return not _doubt(s, ticket_id)
+
+
+def _doubt(s: Session, ticket_id: int) -> bool:
+    """A callout for the ticket waits to be run, or a PATCH to it has an unknown outcome."""
+    # A callout about this ticket not yet run may report a change newer than what atrelay knows.
+    waiting = s.exec(select(InboundEvent.id).where(
+        InboundEvent.ticket_id == ticket_id, InboundEvent.event_type == Observation.TICKET_CHANGED.value,
+        col(InboundEvent.state).in_(_UNFINISHED)).limit(1)).first()
+    # A PATCH whose outcome is unknown (a timeout, a run that died mid-call) may have landed since:
+    # only Autotask can say, so the ticket is read again.
+    unconfirmed = s.exec(select(EffectLedger.event_id).where(
+        EffectLedger.ticket_id == ticket_id, col(EffectLedger.patch_started_at).is_not(None),
+        col(EffectLedger.patched_at).is_(None)).limit(1)).first()
+    return waiting is not None or unconfirmed is not None
 
 
 def fresh_read(db: str, ticket_id: int, max_age: float) -> Ticket | None:
@@ -60,18 +86,7 @@ def fresh_read(db: str, ticket_id: int, max_age: float) -> Ticket | None:
             return None
         if ts.read_dropped_at is not None and ts.read_dropped_at >= ts.read_at:
             return None  # dropped after it was sent (a change heard of, or atrelay's own write)
-        # A callout about this ticket not yet run may report a change newer than the read.
-        waiting = s.exec(select(InboundEvent.id).where(
-            InboundEvent.ticket_id == ticket_id, InboundEvent.event_type == Observation.TICKET_CHANGED.value,
-            col(InboundEvent.state).in_(_UNFINISHED)).limit(1)).first()
-        if waiting is not None:
-            return None
-        # A PATCH whose outcome is unknown (a timeout, a run that died mid-call) may have landed
-        # after the read: only Autotask can say, so the ticket is read again.
-        unconfirmed = s.exec(select(EffectLedger.event_id).where(
-            EffectLedger.ticket_id == ticket_id, col(EffectLedger.patch_started_at).is_not(None),
-            col(EffectLedger.patched_at).is_(None)).limit(1)).first()
-        if unconfirmed is not None:
+        if _doubt(s, ticket_id):
             return None
         return Ticket(id=ticket_id, status=ts.read_status_id, lastActivityDate=ts.read_activity_at)
 

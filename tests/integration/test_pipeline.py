@@ -405,6 +405,31 @@ def test_a_stale_follow_up_still_writes_its_causes_note(db_url: str, autotask: t
     assert len(texts) == 2 and any("not moved on: a newer event was applied meanwhile" in t for t in texts)
 
 
+def test_a_change_heard_between_cause_and_inline_follow_up_is_not_overwritten(
+        db_url: str, autotask: tuple[str, SandboxState], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A callout run records a person's change in the moment between the cause releasing the ticket
+    and its follow-up taking it: the follow-up reads the ticket instead of trusting what its cause wrote."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url, follow_up_delay_seconds=0)
+    cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact", 50002), ticket_id=50002)
+    real_claim = store.claim_ticket
+    calls: list[int] = []
+
+    def person_acts_first(db: str, ticket_id: int, event_id: int, lease: float) -> bool:
+        calls.append(event_id)
+        if len(calls) == 2:  # the follow-up: a technician set In Progress, and its callout has been run
+            sandbox.set_status(50002, 8, actor="human")
+            store.observe_status(db, 50002, 8, changed_at=datetime.now(UTC), by_resource_id=29683001,
+                                 by_atrelay=False, via="callout", event_id=None)
+        return real_claim(db, ticket_id, event_id, lease)
+
+    monkeypatch.setattr(store, "claim_ticket", person_acts_first)
+    (child,) = process_event(ctx, cause).derived
+    row = store.get_event(db_url, child)
+    assert row is not None and (row.state, row.reason) == ("skipped", f"status-changed: the note of event #{cause} written")
+    assert sandbox.tickets[50002]["status"] == 8
+
+
 def test_follow_up_skipped_when_a_human_changed_the_status(db_url: str, autotask: tuple[str, SandboxState]) -> None:
     # A delay leaves time for a person to act between the two transitions (without one, the follow-up
     # runs at once; the same check guards it). atrelay has not heard of the change (no callout): the
