@@ -6,6 +6,7 @@ note, or before the audit commit can be run again and writes no second status ch
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -375,6 +376,21 @@ def test_a_rerun_after_a_crash_reads_the_ticket_before_its_follow_up(db_url: str
     assert len(sandbox.notes) == 1  # the cause's note, once, saying it was not moved on
 
 
+def at_the_follow_ups_claim(monkeypatch: pytest.MonkeyPatch, before: Callable[[], bool | None]) -> None:
+    """Run ``before`` as the inline follow-up takes its ticket (the run's second ticket claim);
+    ``before`` returning False makes the ticket busy for it."""
+    real = store.claim_ticket
+    calls: list[int] = []
+
+    def claim(db: str, ticket_id: int, event_id: int, lease: float) -> bool:
+        calls.append(event_id)
+        if len(calls) == 2 and before() is False:
+            return False
+        return real(db, ticket_id, event_id, lease)
+
+    monkeypatch.setattr(store, "claim_ticket", claim)
+
+
 def test_a_stale_follow_up_still_writes_its_causes_note(db_url: str, autotask: tuple[str, SandboxState],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The inline follow-up found the ticket busy and went to the queue; a newer event was applied before
@@ -382,16 +398,9 @@ def test_a_stale_follow_up_still_writes_its_causes_note(db_url: str, autotask: t
     url, sandbox = autotask
     ctx = make_context(db_url, url, follow_up_delay_seconds=0)
     cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact", 50002), ticket_id=50002)
-    real_claim = store.claim_ticket
-    calls: list[int] = []
-
-    def busy_for_the_follow_up(db: str, ticket_id: int, event_id: int, lease: float) -> bool:
-        calls.append(event_id)
-        return False if len(calls) == 2 else real_claim(db, ticket_id, event_id, lease)
-
-    monkeypatch.setattr(store, "claim_ticket", busy_for_the_follow_up)
+    at_the_follow_ups_claim(monkeypatch, lambda: False)  # busy: another event took the ticket in the gap
     (child,) = process_event(ctx, cause).derived
-    monkeypatch.setattr(store, "claim_ticket", real_claim)
+    monkeypatch.undo()
     assert store.get_event(db_url, child).state == "retrying"  # type: ignore[union-attr]
     newer = add_event(db_url, "mission-control", "mc.escalated",
                       mc_body("mc.escalated", 50002, when="2026-11-26T10:20:00Z"),
@@ -412,18 +421,12 @@ def test_a_change_heard_between_cause_and_inline_follow_up_is_not_overwritten(
     url, sandbox = autotask
     ctx = make_context(db_url, url, follow_up_delay_seconds=0)
     cause = add_event(db_url, "mission-control", "mc.no_contact", mc_body("mc.no_contact", 50002), ticket_id=50002)
-    real_claim = store.claim_ticket
-    calls: list[int] = []
+    def person_acts_first() -> None:  # a technician set In Progress, and its callout has been run
+        sandbox.set_status(50002, 8, actor="human")
+        store.observe_status(db_url, 50002, 8, changed_at=datetime.now(UTC), by_resource_id=29683001,
+                             by_atrelay=False, via="callout", event_id=None)
 
-    def person_acts_first(db: str, ticket_id: int, event_id: int, lease: float) -> bool:
-        calls.append(event_id)
-        if len(calls) == 2:  # the follow-up: a technician set In Progress, and its callout has been run
-            sandbox.set_status(50002, 8, actor="human")
-            store.observe_status(db, 50002, 8, changed_at=datetime.now(UTC), by_resource_id=29683001,
-                                 by_atrelay=False, via="callout", event_id=None)
-        return real_claim(db, ticket_id, event_id, lease)
-
-    monkeypatch.setattr(store, "claim_ticket", person_acts_first)
+    at_the_follow_ups_claim(monkeypatch, person_acts_first)
     (child,) = process_event(ctx, cause).derived
     row = store.get_event(db_url, child)
     assert row is not None and (row.state, row.reason) == ("skipped", f"status-changed: the note of event #{cause} written")
