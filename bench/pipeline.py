@@ -116,7 +116,7 @@ def thread_limit(server: ThreadedServer, state: SandboxState, pg: str, count: in
     """
     rows = []
     default = Settings.model_fields["worker_concurrency"].default
-    # The defaults first (one worker process), then two processes sharing the same pool size.
+    # The defaults first (one worker, its default pool size), then two workers sharing that many runs.
     for workers, concurrency in ((1, default), (2, max(1, default // 2))):
         s = stack("redis+postgresql", server, state, pg, workers=workers, concurrency=concurrency)
         try:

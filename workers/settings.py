@@ -162,8 +162,8 @@ class Settings(BaseSettings):
     # A partner time further ahead of receipt than this is clamped to the receipt (one bad clock must
     # not make every later event on its ticket look older, i.e. "stale").
     max_clock_skew_seconds: int = Field(default=300, ge=0, le=7 * 24 * 3600)
-    # Four processes keep Autotask's 3-request thread limit busy at real latencies (a run spends about a
-    # tenth of its time on the database, between calls); the governor holds the fourth back when needed.
+    # Four runs at once keep Autotask's 3-request thread limit busy at real latencies (a run spends about
+    # a tenth of its time on the database, between calls); the governor holds the fourth back when needed.
     worker_concurrency: int = Field(default=4, ge=1, le=64)
     # Threads: a run waits on Autotask and the database nearly all the time, so four threads cost about
     # one process's memory; prefork isolates runs in processes at about 30 MB each (docs/benchmarks.md).
