@@ -9,13 +9,20 @@ becomes the receipt time, and what the partner said is kept in the event's heade
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-__all__ = ["CLAMPED_HEADER", "before_last", "clamp_future", "clamped_from", "own_headers"]
+__all__ = ["CLAMPED_HEADER", "as_utc", "before_last", "clamp_future", "clamped_from", "own_headers"]
 
 #: Kept in the event's headers when its partner time was clamped: the time the partner claimed.
 CLAMPED_HEADER = "x-atrelay-clamped-from"
 _OURS = "x-atrelay-"
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """A time Autotask sent (UTC, without an offset) as an aware datetime; aware times pass unchanged."""
+    if moment is None:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def clamp_future(occurred_at: datetime | None, received_at: datetime,

@@ -11,11 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, event, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
-__all__ = ["UTCDateTime", "db_now", "engine_for", "forget_engines_after_fork", "session_scope", "utcnow"]
+__all__ = ["UTCDateTime", "db_now", "engine_for", "forget_engines_after_fork", "insert_for", "session_scope", "utcnow"]
+
+
+def insert_for(dialect: str) -> Any:
+    """The dialect's INSERT (it has ``on_conflict_do_nothing``): PostgreSQL's, else SQLite's."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
 def utcnow() -> datetime:

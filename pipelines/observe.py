@@ -15,7 +15,7 @@ status and one note; switched off, the breach is recorded as an ``ignored`` guar
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 
 from pydantic import ValidationError
 
@@ -26,6 +26,7 @@ from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import Observation, Source
 from pipelines import store
 from pipelines.audit import EventState
+from pipelines.clock import as_utc
 from pipelines.db import utcnow
 from pipelines.guards import Breach, note_guard, overdue_deferred_guard, status_guard
 from pipelines.rules import WatchRule
@@ -38,12 +39,6 @@ RECONCILE_PREFIX = "reconcile:"
 #: A reconciliation body field: the ticket is Deferred with its due date passed (no status change).
 OVERDUE_DEFERRED = "AtrelayOverdueDeferred"
 OBSERVATIONS = frozenset({Observation.TICKET_CHANGED.value, Observation.NOTE_ADDED.value})
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class ObserveRun(RunBase):
@@ -92,7 +87,7 @@ class ObserveRun(RunBase):
         # Without a PersonID (reconciliation), lastActivityResourceID names the last activity, not
         # necessarily this status change: it counts as atrelay's only if the effect ledger agrees.
         by_atrelay = own is not None and by == own and store.atrelay_wrote(ctx.db, ticket.id, ticket.status)
-        changed_at = _aware(payload.event_time) or _aware(ticket.last_activity_date) or utcnow()
+        changed_at = as_utc(payload.event_time) or as_utc(ticket.last_activity_date) or utcnow()
         # A callout names Status only when the status changed (it is a subscribed field). A
         # due-date-only callout about a ticket never seen before records nothing: the status read
         # now may already be the result of a change whose own callout is still on its way, and
@@ -171,7 +166,7 @@ class ObserveRun(RunBase):
         rule = ctx.watch_rules.get("emailed-form")
         title = note.title or ""
         if rule is None or not rule.enabled or not re.search(ctx.form_note_title, title):
-            changed_at = _aware(note.create_date_time) or _aware(payload.event_time) or utcnow()
+            changed_at = as_utc(note.create_date_time) or as_utc(payload.event_time) or utcnow()
             lists = ctx.lists()
             text = f"{title} {note.description or ''}"
             ticket = ctx.client.get_ticket(note.ticket_id) if self._may_hold_link(text) else None
@@ -181,8 +176,8 @@ class ObserveRun(RunBase):
                 return self._breach(breach, ticket_id=note.ticket_id)
             return self._observed(f"note #{note.id} matches no rule", ticket_id=note.ticket_id)
         seen = SeenInAutotask(
-            kind="note", ticket_id=note.ticket_id, changed_at=_aware(note.create_date_time)
-            or _aware(payload.event_time) or utcnow(), by_resource_id=note.creator_resource_id,
+            kind="note", ticket_id=note.ticket_id, changed_at=as_utc(note.create_date_time)
+            or as_utc(payload.event_time) or utcnow(), by_resource_id=note.creator_resource_id,
             by_contact_id=note.created_by_contact_id, via=self._via,
             cause_event_id=self.event_id, note_id=note.id, note_title=title[:250],
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
@@ -18,7 +18,7 @@ from connectors.autotask.picklists import Picklists
 from connectors.common.events import EventType, PartnerEvent, Source
 from pipelines import store, ticket_reads
 from pipelines.audit import EffectLedger, EventState, InboundEvent
-from pipelines.clock import before_last
+from pipelines.clock import as_utc, before_last
 from pipelines.context import Context
 from pipelines.db import db_now, utcnow
 from pipelines.followups import FollowUpBody
@@ -129,15 +129,13 @@ class _Run(RunBase):
         ctx = self.ctx
         if ctx.read_max_age_seconds <= 0:
             return ctx.client.get_ticket(ticket_id)
-        known = ticket_reads.fresh_read(ctx.db, ticket_id, ctx.read_max_age_seconds)
-        if known is not None:
-            return known
+        shared = ticket_reads.fresh_read(ctx.db, ticket_id, ctx.read_max_age_seconds)
+        if shared is not None:
+            return shared
         ids = ticket_reads.claim_reads(ctx.db, ticket_id, limit=ctx.read_batch, max_age=ctx.read_max_age_seconds)
         if ids is None:  # another run is reading this ticket right now: its answer is as good as ours
-            known = ticket_reads.wait_for_read(ctx.db, ticket_id, ctx.read_max_age_seconds)
-            if known is not None:
-                return known
-            return ctx.client.get_ticket(ticket_id)
+            shared = ticket_reads.wait_for_read(ctx.db, ticket_id, ctx.read_max_age_seconds)
+            return shared if shared is not None else ctx.client.get_ticket(ticket_id)
         sent = db_now(ctx.db)
         tickets: list[Ticket] = []
         try:
@@ -284,11 +282,9 @@ class _Run(RunBase):
             return (f"superseded: {who} set {labels.label(change.to_status_id)} at "
                     f"{change.changed_at:%Y-%m-%d %H:%M:%S} UTC, after this event "
                     f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)")
-        last_activity = ticket.last_activity_date
+        last_activity = as_utc(ticket.last_activity_date)
         if last_activity is None:
             return None
-        if last_activity.tzinfo is None:
-            last_activity = last_activity.replace(tzinfo=UTC)
         if last_activity <= event.occurred_at or store.observed_status(self.ctx.db, ticket.id) == ticket.status:
             return None
         own = self.ctx.own_resource_id()

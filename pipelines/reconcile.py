@@ -35,6 +35,7 @@ from connectors.autotask.models import Ticket, TicketNote
 from connectors.common.events import Observation, Source
 from pipelines import intake, store
 from pipelines.audit import PollRun, TicketState
+from pipelines.clock import as_utc
 from pipelines.db import session_scope, utcnow
 from pipelines.governor import Governor
 from pipelines.observe import OVERDUE_DEFERRED, RECONCILE_PREFIX
@@ -79,12 +80,6 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _start(db: str) -> tuple[int | None, int | None]:
     """Open a run unless one is running (started in the last 10 minutes); return (run id, watermark)."""
     with session_scope(db) as s:
@@ -116,7 +111,7 @@ def _ticket_body(ticket: Ticket) -> bytes:
     # last activity, which need not be the status change, so it is only a hint for the run.
     return json.dumps({
         "Action": "Update", "EntityType": "Ticket", "Id": ticket.id, "Guid": None, "SequenceNumber": None,
-        "EventTime": _iso(_aware(ticket.last_activity_date) or utcnow()), "PersonID": None,
+        "EventTime": _iso(as_utc(ticket.last_activity_date) or utcnow()), "PersonID": None,
         "Fields": {"Status": ticket.status, "TicketNumber": ticket.ticket_number,
                    "LastActivityResourceID": ticket.last_activity_resource_id},
     }, sort_keys=True).encode()
@@ -125,15 +120,15 @@ def _ticket_body(ticket: Ticket) -> bytes:
 def _note_body(note: TicketNote) -> bytes:
     return json.dumps({
         "Action": "Create", "EntityType": "TicketNote", "Id": note.id, "Guid": None, "SequenceNumber": None,
-        "EventTime": _iso(_aware(note.create_date_time) or utcnow()), "PersonID": note.creator_resource_id,
+        "EventTime": _iso(as_utc(note.create_date_time) or utcnow()), "PersonID": note.creator_resource_id,
         "Fields": {"TicketID": note.ticket_id, "Title": note.title, "NoteType": note.note_type,
                    "CreatorResourceID": note.creator_resource_id, "CreatedByContactID": note.created_by_contact_id},
     }, sort_keys=True).encode()
 
 
 def _high_water(tickets: list[Ticket], notes: list[TicketNote], previous: int | None) -> int | None:
-    stamps = [int(d.timestamp()) for d in (*(_aware(t.last_activity_date) for t in tickets),
-                                            *(_aware(n.create_date_time) for n in notes)) if d is not None]
+    stamps = [int(d.timestamp()) for d in (*(as_utc(t.last_activity_date) for t in tickets),
+                                            *(as_utc(n.create_date_time) for n in notes)) if d is not None]
     return max([*stamps, *([previous] if previous is not None else [])], default=None)
 
 
@@ -151,7 +146,7 @@ def _overdue_body(ticket: Ticket, now: datetime) -> bytes:
         "Action": "Update", "EntityType": "Ticket", "Id": ticket.id, "Guid": None, "SequenceNumber": None,
         "EventTime": _iso(now), "PersonID": None,
         "Fields": {"Status": ticket.status, "TicketNumber": ticket.ticket_number, OVERDUE_DEFERRED: True,
-                   "DueDateTime": _iso(_aware(ticket.due_date_time) or now)},
+                   "DueDateTime": _iso(as_utc(ticket.due_date_time) or now)},
     }, sort_keys=True).encode()
 
 
@@ -170,7 +165,7 @@ def reconcile_once(db: str, client: AutotaskClient, enqueue: intake.Enqueue, *, 
                 for ticket in tickets:
                     row = s.get(TicketState, ticket.id) or TicketState(ticket_id=ticket.id, updated_at=store.NEVER)
                     if row.observed_status_id is None:
-                        row.observed_status_id, row.observed_at = ticket.status, _aware(ticket.last_activity_date)
+                        row.observed_status_id, row.observed_at = ticket.status, as_utc(ticket.last_activity_date)
                         s.add(row)
             return _finish(db, run_id, ReconcileResult("baseline", len(tickets)), int(now.timestamp()))
         since = _iso(datetime.fromtimestamp(mark, tz=UTC) - OVERLAP)
@@ -192,14 +187,14 @@ def reconcile_once(db: str, client: AutotaskClient, enqueue: intake.Enqueue, *, 
                 continue
             if observed is None and ticket.status not in watched_status_ids:
                 known = known or TicketState(ticket_id=ticket.id, updated_at=store.NEVER)
-                known.observed_status_id, known.observed_at = ticket.status, _aware(ticket.last_activity_date)
+                known.observed_status_id, known.observed_at = ticket.status, as_utc(ticket.last_activity_date)
                 s.add(known)
                 continue
-            stamp = _iso(_aware(ticket.last_activity_date) or now)
+            stamp = _iso(as_utc(ticket.last_activity_date) or now)
             event_id = intake.record_in(s, store.NewEvent(
                 source=Source.AUTOTASK.value, external_id=f"{RECONCILE_PREFIX}{ticket.id}:{ticket.status}:{stamp}",
                 event_type=Observation.TICKET_CHANGED.value, body=_ticket_body(ticket), headers={},
-                ticket_id=ticket.id, occurred_at=_aware(ticket.last_activity_date)))
+                ticket_id=ticket.id, occurred_at=as_utc(ticket.last_activity_date)))
             if event_id is not None:
                 new_ids.append(event_id)
         for note in notes:
@@ -208,12 +203,12 @@ def reconcile_once(db: str, client: AutotaskClient, enqueue: intake.Enqueue, *, 
             event_id = intake.record_in(s, store.NewEvent(
                 source=Source.AUTOTASK.value, external_id=f"note:{note.id}", event_type=Observation.NOTE_ADDED.value,
                 body=_note_body(note), headers={}, ticket_id=note.ticket_id,
-                occurred_at=_aware(note.create_date_time)))
+                occurred_at=as_utc(note.create_date_time)))
             if event_id is not None:
                 new_ids.append(event_id)
         for ticket in overdue:
             # Keyed by the due date: one guard run per ticket and due date, however often this runs.
-            due = _iso(_aware(ticket.due_date_time) or now)
+            due = _iso(as_utc(ticket.due_date_time) or now)
             event_id = intake.record_in(s, store.NewEvent(
                 source=Source.AUTOTASK.value, external_id=f"{RECONCILE_PREFIX}overdue:{ticket.id}:{due}",
                 event_type=Observation.TICKET_CHANGED.value, body=_overdue_body(ticket, now), headers={},

@@ -14,8 +14,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import bindparam, delete, or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -31,7 +29,7 @@ from pipelines.audit import (
     TicketState,
     TicketStatusChange,
 )
-from pipelines.db import db_now, engine_for, session_scope, utcnow
+from pipelines.db import db_now, engine_for, insert_for, session_scope, utcnow
 from pipelines.invalid import INVALID_TYPE, revalidate_into
 
 __all__ = [
@@ -97,7 +95,7 @@ class NewEvent:
 @functools.lru_cache(maxsize=4)
 def _insert_statement(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO NOTHING RETURNING id, built once: it is the ingress's hot path."""
-    dialect_insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    dialect_insert = insert_for(dialect)
     columns = ("source", "external_id", "event_type", "body", "headers", "ticket_id", "ticket_number",
                "occurred_at", "caused_by_id", "not_before", "state", "received_at", "updated_at", "attempts",
                "replays", "reason")

@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, case, or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from connectors.autotask.models import Ticket
 from connectors.common.events import Observation
 from pipelines.audit import EffectLedger, EventState, InboundEvent, TicketState
-from pipelines.db import db_now, session_scope
+from pipelines.clock import as_utc
+from pipelines.db import db_now, insert_for, session_scope
 from pipelines.store import NEVER
 
 __all__ = ["READING_SECONDS", "claim_reads", "fresh_read", "keep_reads", "untouched_since", "wait_for_read"]
@@ -122,9 +121,9 @@ def claim_reads(db: str, ticket_id: int, *, limit: int, max_age: float) -> list[
         known = set(s.exec(select(TicketState.ticket_id).where(col(TicketState.ticket_id).in_(wanted))).all())
         missing = sorted(set(wanted) - {int(t) for t in known})
         if missing:
-            dialect_insert = pg_insert if s.get_bind().dialect.name == "postgresql" else sqlite_insert
             # updated_at means "atrelay last wrote to this ticket": never, for a new row.
-            s.execute(dialect_insert(TicketState).values([{"ticket_id": t, "updated_at": NEVER} for t in missing])
+            new_rows = [{"ticket_id": t, "updated_at": NEVER} for t in missing]
+            s.execute(insert_for(s.get_bind().dialect.name)(TicketState).values(new_rows)
                       .on_conflict_do_nothing(index_elements=["ticket_id"]))
     stale = now - timedelta(seconds=max_age)
     rank = case({t: i for i, t in enumerate(wanted)}, value=col(TicketState.ticket_id))  # own ticket, then oldest
@@ -156,8 +155,8 @@ def _release(db: str, ticket_ids: Iterable[int]) -> None:
 def keep_reads(db: str, tickets: Iterable[Ticket], read_at: datetime, claimed: Iterable[int]) -> None:
     """Keep what one call read (``read_at``: when it was sent) and end the "reading" marks.
 
-    A ticket whose status atrelay heard changed since ``read_at`` keeps no read (the next run reads);
-    one atrelay wrote since keeps what was written.
+    A ticket dropped since ``read_at`` (a change heard of, or atrelay's own write), or read again
+    since, keeps no read from this call.
     """
     found = {t.id: t for t in tickets}
     ids = sorted(set(claimed) | set(found))
@@ -174,13 +173,8 @@ def keep_reads(db: str, tickets: Iterable[Ticket], read_at: datetime, claimed: I
         s.execute(update(TicketState).where(col(TicketState.ticket_id).in_(ids)).values(reading_until=None))
         if found:
             s.connection().execute(keep, [
-                {"tid": t, "status": found[t].status, "activity": _aware(found[t].last_activity_date), "sent": read_at}
+                {"tid": t, "status": found[t].status, "activity": as_utc(found[t].last_activity_date), "sent": read_at}
                 for t in sorted(found)])
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # Autotask sends its timestamps in UTC without an offset.
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def wait_for_read(db: str, ticket_id: int, max_age: float, timeout: float = READING_SECONDS) -> Ticket | None:
