@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     String,
     Text,
@@ -98,6 +99,9 @@ class InboundEvent(SQLModel, table=True):
     # The retry horizon counts from here: the receipt, or the last replay.
     horizon_from: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     replays: int = Field(default=0)
+    # Runs that ended in an unexpected exception (a bug, or data the database refuses): past
+    # ATRELAY_MAX_CRASHES the event is dead-lettered with the exception instead of retried for ever.
+    crashes: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 class PipelineRun(SQLModel, table=True):
@@ -168,6 +172,8 @@ class TicketState(SQLModel, table=True):
     last_status_id: int | None = None
     lease_event_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     lease_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # The run holding the ticket (its owner token): released and renewed only by that run.
+    lease_owner: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     # What atrelay last knew of the ticket's status in Autotask (its own writes, callouts, reconciliation):
     # a callout or poll that reports this same status is not a change.

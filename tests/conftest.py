@@ -15,7 +15,7 @@ from connectors.common.sandbox_server import ThreadedServer
 from connectors.timezest.sandbox import TimezestSandboxState
 from connectors.timezest.sandbox import create_app as create_timezest_app
 from pipelines.schema import upgrade
-from tests.support import fresh_pg_database, require_service
+from tests.support import fresh_pg_database, redis_dbs, require_service
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, reset_settings_cache
 
 #: Every table a test may fill; emptied between tests that share a PostgreSQL database.
@@ -120,7 +120,7 @@ def db_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     require_service("Redis", "127.0.0.1", 6379)
-    return "redis://127.0.0.1:6379/9"
+    return f"redis://127.0.0.1:6379/{redis_dbs()[0]}"
 
 
 def sandbox_calls(url: str) -> dict[str, object]:

@@ -26,21 +26,16 @@ from pipelines.audit import EventState, InboundEvent
 from pipelines.db import engine_for, session_scope
 from pipelines.schema import upgrade
 from tests.conftest import DATA_TABLES, autotask_env
-from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, WEBFORM_SECRET, Proc, signed, wait_for
+from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, WEBFORM_SECRET, Proc, redis_dbs, signed, wait_for
 
 __all__ = ["Stack", "start_stack"]
 
 _names = itertools.count(1)
 def _stack_redis_dbs() -> list[int]:
-    """Redis databases this test process may give its stacks (two processes sharing one database would
-    take each other's tasks): under pytest-xdist each worker gets its own share of 10-15; a lone run
-    starts where another session on this machine is least likely to be."""
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
-    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
-    if worker.startswith("gw") and count > 1:
-        index = int(worker[2:])
-        return [db for db in range(10, 16) if (db - 10) % count == index % count]
-    return [10 + (os.getpid() + i) % 6 for i in range(6)]
+    """Redis databases this test process may give its stacks: its own slot (tests.support.redis_dbs),
+    less the one the fixtures use. Two stacks in a row alternate, so a stopped stack's leftovers
+    never meet the next one's workers."""
+    return list(redis_dbs()[1:])
 
 
 _redis_dbs = itertools.cycle(_stack_redis_dbs())

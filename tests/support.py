@@ -64,6 +64,38 @@ def fresh_pg_database(prefix: str) -> Iterator[str]:
         admin.dispose()
 
 
+#: Redis has databases 0-15. Each test process takes a slot of three (1-3, 4-6, ..., 13-15) for its
+#: whole life, held by a lock file: two test runs on one machine (xdist workers, or two sessions)
+#: never share a database, so no run's worker takes another run's tasks.
+_REDIS_SLOTS = [(1 + 3 * k, 2 + 3 * k, 3 + 3 * k) for k in range(5)]
+_redis_slot: list[tuple[int, int, int]] = []
+_redis_slot_lock: list[object] = []
+
+
+def redis_dbs() -> tuple[int, int, int]:
+    """This process's three Redis databases (the first for fixtures, the others for stacks)."""
+    if _redis_slot:
+        return _redis_slot[0]
+    import fcntl
+    import tempfile
+
+    deadline = time.monotonic() + 600
+    while True:
+        for slot in _REDIS_SLOTS:
+            handle = open(Path(tempfile.gettempdir()) / f"atrelay-test-redis-{slot[0]}.lock", "w")  # noqa: SIM115
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                continue
+            _redis_slot_lock.append(handle)  # held (open) until the process exits
+            _redis_slot.append(slot)
+            return slot
+        if time.monotonic() > deadline:
+            raise RuntimeError("no free Redis test slot: five test processes already hold all of them")
+        time.sleep(1)
+
+
 def service_up(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=1):

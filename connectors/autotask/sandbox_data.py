@@ -13,6 +13,7 @@ tenant-specific too; a client must look them up by label, never assume them.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "SANDBOX_AUTOTASK_CREDENTIALS",
     "SANDBOX_CONTACT_ID",
     "SANDBOX_RESOURCES",
+    "SEED_DUE_AHEAD",
     "STATUSES",
     "TICKET_WEBHOOK_FIELDS",
     "seed_contacts",
@@ -153,7 +155,18 @@ def seed_contacts() -> list[dict[str, Any]]:
              "emailAddress": "jane@example.com", "companyID": 29683500, "isActive": 1}]
 
 
-def seed_tickets() -> list[dict[str, Any]]:
+#: Seed tickets are due this long after the sandbox (re)starts: "ahead" whatever the calendar says.
+SEED_DUE_AHEAD = timedelta(days=2)
+
+
+def _autotask_time(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def seed_tickets(now: datetime | None = None) -> list[dict[str, Any]]:
+    """The seed tickets. Their activity is a fixed moment in the past (tests date partner events after
+    it); their due date is relative to ``now`` (the sandbox's clock), so it is ahead on any day."""
+    due = _autotask_time((now or datetime.now(UTC)) + SEED_DUE_AHEAD)
     titles = [
         "New user setup: J. Example",
         "Printer offline in reception",
@@ -173,7 +186,7 @@ def seed_tickets() -> list[dict[str, Any]]:
             "priority": 2,
             "createDate": "2026-11-26T08:00:00.000Z",
             "creatorResourceID": SANDBOX_RESOURCES["technician"],
-            "dueDateTime": "2026-11-28T17:00:00.000Z",
+            "dueDateTime": due,
             "assignedResourceID": None,
             "lastActivityDate": "2026-11-26T08:00:00.000Z",
             "lastActivityResourceID": SANDBOX_RESOURCES["technician"],

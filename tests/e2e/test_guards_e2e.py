@@ -174,7 +174,7 @@ def test_deferred_with_a_due_date_ahead_changes_nothing_until_reconciliation_fin
     install(dist)
     with client(dist) as c:
         reconcile_once(dist.db, c, dist.enqueue, watched_status_ids=set(), own_resource_id=None)  # baseline
-    act(dist, 50006, "Deferred", "technician")  # due 2026-11-28: ahead
+    act(dist, 50006, "Deferred", "technician")  # due two days after the sandbox started: ahead
     quiet(dist)
     assert guard_events(dist) == [] and status_of(dist, 50006) == "Deferred"
     assert atrelay_notes(dist, 50006) == [] and patches(dist) == 0
