@@ -139,7 +139,10 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     await asyncio.gather(*workers)
     return {"count": args.count, "concurrency": args.concurrency, "rate": args.rate, "seconds": elapsed,
             "rps": args.count / elapsed, "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
-            "mean_ms": statistics.fmean(latencies) if latencies else float("nan"), "codes": codes}
+            "mean_ms": statistics.fmean(latencies) if latencies else float("nan"),
+            "max_ms": max(latencies, default=float("nan")),
+            "over_10s": sum(1 for ms in latencies if ms > 10_000),  # Autotask's callout timeout
+            "codes": codes}
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def _intake(res: dict[str, Any], mode: str, kind: str = "standard-webhooks") -> 
 
 
 def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every goal of issue 14 as a row: what, target, measured median (min-max), met."""
+    """Every goal of issue 14 (and issue 19's point 3) as a row: what, target, measured median (min-max), met."""
     rp, emb = _intake(res, "redis+postgresql"), _intake(res, "embedded")
     cb = _intake(res, "redis+postgresql", "autotask-callouts")
     floor = next(f for f in res["floor"] if f["backend"] == "sqlite")
@@ -89,6 +89,28 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
          "met": mem["idle_pss_mb"] < 250},
         {"goal": "-", "what": "End-to-end p99 at 20 events/s, Redis + PostgreSQL, 0 ms Autotask latency",
          "target": "< 250 ms", "measured": _s(e2e["p99_ms"], 0, " ms"), "met": e2e["p99_ms"]["median"] < 250},
+        *_refusal_targets(res),
+    ]
+
+
+def _refusal_targets(res: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 19's point 3 (bench/refusal.py); absent from results older than it."""
+    r = res.get("refusal")
+    if r is None:
+        return []
+    codes = r["genuine_codes"]
+    accepted = codes.get("202", 0)
+    ratio = r["refused_cpu_ms"] / r["accepted_cpu_ms"]
+    return [
+        {"goal": "19.3", "what": f"Signed callouts at {r['rate']:.0f}/s while {r['attackers']} clients send "
+                                 f"{r['size'] // 1024} KiB bogus-signature bodies as fast as they can",
+         "target": "p99 < 1 s, none over 10 s",
+         "measured": f"p99 {r['genuine_p99_ms']:.0f} ms, max {r['genuine_max_ms']:.0f} ms, {r['genuine_over_10s']} over "
+                     f"10 s, {accepted} of {r['genuine']} accepted",
+         "met": r["genuine_p99_ms"] < 1000 and r["genuine_over_10s"] == 0 and accepted == r["genuine"]},
+        {"goal": "19.3", "what": f"Server CPU of a refused {r['size'] // 1024} KiB request / an accepted one of the "
+                                 "same size", "target": "<= 1.0",
+         "measured": f"{ratio:.2f} ({r['refused_cpu_ms']:.1f} / {r['accepted_cpu_ms']:.1f} ms)", "met": ratio <= 1.0},
     ]
 
 
@@ -160,6 +182,20 @@ def _section_pipeline(res: dict[str, Any]) -> list[str]:
               "", f"- Seconds: **{_s(rec['seconds'], 1)}** over {rec['seconds']['runs']} run(s)"
               + (f"; {rec['timed_out']} run(s) not finished within {rec['timeout']:.0f} s (counted as "
                  f"{rec['timeout']:.0f} s)" if rec["timed_out"] else "")]
+    r = res.get("refusal")
+    if r is not None:
+        lines += ["", "## 8. Refusal under a bogus-signature flood (Autotask callout endpoint)", "",
+                  f"One ingress process, Redis + PostgreSQL. Cost: {r['size']} -byte bodies one at a time, all `&`, with a "
+                  "wrong `X-Hook-Signature` (refused), then signed callouts of the same size (accepted). Flood: "
+                  f"{r['attackers']} processes post the bogus body as fast as the server answers while signed callouts "
+                  f"arrive at {r['rate']:.0f}/s.", "",
+                  "| Figure | Value |", "|---|---|",
+                  f"| Server CPU per refused request | {r['refused_cpu_ms']:.1f} ms ({r['refused_wall_ms']:.0f} ms wall) |",
+                  f"| Server CPU per accepted request | {r['accepted_cpu_ms']:.1f} ms ({r['accepted_wall_ms']:.0f} ms wall) |",
+                  f"| Signed callouts during the flood | p50 {r['genuine_p50_ms']:.0f} ms, p99 {r['genuine_p99_ms']:.0f} ms, "
+                  f"max {r['genuine_max_ms']:.0f} ms, {r['genuine_over_10s']} over 10 s, answers {r['genuine_codes']} |",
+                  f"| Bogus requests refused meanwhile | {r['attack_requests']} ({r['attack_mib_per_s']:.1f} MiB/s) |",
+                  f"| /healthz during the flood | p50 {r['healthz_p50_ms']:.0f} ms, p99 {r['healthz_p99_ms']:.0f} ms |"]
     return lines
 
 

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import intake, pipeline, report, system
+from bench import intake, pipeline, refusal, report, system
 from bench.common import ROOT, log, own_redis
 from connectors.autotask.sandbox import SandboxState
 from connectors.autotask.sandbox import create_app as autotask_app
@@ -44,7 +44,7 @@ def machine() -> dict[str, Any]:
             "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg())}
 
 
-SECTIONS = ("intake", "end_to_end", "embedded_e2e", "calls", "thread_limit", "recovery", "quota")
+SECTIONS = ("intake", "end_to_end", "embedded_e2e", "calls", "thread_limit", "recovery", "quota", "refusal")
 
 
 def only(section: str, quick: bool) -> None:
@@ -63,6 +63,7 @@ def only(section: str, quick: bool) -> None:
                 "thread_limit": lambda: pipeline.thread_limit(server, state, pg, 40 if quick else 120),
                 "recovery": lambda: pipeline.recovery(server, state, pg, runs),
                 "quota": lambda: system.quota(server, state, pg, 500 if quick else 2000),
+                "refusal": lambda: refusal.refusal(server, state, pg, 20 if quick else 40, 60 if quick else 120),
             }[section]()
     finally:
         server.stop()
@@ -117,6 +118,8 @@ def main() -> None:
             res["recovery"] = pipeline.recovery(server, state, pg, 1 if quick else 2)
             log("quota compliance")
             res["quota"] = system.quota(server, state, pg, 500 if quick else 2000)
+            log("refusal under a bogus-signature flood")
+            res["refusal"] = refusal.refusal(server, state, pg, 20 if quick else 40, 60 if quick else 120)
         log("memory")
         res["memory"] = system.memory(300 if quick else 1000)
     finally:
