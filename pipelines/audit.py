@@ -159,6 +159,9 @@ class EffectLedger(SQLModel, table=True):
     # The title and body exactly as posted (kept when the POST starts): the dashboard shows them
     # without asking Autotask, and a re-render later could differ from what the technician saw.
     note_text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The newest ticket_status_changes row on the ticket when this event decided to act: what the
+    # ticket did after it (in recording order) tells a second report of the same escalation from a new one.
+    seen_change_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class TicketState(SQLModel, table=True):

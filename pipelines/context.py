@@ -40,6 +40,7 @@ class Context:
     # read may be acted on. 0 s: every run reads its ticket itself, right before writing.
     read_batch: int = 1  # ATRELAY_AUTOTASK_READ_BATCH
     read_max_age_seconds: float = 0.0  # ATRELAY_AUTOTASK_READ_MAX_AGE_SECONDS
+    max_crashes: int = 3  # ATRELAY_MAX_CRASHES: runs ending in an unexpected exception before a dead letter
     _own_resource: list[int | None] = field(default_factory=list, repr=False)
 
     def lists(self) -> Picklists:

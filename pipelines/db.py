@@ -17,7 +17,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
-__all__ = ["UTCDateTime", "db_now", "engine_for", "forget_engines_after_fork", "insert_for", "session_scope", "utcnow"]
+__all__ = ["REPLACEMENT", "UTCDateTime", "db_now", "engine_for", "forget_engines_after_fork", "insert_for",
+           "session_scope", "storable", "utcnow"]
 
 
 def insert_for(dialect: str) -> Any:
@@ -27,6 +28,18 @@ def insert_for(dialect: str) -> Any:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+#: What stands in for a character the audit database cannot keep in a text column.
+REPLACEMENT = "\ufffd"
+
+
+def storable(text: str | None) -> str | None:
+    """``text`` as a text column can keep it: PostgreSQL refuses NUL (0x00) in text, so it becomes
+    U+FFFD. Only what atrelay *stores* changes; what it sends to Autotask is sent as the partner wrote it."""
+    if text is None or "\x00" not in text:
+        return text
+    return text.replace("\x00", REPLACEMENT)
 
 
 _CLOCK_REFRESH = 30.0

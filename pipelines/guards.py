@@ -24,14 +24,14 @@ from sqlmodel import col, select
 from connectors.autotask.derived import SeenInAutotask
 from connectors.autotask.models import Ticket, TicketNote
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
-from connectors.common.events import EventType
+from connectors.common.events import EventType, Source
 from pipelines import store
 from pipelines.audit import InboundEvent, TicketStatusChange, TimezestRequest
 from pipelines.context import Context
 from pipelines.db import session_scope, utcnow
 from pipelines.rules import WatchRule
 
-__all__ = ["TIMEZEST_LINK", "Breach", "note_guard", "overdue_deferred_guard", "status_guard"]
+__all__ = ["TIMEZEST_LINK", "Breach", "breach_gone", "note_guard", "overdue_deferred_guard", "status_guard"]
 
 #: A TimeZest booking link (``https://<name>.timezest.com/...``), as people paste it into notes.
 TIMEZEST_LINK = re.compile(r"https://[a-z0-9][a-z0-9-]*\.timezest\.com/\S*", re.IGNORECASE)
@@ -90,8 +90,12 @@ def _clobber(ctx: Context, ticket: Ticket, previous: int | None, lists: Picklist
     effect = store.get_effect(ctx.db, last.event_id)
     if effect is None or effect.from_status_id != ticket.status or effect.to_status_id != previous:
         return None
-    if setter is not None and setter.event_type == EventType.GUARD_CLOBBERED.value:
-        return None  # re-applied once already: the person's second change is deliberate and stands
+    if setter is None or not _partner_set(setter):
+        # Only what a partner reported is defended. A guard's own status is advice: the person who
+        # follows its note ("complete the items, then set Complete again") is undoing it on purpose,
+        # and no guard may fight another guard, or itself. A follow-up is atrelay's own workflow rule.
+        # (guard.clobbered is a guard too: re-applied once, the person's second change stands.)
+        return None
     set_label = lists.status.label(previous)
     seen = _seen(rule, ticket, label=lists.status.label(ticket.status), by=by, changed_at=changed_at, via=via,
                  cause=cause, reapply_status=set_label,
@@ -102,6 +106,11 @@ def _clobber(ctx: Context, ticket: Ticket, previous: int | None, lists: Picklist
     return Breach(rule, seen, f"{EventType.GUARD_CLOBBERED.value}:{last.event_id}",
                   f"status set by event #{last.event_id} undone within {ctx.clobber_window_seconds} s",
                   seen.found)
+
+
+def _partner_set(setter: InboundEvent) -> bool:
+    """Was this event a partner's report (web form, Mission Control, TimeZest, or one seen in Autotask)?"""
+    return setter.source != Source.ATRELAY.value and not setter.event_type.startswith("guard.")
 
 
 def _link_still_open(ctx: Context, ticket_id: int) -> list[str]:
@@ -185,3 +194,21 @@ def note_guard(ctx: Context, note: TicketNote, ticket: Ticket, lists: Picklists,
         expect_status_id=ticket.status, found=[f"TimeZest link in note #{note.id}: {link.group(0)[:200]}"],
     )
     return Breach(rule, seen, f"{cause}:{rule.emits.value}", f"TimeZest link pasted in note #{note.id}", seen.found)
+
+
+def breach_gone(ctx: Context, event_type: EventType, ticket: Ticket) -> str | None:
+    """Why a guard's breach no longer holds on ``ticket`` as it is now, or None while it still does.
+
+    Asked by the write gate right before the guard's write: a guard decides when the change is seen
+    and acts later (queued, retried), and a person may have put things right meanwhile (the due date
+    set a moment after Deferred, the checklist item completed). Whether the status is still the one
+    the person set is the gate's own check (``expect_status_id``).
+    """
+    if event_type == EventType.GUARD_COMPLETE_OPEN_CHECKLIST:
+        return None if _open_checklist(ctx, ticket.id) else "breach-gone: no checklist item is open any more"
+    if event_type == EventType.GUARD_DEFERRED_NO_DUE_DATE:
+        return None if _due_missing(ticket, utcnow()) else (
+            f"breach-gone: the due date is now {ticket.due_date_time:%Y-%m-%d %H:%M} UTC, ahead")
+    if event_type == EventType.GUARD_WAITING_AFTER_LINK:
+        return None if _link_still_open(ctx, ticket.id) else "breach-gone: no TimeZest request is still sent"
+    return None

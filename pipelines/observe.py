@@ -15,6 +15,7 @@ status and one note; switched off, the breach is recorded as an ``ignored`` guar
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime
 
 from pydantic import ValidationError
@@ -28,17 +29,39 @@ from pipelines import store
 from pipelines.audit import EventState
 from pipelines.clock import as_utc
 from pipelines.db import utcnow
+from pipelines.gate import set_to
 from pipelines.guards import Breach, note_guard, overdue_deferred_guard, status_guard
 from pipelines.rules import WatchRule
 from pipelines.runbase import Result, RunBase
 
-__all__ = ["OBSERVATIONS", "OVERDUE_DEFERRED", "RECONCILE_PREFIX", "ObserveRun"]
+__all__ = ["OBSERVATIONS", "OVERDUE_DEFERRED", "RECONCILE_PREFIX", "WINDOW_START", "ObserveRun"]
 
 #: External ids of events found by reconciliation (callouts carry the webhook GUID instead).
 RECONCILE_PREFIX = "reconcile:"
 #: A reconciliation body field: the ticket is Deferred with its due date passed (no status change).
 OVERDUE_DEFERRED = "AtrelayOverdueDeferred"
 OBSERVATIONS = frozenset({Observation.TICKET_CHANGED.value, Observation.NOTE_ADDED.value})
+#: A reconciliation body field: the start of the window it looked at. A status set before it is
+#: recorded (with its time) but acted on by no rule: it is not news, only news to atrelay.
+WINDOW_START = "AtrelayWindowStart"
+
+
+@dataclass(frozen=True)
+class _Who:
+    """Who set a ticket's status and when, and (for the story) how atrelay knows."""
+
+    by: int | None
+    at: datetime
+    how: str
+
+
+def _parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 class ObserveRun(RunBase):
@@ -55,9 +78,12 @@ class ObserveRun(RunBase):
         return "reconciliation" if self.row.external_id.startswith(RECONCILE_PREFIX) else "callout"
 
     def _observed(self, reason: str, **kw: object) -> Result:
+        # A derived event recorded as not runnable (a switched-off guard) is not queued.
+        run_derived = kw.pop("run_derived", True)
         result = self._finish(EventState.IGNORED, "observed", reason, decision="observe", **kw)
-        for child in result.derived:
-            self.ctx.enqueue(child, 0.0)
+        if run_derived:
+            for child in result.derived:
+                self.ctx.enqueue(child, 0.0)
         return result
 
     # ---- ticket callouts ----------------------------------------------------------------------
@@ -83,45 +109,78 @@ class ObserveRun(RunBase):
         self.leased_ticket = payload.id
         ticket = ctx.client.get_ticket(payload.id)
         lists = ctx.lists()
-        by = payload.person_id if payload.person_id is not None else ticket.last_activity_resource_id
-        # Without a PersonID (reconciliation), lastActivityResourceID names the last activity, not
-        # necessarily this status change: it counts as atrelay's only if the effect ledger agrees.
-        by_atrelay = own is not None and by == own and store.atrelay_wrote(ctx.db, ticket.id, ticket.status)
-        changed_at = as_utc(payload.event_time) or as_utc(ticket.last_activity_date) or utcnow()
+        labels = lists.status
+        # Nothing is recorded until the run ends: the status seen is committed in the same transaction
+        # as the events it derives (guards, watch rules), or not at all. A read that fails on the way
+        # (a 429 on the checklist) leaves the change unrecorded, and the re-run sees it again.
+        previous = store.observed_status(ctx.db, ticket.id)
         # A callout names Status only when the status changed (it is a subscribed field). A
         # due-date-only callout about a ticket never seen before records nothing: the status read
         # now may already be the result of a change whose own callout is still on its way, and
         # taking it as the baseline would make that callout look like "no change".
-        first_sight = self._via == "callout" and payload.field("Status") is None
-        if first_sight and store.observed_status(ctx.db, ticket.id) is None:
-            obs = store.Observed(False, None)
-        else:
-            obs = store.observe_status(ctx.db, ticket.id, ticket.status, changed_at=changed_at,
-                                       by_resource_id=by, by_atrelay=by_atrelay, via=self._via,
-                                       event_id=self.event_id)
-        labels = lists.status
-        base: dict[str, object] = {"ticket_id": ticket.id, "from_status": labels.label(obs.previous),
-                                   "to_status": labels.label(ticket.status)}
-        if not obs.changed:
+        first_sight = self._via == "callout" and payload.field("Status") is None and previous is None
+        changed = not first_sight and previous != ticket.status
+        who = self._who_and_when(payload, ticket, labels.label(ticket.status), changed=changed)
+        by_atrelay = own is not None and who.by == own and store.atrelay_wrote(ctx.db, ticket.id, ticket.status)
+        sighting = None if first_sight else store.Sighting(
+            ticket.id, ticket.status, who.at, who.by, by_atrelay, self._via, self.event_id)
+        base: dict[str, object] = {"ticket_id": ticket.id, "from_status": labels.label(previous),
+                                   "to_status": labels.label(ticket.status), "sighting": sighting}
+        if not changed:
             if payload.field(OVERDUE_DEFERRED) and not by_atrelay:
                 breach = overdue_deferred_guard(ctx, ticket, lists, changed_at=utcnow(), cause=self.event_id)
                 if breach is not None:
                     return self._breach(breach, **base)
-            why = "first sight of this ticket, no status change named" if obs.previous is None else "no-status-change"
+            why = "first sight of this ticket, no status change named" if previous is None else "no-status-change"
             return self._observed(why, **base)
         if by_atrelay:
-            return self._observed("own-change: made by atrelay's API user", **base)
-        breach = status_guard(ctx, ticket, obs.previous, lists, by=by, changed_at=changed_at, via=self._via,
+            return self._observed(f"own-change: made by atrelay's API user{who.how}", **base)
+        since = as_utc(_parse_time(payload.field(WINDOW_START)))
+        if since is not None and who.at < since:
+            # Reconciliation met a ticket whose status was set before the window it looks at: a fact to
+            # record (with its real time), not news to act on.
+            return self._observed(f"status {labels.label(ticket.status)} set at {who.at:%Y-%m-%d %H:%M:%S} UTC, "
+                                  f"before this reconciliation's window: recorded{who.how}", **base)
+        breach = status_guard(ctx, ticket, previous, lists, by=who.by, changed_at=who.at, via=self._via,
                               cause=self.event_id)
         if breach is not None:
             return self._breach(breach, **base)
         rule = self._status_rule(lists, ticket.status)
-        who = f"resource #{by}" if by is not None else "someone"
+        actor = f"resource #{who.by}" if who.by is not None else "someone"
         if rule is None:
-            return self._observed(f"status changed by {who}; no rule for {labels.label(ticket.status)}", **base)
-        seen = self._seen_status(ticket, labels.label(ticket.status), by, changed_at)
-        return self._observed(f"status changed by {who}; rule {rule.name} -> {rule.emits.value}",
+            return self._observed(f"status changed by {actor}{who.how}; no rule for {labels.label(ticket.status)}",
+                                  **base)
+        seen = self._seen_status(ticket, labels.label(ticket.status), who.by, who.at)
+        return self._observed(f"status changed by {actor}{who.how}; rule {rule.name} -> {rule.emits.value}",
                               derived=self._derived(rule, seen), **base)
+
+    def _who_and_when(self, payload: CalloutPayload, ticket: Ticket, label: str | None, *, changed: bool) -> _Who:
+        """Who set the ticket's status and when: the callout says so; otherwise its TicketHistory.
+
+        Reconciliation has no callout, and a callout may lack its PersonID: ``lastActivityDate`` and
+        ``lastActivityResourceID`` name the last *activity* (a note, a time entry), not the status
+        change, so the ticket's history is read for the row that set the status seen.
+        """
+        at = as_utc(payload.event_time)
+        if payload.person_id is not None and at is not None:
+            return _Who(payload.person_id, at, "")
+        if not changed:
+            return _Who(payload.person_id, at or utcnow(), "")
+        entries = [e for e in self.ctx.client.ticket_history(ticket.id) if e.is_status_change and e.when is not None]
+        setting = [e for e in entries if label is not None and set_to(e, label)]
+        missing = "" if payload.person_id is not None or self._via != "callout" else "; the callout named no person"
+        if setting:
+            last = setting[-1]
+            when = at if at is not None and self._via == "callout" else last.when
+            assert when is not None
+            return _Who(payload.person_id if payload.person_id is not None else last.resource_id, when,
+                        f" (who and when: TicketHistory{missing})")
+        if not entries and ticket.create_date is not None:  # never changed: the status it was created with
+            return _Who(payload.person_id, at or as_utc(ticket.create_date) or utcnow(),
+                        f" (set when the ticket was created{missing})")
+        # No history row names the status: the last activity is the latest it can have happened.
+        return _Who(payload.person_id, at or as_utc(ticket.last_activity_date) or utcnow(),
+                    f" (TicketHistory names no such change: timed by the last activity{missing})")
 
     def _seen_status(self, ticket: Ticket, label: str | None, by: int | None, changed_at: datetime) -> SeenInAutotask:
         return SeenInAutotask(kind="status", ticket_id=ticket.id, ticket_number=ticket.ticket_number,
@@ -143,9 +202,9 @@ class ObserveRun(RunBase):
         if not rule.enabled:
             off = rule.switched_off()
             # Recorded, not run: the audit shows what a switched-off rule did not enforce, and why.
-            store.insert_event(self.ctx.db, self._derived(rule, breach.seen, breach.external_id,
-                                                          EventState.IGNORED, off))
-            return self._observed(f"guard {rule.name}: {breach.why}; {off}", **base)
+            return self._observed(f"guard {rule.name}: {breach.why}; {off}", run_derived=False,
+                                  derived=self._derived(rule, breach.seen, breach.external_id, EventState.IGNORED, off),
+                                  **base)
         return self._observed(f"guard {rule.name}: {breach.why} -> {rule.emits.value}",
                               derived=self._derived(rule, breach.seen, breach.external_id), **base)
 

@@ -12,16 +12,16 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from connectors.autotask.history import status_changes_after
+from connectors.autotask.errors import AutotaskError, may_have_been_applied
 from connectors.autotask.models import Ticket
 from connectors.autotask.picklists import Picklists
 from connectors.common.events import EventType, PartnerEvent, Source
 from pipelines import store, ticket_reads
 from pipelines.audit import EffectLedger, EventState, InboundEvent
-from pipelines.clock import as_utc, before_last
 from pipelines.context import Context
 from pipelines.db import db_now, utcnow
 from pipelines.followups import FollowUpBody
+from pipelines.gate import History, decide_write, patch_landed
 from pipelines.notes import marker, render_note
 from pipelines.observe import OBSERVATIONS, ObserveRun
 from pipelines.registry import parse_stored
@@ -33,13 +33,8 @@ __all__ = ["Result", "process_event"]
 
 log = logging.getLogger("atrelay.pipeline")
 
-#: Event types that report one escalation, possibly twice (MC's webhook and the status MC set).
-ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, EventType.MC_NO_CONTACT})
-ESCALATION_WINDOW = timedelta(hours=12)
-#: Statuses an event may overwrite even when they were set after it: Autotask's own "e-mail arrived"
-#: rule sets Note Emailed In for the very e-mail that carries the form (the knowledge base wants
-#: Received Form Response then).
-OVERWRITABLE: dict[EventType, tuple[str, ...]] = {EventType.FORM_SUBMITTED: ("Note Emailed In",)}
+#: Guard events: their breach is judged again from the whole ticket right before they write.
+GUARDS = frozenset(t for t in EventType if t.value.startswith("guard."))
 
 
 def process_event(ctx: Context, event_id: int, *, task_id: str | None = None, worker: str | None = None,
@@ -96,16 +91,19 @@ class _Run(RunBase):
             return self._finish(EventState.IGNORED, "ignored", decision.reason, decision="ignore")
         return self.talk_to_autotask(lambda: self._apply(event, decision), "transition")
 
-    def _resolve_ticket(self, event: PartnerEvent) -> Ticket | None:
+    def _resolve_ticket(self, event: PartnerEvent, *, full: bool = False) -> Ticket | None:
         """Take the ticket's lease and read it; None when another event holds the lease.
 
         With the ticket id known the lease comes first: a busy ticket then costs no Autotask call.
+        ``full``: the whole ticket, read now (no shared read, no status a cause left).
         """
         client, started = self.ctx.client, utcnow()
         if event.ticket_id is not None:
             if not store.claim_ticket(self.ctx.db, event.ticket_id, self.event_id, self.ctx.lease_seconds):
                 return None
             self.leased_ticket = event.ticket_id
+            if full:
+                return self.ctx.client.get_ticket(event.ticket_id)
             if (self.known is not None and self.known[0] == event.ticket_id
                     and ticket_reads.untouched_since(self.ctx.db, event.ticket_id, self.known[2])):
                 return Ticket(id=self.known[0], status=self.known[1])  # its cause left it so a moment ago
@@ -147,90 +145,124 @@ class _Run(RunBase):
         return mine if mine is not None else ctx.client.get_ticket(ticket_id)
 
     def _apply(self, event: PartnerEvent, decision: Transition) -> Result:
-        ctx, client = self.ctx, self.ctx.client
+        ctx = self.ctx
         lists = ctx.lists()
         target_id = lists.status_id(decision.status) if decision.status else None
-        ticket = self._resolve_ticket(event)
+        # A guard's breach is judged from the whole ticket (its due date): never from a shared read.
+        ticket = self._resolve_ticket(event, full=event.type in GUARDS)
         if ticket is None:
             self._finish(EventState.RETRYING, "retry", "ticket-busy")
             return Result(EventState.RETRYING.value, "ticket-busy", retry_in=2.0)
-        labels = lists.status
+        history = History(ctx, ticket.id)
         base: dict[str, object] = {
             "decision": "transition", "ticket_id": ticket.id,
-            "from_status": labels.label(ticket.status), "to_status": decision.status,
+            "from_status": lists.status.label(ticket.status), "to_status": decision.status,
         }
         effect = store.get_effect(ctx.db, self.event_id)
         if effect is not None and effect.to_status_id is None and target_id is not None:
-            # A re-run of a note-only ending (superseded, or a follow-up that carried its cause's note).
+            # A note-only ending already chosen (not applied, or a follow-up carrying its cause's note).
             if event.carries_note_of is not None:
                 return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
             return self._note_instead(event, effect, lists, "not applied (re-run: the note was owed)", base)
-        if effect is None:
-            last = store.ticket_state(ctx.db, ticket.id)
-            # Same second: receipt order decides (pipelines.clock.before_last), never the worker's luck.
-            if last is not None and before_last(event.occurred_at, self.event_id, last.last_occurred_at,
-                                                last.last_event_id):
-                if event.carries_note_of is not None:  # a follow-up holding its cause's note: still owed
-                    return self._cause_note_only(event, ticket.id, ticket.status, lists, base,
-                                                 why="stale", said="a newer event was applied meanwhile")
-                if not decision.note or event.source == Source.ATRELAY:
-                    return self._finish(EventState.SKIPPED, "skipped", "stale", **base)
-                # Older than what atrelay already applied: not applied, but what it says still reaches
-                # the technician, once (a partner event's information is never dropped).
-                effect = store.update_effect(ctx.db, EffectLedger(
-                    event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status, to_status_id=None))
-                return self._note_instead(event, effect, lists, "stale: a newer event was already applied", base)
-            # Only a status change can overwrite a person: a note-only event, or one whose status is
-            # already there, overwrites nothing.
-            superseded = (self._superseded(event, ticket, lists)
-                          if target_id is not None and ticket.status != target_id else None)
-            if superseded is not None:
-                if not decision.note or event.source == Source.ATRELAY:
-                    return self._finish(EventState.SKIPPED, "skipped", superseded, **base)
-                effect = store.update_effect(ctx.db, EffectLedger(
-                    event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status, to_status_id=None))
-                return self._note_instead(event, effect, lists, superseded, base)
-            if event.expect_status_id is not None and ticket.status != event.expect_status_id:
-                if event.carries_note_of is not None:
-                    return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
-                return self._finish(EventState.SKIPPED, "skipped", "status-changed", **base)
-            if event.type in ESCALATIONS:
-                earlier = store.earlier_escalation(
-                    ctx.db, ticket_id=ticket.id, event_type=event.type.value, exclude_event_id=self.event_id,
-                    target_status_id=target_id, window=ESCALATION_WINDOW)
-                if earlier is not None:
-                    # MC's webhook and the status MC set in Autotask are one escalation: one note, one follow-up.
-                    return self._finish(EventState.SKIPPED, "skipped",
-                                        f"duplicate-escalation: event #{earlier} already handled it", **base)
-            if target_id is not None and ticket.status == target_id and not decision.note:
-                return self._finish(
-                    EventState.SKIPPED, "skipped", "already-set",
-                    ticket_update=(ticket.id, event.occurred_at, target_id), **base,
-                )
-            # Already in the target status (Mission Control set it itself) is not the end: the note
-            # is still written once and the follow-up still runs; only the PATCH is left out.
-            effect = store.update_effect(
-                ctx.db, EffectLedger(event_id=self.event_id, ticket_id=ticket.id,
-                                     from_status_id=ticket.status, to_status_id=target_id),
-            )
-        base["from_status"] = labels.label(effect.from_status_id)
-        left = ticket.status  # what the ticket shows as far as this run knows (a re-run: maybe not ours)
-        if target_id is not None and effect.patched_at is None:
+        if effect is not None and effect.patch_started_at is not None and effect.patched_at is None:
+            effect = self._settle_patch(effect, ticket, target_id, lists, history)
+        if effect is None or (effect.to_status_id is not None and effect.patched_at is None):
+            # The write gate, right before the write, whether this is the first try or a retry.
+            decided = self._gate(event, decision, ticket, target_id=target_id, lists=lists, history=history,
+                                 effect=effect, base=base)
+            if isinstance(decided, Result):
+                return decided
+            effect = decided
+        base["from_status"] = lists.status.label(effect.from_status_id)
+        left = ticket.status  # what the ticket shows as far as this run knows
+        if target_id is not None and effect.to_status_id is not None and effect.patched_at is None:
+            effect, left = self._patch(effect, ticket, target_id)
+        elif target_id is not None and effect.patched_at is not None and ticket.status == target_id:
             left = target_id
-            if ticket.status != target_id:
-                self.guard()
-                effect = store.update_effect(ctx.db, effect, patch_started_at=utcnow())
-                client.set_ticket_status(ticket.id, target_id)
-                # Known before Autotask's callout about it arrives: that callout is then "no change".
-                store.observe_status(ctx.db, ticket.id, target_id, changed_at=utcnow(), by_resource_id=None,
-                                     by_atrelay=True, via="atrelay", event_id=self.event_id)
-            effect = store.update_effect(ctx.db, effect, patched_at=utcnow())
+        return self._conclude(event, decision, effect, ticket, target_id=target_id, left=left, lists=lists, base=base)
+
+    def _gate(self, event: PartnerEvent, decision: Transition, ticket: Ticket, *, target_id: int | None,
+              lists: Picklists, history: History, effect: EffectLedger | None,
+              base: dict[str, object]) -> EffectLedger | Result:
+        """Ask the gate; return the effect row to write with, or the run's ending when it says no."""
+        ctx = self.ctx
+        verdict = decide_write(ctx, event_id=self.event_id, event=event, ticket=ticket, target_id=target_id,
+                               lists=lists, history=history,
+                               observation_id=self.row.caused_by_id if event.source == Source.AUTOTASK else None)
+        note_only = EffectLedger(event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status,
+                                 to_status_id=None)
+        if verdict.kind in ("stale", "superseded"):
+            if event.carries_note_of is not None:  # a follow-up holding its cause's note: still owed
+                if verdict.kind == "stale":
+                    return self._cause_note_only(event, ticket.id, ticket.status, lists, base, why="stale",
+                                                 said="a newer event was applied meanwhile")
+                return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
+            if not decision.note or event.source == Source.ATRELAY:
+                return self._finish(EventState.SKIPPED, "skipped", verdict.kind if verdict.kind == "stale"
+                                    else verdict.why, **base)
+            # Not applied, but what the partner said still reaches the technician, once.
+            effect = store.update_effect(ctx.db, effect or note_only, to_status_id=None, patch_started_at=None,
+                                         from_status_id=ticket.status)
+            return self._note_instead(event, effect, lists, verdict.why or verdict.kind, base)
+        if verdict.kind == "status-changed" and event.carries_note_of is not None:
+            return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
+        if not verdict.write:
+            if effect is not None:  # decided to write on an earlier try: that decision no longer holds
+                store.update_effect(ctx.db, effect, to_status_id=None, from_status_id=ticket.status)
+            return self._finish(EventState.SKIPPED, "skipped", verdict.why, **base)
+        if target_id is not None and ticket.status == target_id and not decision.note:
+            if effect is not None:
+                store.update_effect(ctx.db, effect, to_status_id=None, from_status_id=ticket.status)
+            return self._finish(EventState.SKIPPED, "skipped", "already-set",
+                                ticket_update=(ticket.id, event.occurred_at, target_id), **base)
+        # Already in the target status (Mission Control set it itself) is not the end: the note is
+        # still written once and the follow-up still runs; only the PATCH is left out.
+        fresh = EffectLedger(event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status,
+                             to_status_id=target_id)
+        return store.update_effect(ctx.db, effect or fresh, from_status_id=ticket.status, to_status_id=target_id,
+                                   patch_started_at=None, seen_change_id=store.last_change_id(ctx.db, ticket.id))
+
+    def _settle_patch(self, effect: EffectLedger, ticket: Ticket, target_id: int | None, lists: Picklists,
+                      history: History) -> EffectLedger:
+        """A PATCH whose outcome was never confirmed: landed, it is done; not landed, decided again."""
+        ctx = self.ctx
+        if target_id is not None and patch_landed(ctx, effect=effect, ticket=ticket, target_id=target_id,
+                                                  lists=lists, history=history):
+            if ticket.status == target_id:
+                return store.record_patched(ctx.db, effect, target_id, at=utcnow())
+            return store.update_effect(ctx.db, effect, patched_at=utcnow())  # landed; someone changed it since
+        return store.update_effect(ctx.db, effect, patch_started_at=None)
+
+    def _patch(self, effect: EffectLedger, ticket: Ticket, target_id: int) -> tuple[EffectLedger, int]:
+        """Write the status the gate allowed (or only mark it done when the ticket already shows it)."""
+        ctx = self.ctx
+        if ticket.status == target_id:
+            return store.update_effect(ctx.db, effect, patched_at=utcnow()), target_id
+        self.guard()
+        effect = store.update_effect(ctx.db, effect, patch_started_at=utcnow())
+        try:
+            ctx.client.set_ticket_status(ticket.id, target_id)
+        except AutotaskError as exc:
+            if not may_have_been_applied(exc):
+                # Refused (a 429, the thread limit): certainly not written, so the next try decides afresh.
+                store.update_effect(ctx.db, effect, patch_started_at=None)
+            raise
+        # Known before Autotask's callout about it arrives: that callout is then "no change".
+        return store.record_patched(ctx.db, effect, target_id, at=utcnow()), target_id
+
+    def _conclude(self, event: PartnerEvent, decision: Transition, effect: EffectLedger, ticket: Ticket, *,
+                  target_id: int | None, left: int, lists: Picklists, base: dict[str, object]) -> Result:
+        """The status is done: the note (once), the follow-up, the ending."""
+        ctx = self.ctx
         noted_only = target_id is not None and effect.from_status_id == target_id
-        # A follow-up will change the status (now, when it has no delay, or nothing changed here): one
-        # note, written by it, tells both transitions.
-        defer = (decision.note and decision.follow_up is not None
+        # A follow-up that will change the status (now, when it has no delay, or nothing changed here)
+        # writes one note telling both transitions, if its own rule writes notes at all.
+        follow_rule = ctx.rules.get(decision.follow_up) if decision.follow_up is not None else None
+        defer = (decision.note and follow_rule is not None and follow_rule.note
                  and (noted_only or ctx.follow_up_delay_seconds == 0))
-        if decision.note and not defer and effect.note_id is None:
+        # A follow-up carrying its cause's note writes it even if its own rule writes none.
+        wants_note = decision.note or event.carries_note_of is not None
+        if wants_note and not defer and effect.note_id is None:
             effect = self._note_once(self._with_cause(event), effect, lists)
         derived = self._follow_up(event, decision, ticket.id, target_id, note_deferred=defer)
         reason = ("already-set: note with the follow-up" if defer and noted_only else "note with the follow-up"
@@ -263,41 +295,6 @@ class _Run(RunBase):
             effect.ticket_id, title=title, description=description, note_type=note_type, publish=publish
         )
         return store.update_effect(ctx.db, effect, note_id=note_id)
-
-    def _superseded(self, event: PartnerEvent, ticket: Ticket, lists: Picklists) -> str | None:
-        """Why this event must not be applied: a status change by anyone else happened after it, or None.
-
-        Known changes (callouts, reconciliation) are checked first. Where atrelay has not seen the
-        ticket's current status and the ticket was active after the event, one extra read of its
-        TicketHistory decides (a note or time entry is activity, not a status change).
-        """
-        if event.expect_status_id is not None:
-            return None  # follow-ups: "status-changed" already guards them
-        allowed = OVERWRITABLE.get(event.type, ())
-        labels = lists.status
-        for change in store.status_changes_after(self.ctx.db, ticket.id, event.occurred_at):
-            if labels.label(change.to_status_id) in allowed:
-                continue
-            who = f"resource #{change.by_resource_id}" if change.by_resource_id is not None else "someone"
-            return (f"superseded: {who} set {labels.label(change.to_status_id)} at "
-                    f"{change.changed_at:%Y-%m-%d %H:%M:%S} UTC, after this event "
-                    f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)")
-        last_activity = as_utc(ticket.last_activity_date)
-        if last_activity is None:
-            return None
-        if last_activity <= event.occurred_at or store.observed_status(self.ctx.db, ticket.id) == ticket.status:
-            return None
-        own = self.ctx.own_resource_id()
-        later = [e for e in status_changes_after(self.ctx.client.ticket_history(ticket.id), event.occurred_at,
-                                                 ignore_resource=own)
-                 if not any(label.lower() in (e.detail or "").lower().rsplit(" to ", 1)[-1] for label in allowed)]
-        if not later:
-            return None
-        first = later[0]
-        who = f"resource #{first.resource_id}" if first.resource_id is not None else "a contact"
-        return (f"superseded: {who} changed the status at {first.when:%Y-%m-%d %H:%M:%S} UTC "
-                f"({(first.detail or first.action or '')[:120]}), after this event "
-                f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)")
 
     def _note_instead(self, event: PartnerEvent, effect: EffectLedger, lists: Picklists, reason: str,
                       base: dict[str, object]) -> Result:

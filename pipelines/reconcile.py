@@ -1,19 +1,23 @@
 """Reconciliation: find what Autotask callouts did not deliver, and feed it through the same path.
 
-Autotask retries a failed callout for about two minutes and then drops it for good (facts §8), so
-every ``ATRELAY_AUTOTASK_RECONCILE_SECONDS`` beat asks Autotask for tickets whose
-``lastActivityDate`` and notes whose ``createDateTime`` are after the last watermark (less an
-overlap) and records exactly the events a callout would have produced:
+Autotask retries a failed callout for about two minutes and then drops it for good (Autotask's
+webhook documentation, "Webhooks error handling"), so every ``ATRELAY_AUTOTASK_RECONCILE_SECONDS``
+beat asks Autotask for tickets whose ``lastActivityDate`` and notes whose ``createDateTime`` are
+after the last watermark (less an overlap) and records exactly the events a callout would have
+produced:
 
 * a ticket whose status differs from the one atrelay last observed -> ``autotask.ticket.changed``
   (external id ``reconcile:<ticket>:<status>:<lastActivityDate>``); the run re-reads the ticket under
-  its lease, so a late callout for the same change then finds "no change";
+  its lease (so a late callout for the same change then finds "no change") and its TicketHistory,
+  for when and by whom the status was set: ``lastActivityDate`` is the last activity of any kind;
 * a note -> ``autotask.note.added`` keyed ``note:<id>``, the same key its callout has, so the two are
   one event at intake.
 
 The first run records a baseline (the status of every ticket active in the last day) and emits
 nothing, so switching atrelay on does not replay history. A ticket never seen before that turns up
-in a status a watch rule cares about is treated as changed in the window; any other is a baseline.
+in a status a rule cares about (``watched_status_ids``: the watch rules' and the guards' trigger
+statuses) is an observation like a change; any other is only noted. No check trusts a noted status
+as "unchanged since": the write gate asks TicketHistory (pipelines.gate).
 Reads go through the quota governor and yield to status writes (see :func:`yielding_gate`).
 """
 
@@ -38,7 +42,7 @@ from pipelines.audit import PollRun, TicketState
 from pipelines.clock import as_utc
 from pipelines.db import session_scope, utcnow
 from pipelines.governor import Governor
-from pipelines.observe import OVERDUE_DEFERRED, RECONCILE_PREFIX
+from pipelines.observe import OVERDUE_DEFERRED, RECONCILE_PREFIX, WINDOW_START
 
 __all__ = ["SOURCE", "ReconcileResult", "reconcile_once", "yielding_gate"]
 
@@ -106,13 +110,13 @@ def _finish(db: str, run_id: int, result: ReconcileResult, high_water: int | Non
     return result
 
 
-def _ticket_body(ticket: Ticket) -> bytes:
-    # Callout-shaped, so one run handles both. PersonID stays null: lastActivityResourceID names the
-    # last activity, which need not be the status change, so it is only a hint for the run.
+def _ticket_body(ticket: Ticket, since: str) -> bytes:
+    # Callout-shaped, so one run handles both. PersonID and EventTime stay null: lastActivity* name
+    # the last activity, which need not be the status change; the run asks TicketHistory instead.
     return json.dumps({
         "Action": "Update", "EntityType": "Ticket", "Id": ticket.id, "Guid": None, "SequenceNumber": None,
-        "EventTime": _iso(as_utc(ticket.last_activity_date) or utcnow()), "PersonID": None,
-        "Fields": {"Status": ticket.status, "TicketNumber": ticket.ticket_number,
+        "EventTime": None, "PersonID": None,
+        "Fields": {"Status": ticket.status, "TicketNumber": ticket.ticket_number, WINDOW_START: since,
                    "LastActivityResourceID": ticket.last_activity_resource_id},
     }, sort_keys=True).encode()
 
@@ -186,14 +190,20 @@ def reconcile_once(db: str, client: AutotaskClient, enqueue: intake.Enqueue, *, 
             if observed == ticket.status:
                 continue
             if observed is None and ticket.status not in watched_status_ids:
+                # First sight, in a status no rule acts on: noted as what atrelay now knows, no change row.
+                # Nothing trusts it as "unchanged since": the write gate reads TicketHistory whenever a
+                # ticket was active after the event it is about to apply.
                 known = known or TicketState(ticket_id=ticket.id, updated_at=store.NEVER)
-                known.observed_status_id, known.observed_at = ticket.status, as_utc(ticket.last_activity_date)
+                known.observed_status_id, known.observed_at = ticket.status, None
                 s.add(known)
                 continue
+            # A status other than the one atrelay knew (or a first sight a rule cares about): a change,
+            # recorded by an observation run with the time and person TicketHistory gives for it
+            # (never the last activity's); a change from before this window is recorded, not acted on.
             stamp = _iso(as_utc(ticket.last_activity_date) or now)
             event_id = intake.record_in(s, store.NewEvent(
                 source=Source.AUTOTASK.value, external_id=f"{RECONCILE_PREFIX}{ticket.id}:{ticket.status}:{stamp}",
-                event_type=Observation.TICKET_CHANGED.value, body=_ticket_body(ticket), headers={},
+                event_type=Observation.TICKET_CHANGED.value, body=_ticket_body(ticket, since), headers={},
                 ticket_id=ticket.id, occurred_at=as_utc(ticket.last_activity_date)))
             if event_id is not None:
                 new_ids.append(event_id)

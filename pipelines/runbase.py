@@ -92,11 +92,12 @@ class RunBase:
             self.heartbeat.ticket_id = ticket_id
 
     def guard(self) -> None:
-        """Called right before every Autotask write: a run that lost its lease writes nothing more."""
+        """Called right before every Autotask write: a run that lost its event's lease, or its ticket's,
+        writes nothing more."""
         if self.owner is None:
             return
         if (self.heartbeat is not None and self.heartbeat.lost.is_set()) or not store.owns(
-                self.ctx.db, self.event_id, self.owner):
+                self.ctx.db, self.event_id, self.owner, self.leased_ticket):
             raise store.LeaseLost(f"event #{self.event_id}: lease lost before a write")
 
     def run(self) -> Result:
@@ -108,6 +109,11 @@ class RunBase:
         except store.LeaseLost as exc:
             log.warning("pipeline.run.lease_lost", extra={"event_id": self.event_id, "error": str(exc)})
             return Result("lease-lost", str(exc))
+        except Exception as exc:
+            # A bug, or data the database refuses: retried a few times (it may be passing), then a dead
+            # letter that names the exception, never a run the sweeper repeats for ever.
+            log.exception("pipeline.run.crashed", extra={"event_id": self.event_id})
+            return self._crashed(exc)
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
@@ -122,6 +128,14 @@ class RunBase:
             reason=reason, owner=self.owner, **kw,  # type: ignore[arg-type]
         )
         return Result(state.value, reason, derived=[derived_id] if derived_id else [])
+
+    def _crashed(self, exc: Exception) -> Result:
+        summary = f"{type(exc).__name__}: {exc}"
+        crash = store.record_crash(self.ctx.db, event_id=self.event_id, run_id=self.run_id, owner=self.owner,
+                                   summary=summary, max_crashes=self.ctx.max_crashes)
+        if crash.dead or crash.retry_in is None:
+            return Result(EventState.DEAD.value if crash.dead else "lease-lost", crash.reason)
+        return Result(EventState.RETRYING.value, crash.reason, retry_in=crash.retry_in)
 
     def _retry_or_dead(self, exc: RetryableError) -> Result:
         now = utcnow()
@@ -153,7 +167,9 @@ class RunBase:
         finally:
             self.ctx.client.set_attempt_hook(None)
             if self.leased_ticket is not None:
-                store.release_ticket(self.ctx.db, self.leased_ticket, self.event_id)
+                # Only while this run holds it: a run that lost its lease must not free the new owner's.
+                store.release_ticket(self.ctx.db, self.leased_ticket, self.event_id, owner=self.owner)
+                self.leased_ticket = None
 
     def _record_attempt(self, attempt: Attempt) -> None:
         store.record_attempt(self.ctx.db, self.event_id, self.run_id, attempt)

@@ -29,37 +29,45 @@ from pipelines.audit import (
     TicketState,
     TicketStatusChange,
 )
-from pipelines.db import db_now, engine_for, insert_for, session_scope, utcnow
+from pipelines.db import db_now, engine_for, insert_for, session_scope, storable, utcnow
 from pipelines.invalid import INVALID_TYPE, revalidate_into
 
 __all__ = [
     "NEVER",
     "Claim",
+    "EscalationClaim",
     "EventState",
     "LeaseLost",
     "NewEvent",
     "Observed",
+    "Sighting",
     "claim_event",
     "claim_ticket",
     "dead_letters",
     "deployment_secret",
-    "earlier_escalation",
+    "escalation_claims",
     "event_story",
     "finish_run",
     "get_effect",
     "get_event",
     "insert_event",
+    "last_change_id",
+    "left_between_changes",
     "observe_status",
+    "observed_change",
     "observed_status",
     "owns",
     "park",
     "record_attempt",
+    "record_crash",
+    "record_patched",
     "record_rejection",
     "release_ticket",
     "renew_lease",
     "replay",
     "start_run",
     "status_changes_after",
+    "status_changes_between",
     "update_effect",
 ]
 
@@ -209,10 +217,22 @@ def claim_event(db: str, event_id: int, lease_seconds: float, owner: str | None 
         return Claim(None, row.state)
 
 
+def _run_owner(s: Any, event_id: int) -> str:
+    """The owner token of the run holding ``event_id`` (its ticket lease carries the same token)."""
+    owner = s.exec(select(InboundEvent.lease_owner).where(InboundEvent.id == event_id)).first()
+    return str(owner) if owner else f"event:{event_id}"
+
+
 def claim_ticket(db: str, ticket_id: int, event_id: int, lease_seconds: float) -> bool:
-    """Serialise work per ticket across workers, so ordering checks and writes do not interleave."""
+    """Serialise work per ticket across workers, so ordering checks and writes do not interleave.
+
+    The lease carries the claiming run's owner token (the event's ``lease_owner``): a run that lost
+    its event to another worker holds nothing the new owner holds, so it cannot release or renew the
+    new owner's ticket lease, and the new owner must wait for the old lease to expire.
+    """
     now = db_now(db)
     with session_scope(db) as s:
+        owner = _run_owner(s, event_id)
         if s.get(TicketState, ticket_id) is None:
             try:
                 with s.begin_nested():
@@ -225,18 +245,19 @@ def claim_ticket(db: str, ticket_id: int, event_id: int, lease_seconds: float) -
             .where(col(TicketState.ticket_id) == ticket_id)
             .where(
                 or_(
-                    col(TicketState.lease_event_id).is_(None),
-                    col(TicketState.lease_event_id) == event_id,
+                    col(TicketState.lease_owner).is_(None),
+                    col(TicketState.lease_owner) == owner,
+                    col(TicketState.lease_until).is_(None),
                     col(TicketState.lease_until) < now,
                 )
             )
-            .values(lease_event_id=event_id, lease_until=now + timedelta(seconds=lease_seconds))
+            .values(lease_event_id=event_id, lease_owner=owner, lease_until=now + timedelta(seconds=lease_seconds))
         )
         return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def renew_lease(db: str, event_id: int, owner: str, lease_seconds: float, ticket_id: int | None = None) -> bool:
-    """Extend this run's lease (and its ticket lease); False once another run owns the event."""
+    """Extend this run's lease (and its ticket lease); False once another run owns the event or the ticket."""
     until = db_now(db) + timedelta(seconds=lease_seconds)
     with session_scope(db) as s:
         result = s.execute(
@@ -248,26 +269,36 @@ def renew_lease(db: str, event_id: int, owner: str, lease_seconds: float, ticket
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return False
         if ticket_id is not None:
-            s.execute(update(TicketState).where(col(TicketState.ticket_id) == ticket_id,
-                                                col(TicketState.lease_event_id) == event_id)
-                      .values(lease_until=until))
+            held = s.execute(update(TicketState).where(col(TicketState.ticket_id) == ticket_id,
+                                                       col(TicketState.lease_owner) == owner)
+                             .values(lease_until=until))
+            if held.rowcount != 1:  # type: ignore[attr-defined]
+                return False  # the ticket lease ran out and another run took the ticket
         return True
 
 
-def owns(db: str, event_id: int, owner: str) -> bool:
-    """Does this run still hold the event? Checked right before every Autotask write."""
+def owns(db: str, event_id: int, owner: str, ticket_id: int | None = None) -> bool:
+    """Does this run still hold the event (and the ticket)? Checked right before every Autotask write."""
+    now = db_now(db)
     with session_scope(db) as s:
         row = s.exec(select(InboundEvent.lease_owner, InboundEvent.state).where(InboundEvent.id == event_id)).first()
-        return row is not None and row[0] == owner and row[1] == EventState.PROCESSING
+        if row is None or row[0] != owner or row[1] != EventState.PROCESSING:
+            return False
+        if ticket_id is None:
+            return True
+        ticket = s.exec(select(TicketState.lease_owner, TicketState.lease_until)
+                        .where(TicketState.ticket_id == ticket_id)).first()
+        return ticket is not None and ticket[0] == owner and ticket[1] is not None and ticket[1] > now
 
 
-def release_ticket(db: str, ticket_id: int, event_id: int) -> None:
+def release_ticket(db: str, ticket_id: int, event_id: int, owner: str | None = None) -> None:
+    """Give the ticket up; with ``owner``, only if this run still holds it (never another run's lease)."""
     with session_scope(db) as s:
-        s.execute(
-            update(TicketState)
-            .where(col(TicketState.ticket_id) == ticket_id, col(TicketState.lease_event_id) == event_id)
-            .values(lease_event_id=None, lease_until=None)
-        )
+        q = update(TicketState).where(col(TicketState.ticket_id) == ticket_id,
+                                      col(TicketState.lease_event_id) == event_id)
+        if owner is not None:
+            q = q.where(col(TicketState.lease_owner) == owner)
+        s.execute(q.values(lease_event_id=None, lease_owner=None, lease_until=None))
 
 
 def ticket_state(db: str, ticket_id: int) -> TicketState | None:
@@ -308,7 +339,7 @@ def update_effect(db: str, effect: EffectLedger, **values: Any) -> EffectLedger:
             row = EffectLedger(**effect.model_dump())
             s.add(row)
         for key, value in values.items():
-            setattr(row, key, value)
+            setattr(row, key, storable(value) if isinstance(value, str) else value)
         s.flush()
         return EffectLedger(**row.model_dump())
 
@@ -329,13 +360,17 @@ def finish_run(
     ticket_update: tuple[int, datetime, int | None] | None = None,
     derived: NewEvent | None = None,
     owner: str | None = None,
+    sighting: Sighting | None = None,
 ) -> int | None:
     """Close the run and the event in one transaction; return the id of a derived event if one was made.
 
     With ``owner``, only the run holding the lease may close the event: a run that lost it gets
     :class:`LeaseLost` (its run row is closed as ``lease-lost``; the event is left to its owner).
+    ``sighting`` (an observation run's ticket status) is recorded in the same transaction as the
+    events derived from it, or not at all: a re-run then sees the change again and derives them again.
     """
     now = utcnow()
+    reason = storable(reason)
     with session_scope(db) as s:
         run = s.get(PipelineRun, run_id)
         assert run is not None
@@ -355,6 +390,8 @@ def finish_run(
             event.not_before = not_before
             if ticket_id is not None:
                 event.ticket_id = ticket_id
+        if sighting is not None and not lost:
+            _observe_in(s, db, sighting)
         if ticket_update is not None and not lost:
             tid, occurred, status_id = ticket_update
             ts = s.get(TicketState, tid) or TicketState(ticket_id=tid)
@@ -376,7 +413,8 @@ def finish_run(
                     source=derived.source, external_id=derived.external_id, event_type=derived.event_type,
                     body=derived.body, headers={}, ticket_id=derived.ticket_id,
                     occurred_at=derived.occurred_at, caused_by_id=derived.caused_by_id,
-                    not_before=derived.not_before, state=derived.state,
+                    not_before=derived.not_before, state=derived.state, reason=derived.reason,
+                    ticket_number=derived.ticket_number,
                 )
                 s.add(child)
                 s.flush()
@@ -384,6 +422,46 @@ def finish_run(
     if lost:
         raise LeaseLost(f"event #{event_id}: another run holds the lease")
     return derived_id
+
+
+@dataclass(frozen=True)
+class CrashRecord:
+    """What :func:`record_crash` did: dead-lettered, or retried after ``retry_in`` seconds."""
+
+    dead: bool
+    reason: str
+    retry_in: float | None
+
+
+def record_crash(db: str, *, event_id: int, run_id: int, owner: str | None, summary: str,
+                 max_crashes: int) -> CrashRecord:
+    """A run ended in an unexpected exception: count it; past ``max_crashes``, dead-letter the event.
+
+    Until then the event is retried after a growing pause (5, 10, 20 ... s). A run that no longer holds
+    the event records only its own run row (the owner decides).
+    """
+    summary = storable(summary[:500]) or "-"
+    now = utcnow()
+    with session_scope(db) as s:
+        event = s.get(InboundEvent, event_id)
+        run = s.get(PipelineRun, run_id)
+        if event is None or run is None:
+            return CrashRecord(False, summary, None)
+        if owner is not None and (event.lease_owner != owner or event.state != EventState.PROCESSING):
+            run.finished_at, run.outcome, run.reason = now, "lease-lost", f"crashed after losing the lease: {summary}"
+            return CrashRecord(False, summary, None)
+        event.crashes = (event.crashes or 0) + 1
+        dead = event.crashes >= max(1, max_crashes)
+        if dead:
+            reason = f"crashed {event.crashes} times: {summary}"
+        else:
+            reason = f"crashed ({event.crashes} of {max_crashes}): {summary}"
+        delay = 0.0 if dead else min(300.0, 5.0 * 2 ** (event.crashes - 1))
+        run.finished_at, run.outcome, run.reason = now, "dead" if dead else "retry", reason
+        event.state = EventState.DEAD if dead else EventState.RETRYING
+        event.reason, event.updated_at, event.lease_until, event.lease_owner = reason, now, None, None
+        event.not_before = None if dead else now + timedelta(seconds=delay)
+        return CrashRecord(dead, reason, None if dead else delay)
 
 
 def park(db: str, event_id: int) -> None:
@@ -415,6 +493,7 @@ def replay(db: str, event_id: int) -> tuple[bool, str]:
             return False, f"event #{event_id} not replayed: {refused}"
         row.state, row.reason, row.not_before, row.lease_until = EventState.ACCEPTED, None, None, None
         row.horizon_from, row.updated_at, row.replays = now, now, row.replays + 1
+        row.crashes = 0  # a replay gets its own tries
         return True, f"event #{event_id} queued again (replay {row.replays})"
 
 
@@ -460,6 +539,20 @@ class Observed:
     previous: int | None  # the status atrelay knew before (None: never seen)
 
 
+@dataclass(frozen=True)
+class Sighting:
+    """A ticket status seen in Autotask (or written by atrelay), to record; see :func:`observe_status`."""
+
+    ticket_id: int
+    status_id: int
+    changed_at: datetime
+    by_resource_id: int | None
+    by_atrelay: bool
+    via: str  # callout | reconciliation | atrelay | read
+    event_id: int | None
+    baseline_only: bool = False
+
+
 def observe_status(db: str, ticket_id: int, status_id: int, *, changed_at: datetime, by_resource_id: int | None,
                    by_atrelay: bool, via: str, event_id: int | None, baseline_only: bool = False) -> Observed:
     """Record that Autotask shows ``status_id`` on the ticket; a change from what atrelay knew is kept.
@@ -468,32 +561,49 @@ def observe_status(db: str, ticket_id: int, status_id: int, *, changed_at: datet
     interleave. ``baseline_only`` records the status without counting it as a change (first sight).
     """
     with session_scope(db) as s:
-        ts = s.get(TicketState, ticket_id)
-        if ts is None:
-            ts = TicketState(ticket_id=ticket_id, updated_at=NEVER)
-        previous = ts.observed_status_id
-        if via == "atrelay" or not by_atrelay:
-            # A read shared by runs (pipelines.ticket_reads) is stale now. atrelay's own write is not kept
-            # in its place: only the follow-up that runs right after knows nobody acted since. Written as
-            # its own UPDATE (not left to the ORM, which skips a column it thinks unchanged) so a read
-            # another run stored after this row was loaded is dropped too.
-            dropped = db_now(db)
-            if ts in s:
-                s.execute(update(TicketState).where(col(TicketState.ticket_id) == ticket_id)
-                          .values(read_at=None, read_dropped_at=dropped))
-            else:
-                ts.read_at, ts.read_dropped_at = None, dropped
-                s.add(ts)
-        if previous == status_id:
-            return Observed(False, previous)
-        ts.observed_status_id, ts.observed_at = status_id, changed_at
-        s.add(ts)
-        if previous is None and baseline_only:
-            return Observed(False, None)
-        s.add(TicketStatusChange(ticket_id=ticket_id, from_status_id=previous, to_status_id=status_id,
-                                 changed_at=changed_at, by_resource_id=by_resource_id, by_atrelay=by_atrelay,
-                                 via=via, event_id=event_id))
-        return Observed(True, previous)
+        return _observe_in(s, db, Sighting(ticket_id, status_id, changed_at, by_resource_id, by_atrelay, via,
+                                           event_id, baseline_only))
+
+
+def _observe_in(s: Any, db: str, seen: Sighting) -> Observed:
+    """:func:`observe_status` inside the caller's transaction."""
+    ts = s.get(TicketState, seen.ticket_id)
+    if ts is None:
+        ts = TicketState(ticket_id=seen.ticket_id, updated_at=NEVER)
+    previous = ts.observed_status_id
+    if seen.via == "atrelay" or not seen.by_atrelay:
+        # A read shared by runs (pipelines.ticket_reads) is stale now. atrelay's own write is not kept
+        # in its place: only the follow-up that runs right after knows nobody acted since. Written as
+        # its own UPDATE (not left to the ORM, which skips a column it thinks unchanged) so a read
+        # another run stored after this row was loaded is dropped too.
+        dropped = db_now(db)
+        if ts in s:
+            s.execute(update(TicketState).where(col(TicketState.ticket_id) == seen.ticket_id)
+                      .values(read_at=None, read_dropped_at=dropped))
+        else:
+            ts.read_at, ts.read_dropped_at = None, dropped
+            s.add(ts)
+    if previous == seen.status_id:
+        return Observed(False, previous)
+    ts.observed_status_id, ts.observed_at = seen.status_id, seen.changed_at
+    s.add(ts)
+    if previous is None and seen.baseline_only:
+        return Observed(False, None)
+    s.add(TicketStatusChange(ticket_id=seen.ticket_id, from_status_id=previous, to_status_id=seen.status_id,
+                             changed_at=seen.changed_at, by_resource_id=seen.by_resource_id,
+                             by_atrelay=seen.by_atrelay, via=seen.via, event_id=seen.event_id))
+    return Observed(True, previous)
+
+
+def record_patched(db: str, effect: EffectLedger, status_id: int, *, at: datetime) -> EffectLedger:
+    """The PATCH landed: its ledger mark and atrelay's own write as the ticket's status, in one transaction."""
+    with session_scope(db) as s:
+        row = s.get(EffectLedger, effect.event_id)
+        assert row is not None
+        row.patched_at = at
+        _observe_in(s, db, Sighting(effect.ticket_id, status_id, at, None, True, "atrelay", effect.event_id))
+        s.flush()
+        return EffectLedger(**row.model_dump())
 
 
 def observed_status(db: str, ticket_id: int) -> int | None:
@@ -502,34 +612,66 @@ def observed_status(db: str, ticket_id: int) -> int | None:
         return ts.observed_status_id if ts is not None else None
 
 
-def earlier_escalation(db: str, *, ticket_id: int, event_type: str, exclude_event_id: int,
-                       target_status_id: int | None, window: timedelta) -> int | None:
-    """Another event of this type already applied to this ticket (its note written or owed), same episode.
+@dataclass(frozen=True)
+class EscalationClaim:
+    """Another report of an escalation that took it on (see :func:`escalation_claims`)."""
 
-    Mission Control's webhook and the status MC set in Autotask report one escalation twice. It is
-    the same episode unless someone other than atrelay moved the ticket to another status since the
-    earlier event finished (then a new escalation is new), and only within ``window``.
+    event_id: int
+    occurred_at: datetime
+    seen_change_id: int | None  # the newest recorded status change on the ticket when it decided
+
+
+def escalation_claims(db: str, *, ticket_id: int, event_type: str, exclude_event_id: int) -> list[EscalationClaim]:
+    """Other events of this type that took this ticket's escalation on, newest first.
+
+    An event takes it on when its run records an effect (its write or its note is owed), whatever
+    state it is in now: retrying or parked counts, so an escalation reported twice (Mission
+    Control's webhook and the status MC set) while the first report waits on a 429 is still one.
+    Dead events do not count: whoever reports the escalation next writes its note.
     """
-    since = utcnow() - window
     with session_scope(db) as s:
         rows = s.exec(
-            select(InboundEvent.id, InboundEvent.updated_at)
+            select(InboundEvent.id, InboundEvent.occurred_at, InboundEvent.received_at, EffectLedger.seen_change_id)
             .join(EffectLedger, col(EffectLedger.event_id) == col(InboundEvent.id))
             .where(InboundEvent.event_type == event_type, col(EffectLedger.ticket_id) == ticket_id,
-                   col(InboundEvent.id) != exclude_event_id, InboundEvent.state == EventState.APPLIED,
-                   col(InboundEvent.updated_at) >= since)
-            .order_by(col(InboundEvent.id).desc()).limit(5)
+                   col(InboundEvent.id) != exclude_event_id,
+                   col(InboundEvent.state).not_in([EventState.DEAD, EventState.INVALID, EventState.IGNORED]))
+            .order_by(col(InboundEvent.id).desc()).limit(10)
         ).all()
-        for other_id, finished in rows:
-            moved = s.exec(
-                select(TicketStatusChange.id).where(
-                    TicketStatusChange.ticket_id == ticket_id, col(TicketStatusChange.changed_at) > finished,
-                    col(TicketStatusChange.by_atrelay).is_(False),
-                    col(TicketStatusChange.to_status_id) != target_status_id)
-            ).first()
-            if moved is None and other_id is not None:
-                return int(other_id)
-        return None
+        return [EscalationClaim(int(i), at or received, seen) for i, at, received, seen in rows if i is not None]
+
+
+def last_change_id(db: str, ticket_id: int) -> int:
+    """The newest recorded status change of the ticket (0: none): what a decision knew of."""
+    with session_scope(db) as s:
+        found = s.exec(select(TicketStatusChange.id).where(TicketStatusChange.ticket_id == ticket_id)
+                       .order_by(col(TicketStatusChange.id).desc()).limit(1)).first()
+        return int(found) if found is not None else 0
+
+
+def observed_change(db: str, ticket_id: int, observation_id: int) -> TicketStatusChange | None:
+    """The status change an observation run recorded (what an event derived from it reports)."""
+    with session_scope(db) as s:
+        return s.exec(select(TicketStatusChange).where(TicketStatusChange.ticket_id == ticket_id,
+                                                       TicketStatusChange.event_id == observation_id)
+                      .order_by(col(TicketStatusChange.id).desc()).limit(1)).first()
+
+
+def left_between_changes(db: str, ticket_id: int, status_id: int | None, *, after_id: int, before_id: int) -> bool:
+    """Did the ticket move to a status other than ``status_id`` between two recorded changes (by row order)?"""
+    with session_scope(db) as s:
+        return s.exec(select(TicketStatusChange.id).where(
+            TicketStatusChange.ticket_id == ticket_id, col(TicketStatusChange.id) > after_id,
+            col(TicketStatusChange.id) < before_id, col(TicketStatusChange.to_status_id) != status_id)
+            .limit(1)).first() is not None
+
+
+def status_changes_between(db: str, ticket_id: int, start: datetime, end: datetime) -> list[TicketStatusChange]:
+    """Every recorded status change (atrelay's own included) with ``start < changed_at <= end``."""
+    with session_scope(db) as s:
+        return list(s.exec(select(TicketStatusChange).where(
+            TicketStatusChange.ticket_id == ticket_id, col(TicketStatusChange.changed_at) > start,
+            col(TicketStatusChange.changed_at) <= end).order_by(col(TicketStatusChange.changed_at))).all())
 
 
 def atrelay_wrote(db: str, ticket_id: int, status_id: int) -> bool:

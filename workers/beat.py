@@ -108,7 +108,8 @@ def autotask_reconcile_task() -> int:
         return -1
     watched: set[int] = set()
     for rule in ctx.watch_rules.values():
-        if rule.on == "status" and rule.enabled and rule.status:
+        # Watch rules and guards alike: a ticket first met in a status they act on is observed in full.
+        if rule.on in ("status", "guard") and rule.enabled and rule.status:
             try:
                 watched.add(lists.status_id(rule.status))
             except UnknownPicklistValue:

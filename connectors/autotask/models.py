@@ -33,6 +33,7 @@ class Ticket(_Model):
     last_activity_resource_id: int | None = Field(default=None, alias="lastActivityResourceID")
     due_date_time: datetime | None = Field(default=None, alias="dueDateTime")
     assigned_resource_id: int | None = Field(default=None, alias="assignedResourceID")
+    create_date: datetime | None = Field(default=None, alias="createDate")
 
 
 class TicketNote(_Model):

@@ -1,4 +1,5 @@
-"""Owned ticket leases (a run releases or renews only a lease it holds) and a crash count per event
+"""Owned ticket leases (a run releases or renews only a lease it holds), a crash count per event, and
+the last status change an effect's decision knew of
 
 Revision ID: 0011_owned_leases
 Revises: 0010_ticket_reads
@@ -23,9 +24,15 @@ def upgrade() -> None:
     # Runs that ended in an unexpected exception: past ATRELAY_MAX_CRASHES the event is dead-lettered.
     with op.batch_alter_table('inbound_events') as batch:
         batch.add_column(sa.Column('crashes', sa.Integer(), nullable=False, server_default='0'))
+    # Which recorded status change was the newest when an event decided to write: two reports of one
+    # escalation are told from two escalations by what the ticket did between them, in recording order.
+    with op.batch_alter_table('effects') as batch:
+        batch.add_column(sa.Column('seen_change_id', sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('effects') as batch:
+        batch.drop_column('seen_change_id')
     with op.batch_alter_table('inbound_events') as batch:
         batch.drop_column('crashes')
     with op.batch_alter_table('ticket_state') as batch:

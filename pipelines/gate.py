@@ -1,0 +1,194 @@
+"""The write gate (DESIGN.md step 4): every Autotask status write is decided right before its PATCH.
+
+Why: a check made at one moment and a write made at another is a wrong status waiting for a retry.
+A PATCH that got a 429 and waited for its retry while a technician completed the ticket must not
+move it anyway; a guard queued behind other work must not fire after the person put things right.
+So the run that is about to write (first try or retry, partner event, follow-up or guard) asks this
+module, under the ticket's lease, from the ticket as it is now and from what changed since the
+event's time:
+
+* **stale**: an event newer than this one was already applied to the ticket;
+* **superseded**: anyone but atrelay changed the status after the event's time: changes atrelay
+  recorded (callouts, reconciliation) first; when the ticket was active after the event and none
+  is recorded, its TicketHistory decides (a lost callout hides nothing);
+* **status-changed**: a follow-up or guard acts only while the ticket still shows the status it saw;
+* **breach-gone**: a guard's rule is no longer broken (the due date was set, the item completed);
+* **duplicate-escalation**: another report of the same escalation already took it on.
+
+The effect ledger keeps the write itself exactly-once, but it is never a reason to skip this: a
+PATCH whose outcome is unknown is first resolved from the ticket and its history (:func:`patch_landed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from connectors.autotask.history import HistoryEntry, status_changes_after
+from connectors.autotask.models import Ticket
+from connectors.autotask.picklists import Picklists
+from connectors.common.events import EventType, PartnerEvent
+from pipelines import guards, store
+from pipelines.audit import EffectLedger
+from pipelines.clock import as_utc, before_last
+from pipelines.context import Context
+
+__all__ = ["ESCALATIONS", "OVERWRITABLE", "History", "Verdict", "decide_write", "patch_landed", "set_to"]
+
+#: Event types that report one escalation, possibly twice (MC's webhook and the status MC set).
+ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, EventType.MC_NO_CONTACT})
+#: Statuses an event may overwrite even when they were set after it: Autotask's own "e-mail arrived"
+#: rule sets Note Emailed In for the very e-mail that carries the form (the knowledge base wants
+#: Received Form Response then).
+OVERWRITABLE: dict[EventType, tuple[str, ...]] = {EventType.FORM_SUBMITTED: ("Note Emailed In",)}
+#: Two reports of one escalation further apart than this are judged from the ticket's own history
+#: too (a person's change between them whose callout was lost would make the second a new one).
+_ECHO = timedelta(minutes=2)
+#: A PATCH is looked for in TicketHistory from a little before its start (clocks differ).
+_PATCH_SKEW = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The gate's answer: ``kind`` is ``write`` or why not (stale, superseded, status-changed, ...)."""
+
+    kind: str
+    why: str | None = None
+
+    @property
+    def write(self) -> bool:
+        return self.kind == "write"
+
+
+class History:
+    """The ticket's TicketHistory, read at most once per run and only when a check needs it."""
+
+    def __init__(self, ctx: Context, ticket_id: int) -> None:
+        self.ctx, self.ticket_id = ctx, ticket_id
+        self._entries: list[HistoryEntry] | None = None
+
+    def entries(self) -> list[HistoryEntry]:
+        if self._entries is None:
+            self._entries = self.ctx.client.ticket_history(self.ticket_id)
+        return self._entries
+
+
+def set_to(entry: HistoryEntry, label: str) -> bool:
+    """Does this status-change row set ``label``? (The text is "... changed from X to Y".)"""
+    return label.lower() in (entry.detail or entry.action or "").lower().rsplit(" to ", 1)[-1]
+
+
+def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ticket, target_id: int | None,
+                 lists: Picklists, history: History, observation_id: int | None = None) -> Verdict:
+    """May ``event`` set ``target_id`` on ``ticket`` now? Asked under the ticket's lease, right before writing.
+
+    ``observation_id``: the callout or reconciliation run the event was derived from, if any.
+    """
+    last = store.ticket_state(ctx.db, ticket.id)
+    # Same second: receipt order decides (pipelines.clock.before_last), never the worker's luck.
+    if last is not None and before_last(event.occurred_at, event_id, last.last_occurred_at, last.last_event_id):
+        return Verdict("stale", "stale: a newer event was already applied")
+    # Only a status change can overwrite a person: a note-only event, or one whose status is already
+    # there, overwrites nothing.
+    if target_id is not None and ticket.status != target_id:
+        superseded = _superseded(ctx, event, ticket, lists, history)
+        if superseded is not None:
+            return Verdict("superseded", superseded)
+    if event.expect_status_id is not None and ticket.status != event.expect_status_id:
+        return Verdict("status-changed", "status-changed")
+    gone = guards.breach_gone(ctx, event.type, ticket)
+    if gone is not None:
+        return Verdict("breach-gone", gone)
+    if event.type in ESCALATIONS:
+        duplicate = _duplicate(ctx, event_id, event, ticket, target_id=target_id, lists=lists, history=history,
+                               observation_id=observation_id)
+        if duplicate is not None:
+            return Verdict("duplicate-escalation", duplicate)
+    return Verdict("write")
+
+
+def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, lists: Picklists, history: History) -> str | None:
+    """Why this event must not be applied: a status change by anyone but atrelay after it, or None."""
+    if event.expect_status_id is not None:
+        return None  # follow-ups and guards: "status-changed" guards them
+    allowed = OVERWRITABLE.get(event.type, ())
+    labels = lists.status
+    for change in store.status_changes_after(ctx.db, ticket.id, event.occurred_at):
+        if labels.label(change.to_status_id) in allowed:
+            continue
+        who = f"resource #{change.by_resource_id}" if change.by_resource_id is not None else "someone"
+        return (f"superseded: {who} set {labels.label(change.to_status_id)} at "
+                f"{change.changed_at:%Y-%m-%d %H:%M:%S} UTC, after this event "
+                f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)")
+    last_activity = as_utc(ticket.last_activity_date)
+    if last_activity is not None and last_activity <= event.occurred_at:
+        return None  # nothing at all happened on the ticket after the event
+    # Active after the event and no change recorded: a callout may have been lost, or reconciliation
+    # may have met the ticket for the first time. Only the ticket's own history can tell.
+    later = [e for e in status_changes_after(history.entries(), event.occurred_at,
+                                             ignore_resource=ctx.own_resource_id())
+             if not any(set_to(e, label) for label in allowed)]
+    if not later:
+        return None
+    first = later[0]
+    who = f"resource #{first.resource_id}" if first.resource_id is not None else "a contact"
+    return (f"superseded: {who} changed the status at {first.when:%Y-%m-%d %H:%M:%S} UTC "
+            f"({(first.detail or first.action or '')[:120]}), after this event "
+            f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)")
+
+
+def _duplicate(ctx: Context, event_id: int, event: PartnerEvent, ticket: Ticket, *, target_id: int | None,
+               lists: Picklists, history: History, observation_id: int | None) -> str | None:
+    """Another report of the same escalation took it on: the same type on the same ticket, and the
+    ticket never left the escalation's status between the two reports (judged from its history, not
+    a fixed window: MC setting MC No Contact again after atrelay moved the ticket on is new).
+
+    A report seen in Autotask (MC set the status) is placed by the change atrelay recorded for it, in
+    recording order: partner clocks tick in whole seconds, and atrelay's own move a moment before MC's
+    next change must not look like it came after.
+    """
+    label = lists.status.label(target_id) if target_id is not None else None
+    mine = store.observed_change(ctx.db, ticket.id, observation_id) if observation_id is not None else None
+    for other in store.escalation_claims(ctx.db, ticket_id=ticket.id, event_type=event.type.value,
+                                         exclude_event_id=event_id):
+        if mine is not None and mine.id is not None and other.seen_change_id is not None:
+            new = store.left_between_changes(ctx.db, ticket.id, target_id, after_id=other.seen_change_id,
+                                             before_id=mine.id)
+        else:
+            low, high = sorted((other.occurred_at, event.occurred_at))
+            new = _left_between(ctx, ticket.id, target_id=target_id, label=label, between=(low, high),
+                                history=history)
+        if not new:
+            return f"duplicate-escalation: event #{other.event_id} already handled it"
+    return None
+
+
+def _left_between(ctx: Context, ticket_id: int, *, target_id: int | None, label: str | None,
+                  between: tuple[datetime, datetime], history: History) -> bool:
+    """Did the ticket leave ``target_id`` between two moments (so a report after it is a new escalation)?"""
+    low, high = between
+    if any(c.to_status_id != target_id for c in store.status_changes_between(ctx.db, ticket_id, low, high)):
+        return True  # recorded: atrelay's own moves are always, a person's when its callout arrived
+    if high - low <= _ECHO or label is None:
+        return False  # two reports of one moment: a lost callout in between is not worth a read
+    return any(e.is_status_change and e.when is not None and low < e.when <= high and not set_to(e, label)
+               for e in history.entries())
+
+
+def patch_landed(ctx: Context, *, effect: EffectLedger, ticket: Ticket, target_id: int, lists: Picklists,
+                 history: History) -> bool:
+    """Did a PATCH whose outcome was never confirmed (a timeout, a worker that died mid-call) land?
+
+    The ticket showing the status settles it; otherwise TicketHistory shows whether atrelay's own
+    resource set it after the PATCH started (and someone changed it since). Not landed: the gate
+    decides the write again, from scratch.
+    """
+    if ticket.status == target_id:
+        return True
+    own = ctx.own_resource_id()
+    started = effect.patch_started_at
+    if own is None or started is None:
+        return False
+    label = lists.status.label(target_id)
+    return any(e.is_status_change and e.resource_id == own and e.when is not None and e.when >= started - _PATCH_SKEW
+               and label is not None and set_to(e, label) for e in history.entries())
