@@ -95,6 +95,7 @@ def _build_context() -> Context:
         clobber_window_seconds=settings.clobber_window_seconds,
         read_batch=settings.autotask_read_batch,
         read_max_age_seconds=settings.autotask_read_max_age_seconds,
+        max_crashes=settings.max_crashes,
     )
 
 

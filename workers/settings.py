@@ -153,6 +153,8 @@ class Settings(BaseSettings):
     budget_alert_percent: int = Field(default=90, ge=1, le=100)
     mc_no_contact_delay_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600)
     retry_horizon_hours: int = Field(default=72, ge=1)
+    # Runs of one event that end in an unexpected exception before it is dead-lettered with it.
+    max_crashes: int = Field(default=3, ge=1, le=100)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     # The ingress faces the network directly (compose publishes it): it bounds what one client can hold.
     max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
