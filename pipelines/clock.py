@@ -4,6 +4,9 @@ Why: the ordering rule skips an event older than the last one applied to its tic
 partner time in the future (``9999-12-31T23:59:59Z``, or local time labelled ``Z``) would make every
 later event on that ticket look older, replays included, for good. Such a time cannot be true: it
 becomes the receipt time, and what the partner said is kept in the event's headers.
+
+The clamp is recorded among the event's headers, so this module also says which headers an event is
+recorded with (:func:`own_headers`): atrelay's own marks, never a sender's, and no signature.
 """
 
 from __future__ import annotations
@@ -11,11 +14,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-__all__ = ["CLAMPED_HEADER", "as_utc", "before_last", "clamp_future", "clamped_from", "own_headers"]
+__all__ = ["CLAMPED_HEADER", "REDACTED", "SIGNATURE_FORM_HEADER", "as_utc", "before_last", "clamp_future",
+           "clamped_from", "own_headers"]
 
 #: Kept in the event's headers when its partner time was clamped: the time the partner claimed.
 CLAMPED_HEADER = "x-atrelay-clamped-from"
 _OURS = "x-atrelay-"
+#: Kept in an Autotask callout's headers: which bytes its signature covered ("raw" or "escaped").
+SIGNATURE_FORM_HEADER = "x-atrelay-signature"
+#: What a signature header's value is recorded as.
+REDACTED = "(redacted)"
+_SIGNATURES = frozenset({"x-hook-signature", "webhook-signature"})
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -33,12 +42,19 @@ def clamp_future(occurred_at: datetime | None, received_at: datetime,
     return received_at, occurred_at
 
 
-def own_headers(headers: Mapping[str, str], clamped: datetime | None) -> dict[str, str]:
-    """The request's headers to record, less any ``x-atrelay-*`` a sender supplied (only atrelay writes
-    those), plus the clamp mark when there was one."""
-    kept = {k: v for k, v in headers.items() if not k.lower().startswith(_OURS)}
+def own_headers(headers: Mapping[str, str], clamped: datetime | None,
+                marks: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The request's headers to record: less any ``x-atrelay-*`` a sender supplied (only atrelay writes
+    those), signatures redacted, plus the clamp mark when there was one and atrelay's other ``marks``.
+
+    A stored signature would let whoever reads the audit log test guesses of a weak secret offline; the
+    header is kept (that the request was signed is part of its story), its value is not.
+    """
+    kept = {k: (REDACTED if k.lower() in _SIGNATURES else v) for k, v in headers.items()
+            if not k.lower().startswith(_OURS)}
     if clamped is not None:
         kept[CLAMPED_HEADER] = clamped.isoformat()
+    kept.update(marks or {})
     return kept
 
 

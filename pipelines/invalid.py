@@ -27,6 +27,7 @@ from sqlmodel import Session, select
 
 from connectors.autotask.callouts import CalloutPayload, dedupe_key, parse_callout
 from connectors.common.events import Observation, Source
+from connectors.common.text import one_line
 from pipelines.audit import InboundEvent
 from pipelines.clock import CLAMPED_HEADER, clamp_future
 from pipelines.registry import WEBHOOKS, WebhookConnector
@@ -34,12 +35,14 @@ from pipelines.registry import WEBHOOKS, WebhookConnector
 __all__ = [
     "DEFAULT_MAX_SKEW_SECONDS",
     "INVALID_TYPE",
+    "CheckedCallout",
     "InvalidBody",
     "Valid",
     "callout_key",
     "check_callout",
     "check_webhook",
     "field_errors",
+    "ignored_key",
     "revalidate_into",
     "webhook_key",
 ]
@@ -77,7 +80,9 @@ def field_errors(exc: ValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ())) or "(body)"
-        out.append({"field": loc, "message": str(err.get("msg", "invalid")).removeprefix("Value error, ")})
+        # A validator's message may quote the sender's value: shown escaped, storable in any audit DB.
+        out.append({"field": one_line(loc, 200),
+                    "message": one_line(str(err.get("msg", "invalid")).removeprefix("Value error, "), 300)})
     return out
 
 
@@ -109,25 +114,57 @@ def check_webhook(conn: WebhookConnector, body: bytes, webhook_id: str, received
                  occurred, clamped)
 
 
-def check_callout(body: bytes, *, note: bool) -> tuple[CalloutPayload, datetime | None]:
-    """An Autotask callout's checks after its signature (ingress and replay): JSON, shape, entity, time."""
+@dataclass(frozen=True)
+class CheckedCallout:
+    """A signed callout that passed the checks: what it is, its time, and whether atrelay takes it."""
+
+    payload: CalloutPayload
+    occurred_at: datetime | None
+    clamped_from: datetime | None = None  # Autotask's EventTime when it was clamped to the receipt
+    ignored: str | None = None  # why atrelay keeps it only as a record (an entity or action it does not watch)
+
+
+def _admission(payload: CalloutPayload, *, note: bool) -> str | None:
+    """Why a well-formed callout is only recorded, not run (None: it is run).
+
+    Answered 2xx whatever the reason: any other answer makes Autotask retry five times and count the
+    failure toward deactivating the webhook, and no retry would change what the callout is.
+    """
+    url, wanted = ("notes", "note") if note else ("tickets", "ticket")
+    if payload.entity is None:
+        return (f"EntityType {one_line(payload.entity_type, 60)!r} is neither a ticket nor a ticket note: "
+                "atrelay does not watch it")
+    if payload.entity != wanted:
+        return f"EntityType {one_line(payload.entity_type, 60)!r} on the {url} URL, which takes {wanted} callouts only"
+    if payload.verb is None:
+        return f"Action {one_line(payload.action, 60)!r} is none of Create, Update, Delete"
+    if payload.verb == "delete":
+        return f"a deleted {'ticket note' if note else 'ticket'}: no status to keep true"
+    return None
+
+
+def check_callout(body: bytes, *, note: bool, received_at: datetime | None = None,
+                  max_skew_seconds: float = DEFAULT_MAX_SKEW_SECONDS) -> CheckedCallout:
+    """An Autotask callout's checks after its signature (ingress and replay): JSON, shape, time, entity.
+
+    ``EventTime`` further ahead of ``received_at`` than ``max_skew_seconds`` is clamped to it, as partner
+    times are: a callout dated 9999-12-31 would otherwise make every later change on its ticket look older.
+    """
     _json(body)
     try:
         payload = parse_callout(body)
     except ValidationError as exc:
         fields = [{"field": ".".join(str(p) for p in e.get("loc", ())) or "(body)",
-                   "message": str(e.get("msg", "invalid"))} for e in exc.errors()]
+                   "message": one_line(e.get("msg", "invalid"), 300)} for e in exc.errors()]
         raise InvalidBody(422, f"{fields[0]['field']}: {fields[0]['message']}", fields) from None
-    if payload.is_note != note:
-        want = "TicketNote" if note else "Ticket"
-        raise InvalidBody(422, f"EntityType: expected {want} on this URL, got {payload.entity_type!r}")
     occurred = payload.event_time
     if occurred is not None:
         try:
             occurred = (occurred if occurred.tzinfo else occurred.replace(tzinfo=UTC)).astimezone(UTC)
         except (OverflowError, ValueError):
             raise InvalidBody(422, "EventTime: out of range once converted to UTC") from None
-    return payload, occurred
+    occurred, clamped = clamp_future(occurred, received_at or datetime.now(UTC), max_skew_seconds)
+    return CheckedCallout(payload, occurred, clamped, _admission(payload, note=note))
 
 
 def _fit(key: str) -> str:
@@ -147,12 +184,23 @@ def callout_key(body: bytes, *, note: bool) -> str:
     return f"{_PREFIX}{'notes' if note else 'tickets'}:{hashlib.sha256(body).hexdigest()}"
 
 
+def ignored_key(key: str, *, note: bool) -> str:
+    """The external id of a callout recorded as ignored: marked, so a callout that the same key names
+    later (after a fix, say) is still a new event; a redelivery of this one is its duplicate."""
+    full = f"ignored:{'notes' if note else 'tickets'}:{key}"
+    return full if len(full) <= _EXTERNAL_ID_MAX else f"ignored:sha256:{hashlib.sha256(full.encode()).hexdigest()}"
+
+
 def _revalidate(row: InboundEvent, max_skew_seconds: float) -> Valid:
     if row.source == Source.AUTOTASK.value:
         note = row.external_id.startswith(f"{_PREFIX}notes:")
-        payload, occurred = check_callout(row.body, note=note)
+        checked = check_callout(row.body, note=note, received_at=row.received_at, max_skew_seconds=max_skew_seconds)
+        if checked.ignored is not None:  # valid now, but not something atrelay runs: it stays where it is
+            raise InvalidBody(422, f"not run: {checked.ignored}")
         kind = Observation.NOTE_ADDED if note else Observation.TICKET_CHANGED
-        return Valid(kind.value, dedupe_key(payload, row.body), payload.ticket_id, None, occurred)
+        payload = checked.payload
+        return Valid(kind.value, dedupe_key(payload, row.body), payload.ticket_id, None, checked.occurred_at,
+                     checked.clamped_from)
     conn = next((c for c in WEBHOOKS.values() if c.source.value == row.source), None)
     webhook_id = (row.headers or {}).get("webhook-id")
     if conn is None or not webhook_id:

@@ -35,6 +35,7 @@ from workers.autotask_ingress import make_autotask_router
 from workers.http_body import Refused, check_declared_size, declared_size, read_body
 from workers.http_guard import Refusal, RequestGuard
 from workers.metrics import AuditCollector
+from workers.offload import Offload
 from workers.ops import make_router
 from workers.settings import Settings, get_settings, webhook_secrets
 from workers.status import check_broker, picklists_fresh, picklists_loaded_at
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
     do_enqueue = enqueue if enqueue is not None else _default_enqueue
     # Partner webhooks and Autotask callouts share one group commit (and so one intake path).
     group = intake.GroupIntake(db, do_enqueue, _default_enqueue_many if enqueue is None else None)
+    offload = Offload()  # one limit on large bodies examined off the event loop, for every webhook route
     secrets: dict[Source, list[str]] = {}
 
     def secrets_for(conn: WebhookConnector) -> list[str]:
@@ -98,13 +100,23 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         if len(request.headers.get("webhook-id", "")) > MAX_WEBHOOK_ID:
             raise Refused(400, f"webhook-id longer than {MAX_WEBHOOK_ID} characters")
         body = await read_body(request, cfg.max_body_bytes)
-        try:
-            webhook_id = conn.verify(body, request.headers, secrets_for(conn))
-        except VerificationFailed as exc:
-            raise Refused(401, f"signature rejected: {exc}") from None
-        try:
-            valid = invalid.check_webhook(conn, body, webhook_id, utcnow(), cfg.max_clock_skew_seconds)
-        except invalid.InvalidBody as bad:
+        received = utcnow()
+
+        def examine() -> tuple[str, invalid.Valid | invalid.InvalidBody]:
+            """The CPU work (signature, JSON, shape): inline for a small body, else off the event loop."""
+            try:
+                webhook_id = conn.verify(body, request.headers, secrets_for(conn))
+            except VerificationFailed as exc:
+                raise Refused(401, f"signature rejected: {exc}") from None
+            try:
+                checked = invalid.check_webhook(conn, body, webhook_id, received, cfg.max_clock_skew_seconds)
+            except invalid.InvalidBody as bad:
+                return webhook_id, bad
+            return webhook_id, checked
+
+        webhook_id, valid = await offload.run(len(body), examine)
+        if isinstance(valid, invalid.InvalidBody):
+            bad = valid
             if bad.status != 422:  # not JSON at all: refused and recorded, as any malformed request
                 raise Refused(bad.status, bad.reason) from None
             # Signed JSON of the wrong shape is authenticated data: kept whole as an invalid event
@@ -204,7 +216,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
     app.include_router(make_docs_router(app.openapi))
 
     app.include_router(make_router(cfg, do_enqueue))
-    app.include_router(make_autotask_router(cfg, do_enqueue, group=group))
+    app.include_router(make_autotask_router(cfg, do_enqueue, group=group, offload=offload))
 
     async def record_refusal(r: Refusal) -> None:
         await run_in_threadpool(

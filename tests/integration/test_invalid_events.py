@@ -178,22 +178,24 @@ def test_signed_autotask_callout_with_a_bad_shape_is_kept(ingress: tuple[TestCli
     ticket = json.dumps({"Action": "Update", "Guid": "g-1", "EntityType": "Ticket", "Id": 50001,
                          "Fields": {"Status": 5}, "EventTime": "2026-11-26T10:00:00Z",
                          "SequenceNumber": 7, "PersonID": 29682885}).encode()
+    # A ticket callout on the notes URL is well formed: recorded as ignored with the reason and answered
+    # 2xx (issue 19.6: a 4xx would make Autotask retry it and count toward deactivating the webhook).
     wrong_url = client.post("/webhooks/autotask/notes", content=ticket, headers=autotask_signed(ticket))
-    assert wrong_url.status_code == 422 and wrong_url.json()["state"] == "invalid"
+    assert wrong_url.status_code == 202 and wrong_url.json()["status"] == "ignored"
     shapeless = json.dumps({"Action": "Update", "Id": "not a number"}).encode()
     bad = client.post("/webhooks/autotask/tickets", content=shapeless, headers=autotask_signed(shapeless))
-    assert bad.status_code == 422 and bad.json()["fields"]
+    assert bad.status_code == 422 and bad.json()["fields"] and bad.json()["state"] == "invalid"
     unsigned = client.post("/webhooks/autotask/tickets", content=shapeless,
                            headers={"X-Hook-Signature": "sha1=AAAA", "Content-Type": "application/json"})
     assert unsigned.status_code == 401
     rows = _events(db)
-    assert [(r.source, r.state, r.body) for r in rows] == [("autotask", "invalid", ticket),
+    assert [(r.source, r.state, r.body) for r in rows] == [("autotask", "ignored", ticket),
                                                            ("autotask", "invalid", shapeless)]
-    assert rows[0].reason is not None and rows[0].reason.startswith("EntityType: expected TicketNote")
+    assert rows[0].reason is not None and "on the notes URL" in rows[0].reason
     assert queue == []
-    # Replayed: the note URL still cannot take a ticket callout, so it stays invalid.
-    queued, message = store.replay(db, rows[0].id or 0)
-    assert not queued and "EntityType" in message
+    # Replayed: the stored bytes still fail the shape check, so it stays invalid.
+    queued, message = store.replay(db, rows[1].id or 0)
+    assert not queued and "still invalid" in message
     with session_scope(db) as s:
         assert s.exec(select(func.count()).select_from(InboundEvent)
-                      .where(InboundEvent.state == EventState.INVALID)).one() == 2
+                      .where(InboundEvent.state == EventState.INVALID)).one() == 1
