@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Field, SQLModel
 
 from pipelines.audit import EventState, InboundEvent, OutboundAttempt, RejectedRequest
+from pipelines.clock import SIGNATURE_FORM_HEADER
 from pipelines.db import engine_for, utcnow
 
 __all__ = ["DEACTIVATION_SOURCE", "FOLD_LAG", "LATENCY_BUCKETS", "MetricCounter", "Totals", "endpoint_label",
@@ -133,13 +134,18 @@ def _attempt(into: Totals, _at: datetime, method: str, path: str, status: int | 
     into.add("calls", (method, endpoint_label(path), str(status or "none")))
 
 
-def _inbound(into: Totals, at: datetime, source: str, external_id: str, caused_by: int | None) -> None:
+def _inbound(into: Totals, at: datetime, source: str, external_id: str, *, caused_by: int | None,
+             headers: dict[str, str] | None) -> None:
     into.add("received", (source,))
     if source == "autotask" and caused_by is None:
         via = "reconciliation" if external_id.startswith("reconcile:") else "callout"
         into.add("autotask_intake", (via,))
         if via == "callout":
             into.seen("autotask_last_callout", at)
+            # Which bytes the signature covered: what the tenant really sends (workers/autotask_ingress.py).
+            form = (headers or {}).get(SIGNATURE_FORM_HEADER)
+            if form in ("raw", "escaped"):
+                into.add("autotask_signature", (form,))
 
 
 def _rejection(into: Totals, at: datetime, source: str, status: int) -> None:
@@ -156,8 +162,10 @@ def _scan(conn: Connection, cursors: dict[str, float], hi: datetime) -> tuple[To
         "final_events": _final_events(conn, cursors.get("final_events", 0.0), hi, fold, live),
         "attempts": _by_id(conn, a, (a.c.method, a.c.path, a.c.status_code), at=a.c.at,
                            cursor=cursors.get("attempts", 0.0), hi=hi, fold=fold, live=live, count=_attempt),
-        "inbound": _by_id(conn, e, (e.c.source, e.c.external_id, e.c.caused_by_id), at=e.c.received_at,
-                          cursor=cursors.get("inbound", 0.0), hi=hi, fold=fold, live=live, count=_inbound),
+        "inbound": _by_id(conn, e, (e.c.source, e.c.external_id, e.c.caused_by_id, e.c.headers), at=e.c.received_at,
+                          cursor=cursors.get("inbound", 0.0), hi=hi, fold=fold, live=live,
+                          count=lambda into, at, source, key, caused, headers: _inbound(
+                              into, at, source, key, caused_by=caused, headers=headers)),
         "rejections": _by_id(conn, r, (r.c.source, r.c.status_code), at=r.c.at,
                              cursor=cursors.get("rejections", 0.0), hi=hi, fold=fold, live=live, count=_rejection),
     }

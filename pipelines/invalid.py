@@ -132,12 +132,12 @@ def _admission(payload: CalloutPayload, *, note: bool) -> str | None:
     """
     url, wanted = ("notes", "note") if note else ("tickets", "ticket")
     if payload.entity is None:
-        return (f"EntityType {one_line(payload.entity_type, 60)!r} is neither a ticket nor a ticket note: "
+        return (f"EntityType '{one_line(payload.entity_type, 60)}' is neither a ticket nor a ticket note: "
                 "atrelay does not watch it")
     if payload.entity != wanted:
-        return f"EntityType {one_line(payload.entity_type, 60)!r} on the {url} URL, which takes {wanted} callouts only"
+        return f"EntityType '{one_line(payload.entity_type, 60)}' on the {url} URL, which takes {wanted} callouts only"
     if payload.verb is None:
-        return f"Action {one_line(payload.action, 60)!r} is none of Create, Update, Delete"
+        return f"Action '{one_line(payload.action, 60)}' is none of Create, Update, Delete"
     if payload.verb == "delete":
         return f"a deleted {'ticket note' if note else 'ticket'}: no status to keep true"
     return None

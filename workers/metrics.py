@@ -42,6 +42,9 @@ class AuditCollector(Collector):
             "autotask_intake": CounterMetricFamily(
                 "atrelay_autotask_callouts", "Autotask ticket/note changes received: by callout, or recovered by"
                 " reconciliation", labels=["via"]),
+            "autotask_signature": CounterMetricFamily(
+                "atrelay_autotask_callout_signatures", "Autotask callouts recorded, by what their signature covered:"
+                " the raw bytes, or their .NET escaping", labels=["form"]),
         }
         notices = 0.0
         for (name, labels), n in sorted(totals.counters.items()):
