@@ -10,8 +10,11 @@ process and apply to every route, including ones added later:
   the connection is closed.
 - :class:`RequestGuard` (ASGI middleware): refuses a missing-or-malformed, duplicated or too large
   ``Content-Length`` before a byte of the body is read, reads at most ``ATRELAY_MAX_BODY_BYTES`` of
-  any body (chunked ones too) before the route sees it, and refuses duplicated Standard Webhooks
-  headers (one copy could be verified while another is stored). Every refusal is recorded.
+  any body (chunked ones too) before the route sees it, refuses duplicated Standard Webhooks
+  headers (one copy could be verified while another is stored) and NUL anywhere in the path, the
+  query or a header (PostgreSQL cannot store it: 400, never a 500 further in).
+
+Every refusal is recorded in ``rejected_requests``, the protocol's own (431, 408) too.
 
 uvicorn's ``limit_concurrency`` (``ATRELAY_MAX_CONNECTIONS``) caps open connections: past it, requests
 get 503 instead of the process growing.
@@ -22,12 +25,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from connectors.common.text import one_line
 from workers.settings import get_settings
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "Refusal",
     "RejectionRecorder",
     "RequestGuard",
+    "source_of",
 ]
 
 log = logging.getLogger("atrelay.ingress")
@@ -73,6 +80,62 @@ RejectionRecorder = Callable[[Refusal], Awaitable[None]]
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
+def source_of(path: str) -> str:
+    """The rejection record's source for a refused path: the partner for webhooks, else "http"."""
+    if not path.startswith("/webhooks/"):
+        return "http"
+    return one_line(path.removeprefix("/webhooks/"), 32)[:32]
+
+
+class _ProtocolRefusals:
+    """Refusals the protocol makes (431, 408) before any app code runs, recorded like every other one.
+
+    The protocol's callbacks cannot wait for the database, so the records are written on one thread of
+    their own, in order. Under a flood the backlog is bounded: past :attr:`MAX_BACKLOG` waiting writes a
+    refusal is counted and logged instead (a flood of them is in the log, and each costs the sender a
+    connection and the bytes that earned it).
+    """
+
+    MAX_BACKLOG = 1000
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self._backlog = 0
+        self.dropped = 0
+
+    def submit(self, refusal: Refusal) -> None:
+        with self._lock:
+            if self._backlog >= self.MAX_BACKLOG:
+                self.dropped += 1
+                if self.dropped % 100 == 1:
+                    log.warning("ingress.refusals_not_recorded", extra={"dropped": self.dropped})
+                return
+            self._backlog += 1
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atrelay-refusals")
+            executor = self._executor
+        executor.submit(self._write, refusal)
+
+    def _write(self, r: Refusal) -> None:
+        from pipelines import store  # the database layer, only once a refusal is to be written
+
+        try:
+            cfg = get_settings()
+            store.record_rejection(cfg.effective_database_url, source=source_of(r.path), status_code=r.status,
+                                   reason=r.reason, webhook_id=None, remote=r.remote, body_size=r.size,
+                                   keep=cfg.rejections_keep)
+        except Exception:
+            log.exception("ingress.rejection_not_recorded")
+        finally:
+            with self._lock:
+                self._backlog -= 1
+
+
+#: One per process: every connection's protocol refusals share the recording thread.
+PROTOCOL_REFUSALS = _ProtocolRefusals()
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header budget and a deadline for each request to arrive.
 
@@ -93,6 +156,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # reaches on_header: the raw bytes received while headers are pending are counted as well.
         self._in_headers = True
         self._raw_header_bytes = 0
+        self._headers_completed = 0  # how many requests' headers this connection has finished
+        self._path = ""  # the request's path (as far as it has arrived), for the refusal record
 
     # ---- the deadline: from the connection (or the request's first byte) to the body's last byte ----
     def _arm(self) -> None:
@@ -112,6 +177,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # The app has not answered yet only if it never started a response; otherwise just hang up.
         if self.cycle is None or not self.cycle.response_started:
             self._write_refusal(408, f"request not received within {self._timeout:g} s")
+            self._record(408, f"request not received within {self._timeout:g} s")
         self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -126,11 +192,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._header_bytes = 0
         self._header_count = 0
+        self._path = ""
         self._arm()
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._raw_header_bytes = 0
+        self._headers_completed += 1
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -141,10 +209,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
             return
-        pending = self._in_headers
+        pending, completed = self._in_headers, self._headers_completed
         super().data_received(data)
-        # One read is at most asyncio's buffer (256 KiB), so a connection holds at most that over the limit.
-        if pending and self._in_headers and not self.transport.is_closing():
+        # Only a read in which no request's headers were completed is all header bytes: one that also
+        # carried a whole request (headers, body and the end of the message, as curl and httpx send a
+        # small POST in one write) leaves ``_in_headers`` set again for the next request, and counting
+        # it refused valid webhooks of 33-130 KB with 431. The bytes of a next request's headers that
+        # share such a read are counted by on_url/on_header once complete, and an endless header by
+        # the reads after it. One read is at most asyncio's buffer (256 KiB), so a connection holds at
+        # most that over the limit.
+        if pending and self._in_headers and completed == self._headers_completed and not self.transport.is_closing():
             self._raw_header_bytes += len(data)
             if self._raw_header_bytes > self._max_header_bytes:
                 self._refusal = (431, f"request line and headers over {self._max_header_bytes} bytes")
@@ -157,6 +231,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     # ---- the header budget ------------------------------------------------------------------------
     def on_url(self, url: bytes) -> None:
         self._count(len(url), 0)
+        if len(self._path) < 200:
+            self._path += url.split(b"?", 1)[0][:200].decode("latin-1")
         super().on_url(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -183,7 +259,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._disarm()
         log.warning("ingress.headers_refused", extra={"reason": self._refusal[1]})
         self._write_refusal(*self._refusal)
+        self._record(*self._refusal)
         self.transport.close()
+
+    def _record(self, status: int, reason: str) -> None:
+        PROTOCOL_REFUSALS.submit(Refusal(self._path if self._path.startswith("/") else "", status, reason, {},
+                                         self.client[0] if self.client else None, 0))
 
     def _write_refusal(self, status: int, reason: str) -> None:
         body = json.dumps({"error": reason}).encode()
@@ -191,6 +272,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
             % (status, _REASONS[status], len(body), body)
         )
+
+
+def _nul_in(scope: Scope) -> str | None:
+    """Where a request carries NUL, which PostgreSQL text and JSON columns refuse, else None.
+
+    Checked once for every route, so no header (a webhook-id, a cookie, a forwarded address) and no query
+    parameter (a dashboard filter) can reach the audit database with it and turn a refusal into a 500.
+    """
+    if "\x00" in scope["path"]:
+        return "NUL character in the path"
+    query: bytes = scope.get("query_string", b"")
+    if b"\x00" in query or b"%00" in query:
+        return "NUL character in the query string"
+    for name, value in scope["headers"]:
+        if b"\x00" in value or b"\x00" in name:
+            return f"NUL character in the {one_line(name.decode('latin-1'), 40)} header"
+    return None
 
 
 class RequestGuard:
@@ -206,6 +304,10 @@ class RequestGuard:
             await self.app(scope, receive, send)
             return
         headers: list[tuple[bytes, bytes]] = scope["headers"]
+        unstorable = _nul_in(scope)
+        if unstorable is not None:
+            await self._refuse(scope, send, 400, unstorable, 0)
+            return
         seen: set[bytes] = set()
         for name, _ in headers:
             if name in SINGLE_HEADERS:

@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from connectors.common.events import Source
 from connectors.common.standard_webhooks import REQUIRED_HEADERS, VerificationFailed
+from connectors.common.text import one_line
 from pipelines import intake, invalid, store
 from pipelines.audit import EventState
 from pipelines.clock import own_headers
@@ -33,7 +34,7 @@ from pipelines.schema import SchemaOutOfDate, check_schema
 from workers.api_docs import make_docs_router
 from workers.autotask_ingress import make_autotask_router
 from workers.http_body import Refused, check_declared_size, declared_size, read_body
-from workers.http_guard import Refusal, RequestGuard
+from workers.http_guard import Refusal, RequestGuard, source_of
 from workers.metrics import AuditCollector
 from workers.offload import Offload
 from workers.ops import make_router
@@ -46,11 +47,6 @@ log = logging.getLogger("atrelay.ingress")
 INGRESS_THREADS = 8
 #: The audit column's width; a longer id could not be stored, so it is refused up front.
 MAX_WEBHOOK_ID = 200
-
-
-def _source_of(path: str) -> str:
-    """The rejection record's source for a refused path: the partner for webhooks, else "http"."""
-    return path.removeprefix("/webhooks/")[:32] if path.startswith("/webhooks/") else "http"
 
 
 def _default_enqueue(event_id: int) -> None:
@@ -219,9 +215,12 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
     app.include_router(make_autotask_router(cfg, do_enqueue, group=group, offload=offload))
 
     async def record_refusal(r: Refusal) -> None:
+        # The request was refused before any check of its values: its webhook-id is shown escaped.
+        wid = r.headers.get("webhook-id")
         await run_in_threadpool(
-            store.record_rejection, db, source=_source_of(r.path), status_code=r.status, reason=r.reason,
-            webhook_id=r.headers.get("webhook-id"), remote=r.remote, body_size=r.size, keep=cfg.rejections_keep)
+            store.record_rejection, db, source=source_of(r.path), status_code=r.status, reason=r.reason,
+            webhook_id=one_line(wid, 200) if wid else None, remote=r.remote, body_size=r.size,
+            keep=cfg.rejections_keep)
 
     # Outermost: every route, present and future, gets the size and duplicate-header limits.
     app.add_middleware(RequestGuard, max_body_bytes=cfg.max_body_bytes, record=record_refusal)
