@@ -7,13 +7,14 @@ So the run that is about to write (first try or retry, partner event, follow-up 
 module, under the ticket's lease, from the ticket as it is now and from what changed since the
 event's time:
 
+* **duplicate-escalation**: another report of the same escalation already took it on (asked first:
+  the other report's note says it all, even when this one is stale by now);
 * **stale**: an event newer than this one was already applied to the ticket;
 * **superseded**: anyone but atrelay changed the status after the event's time: changes atrelay
   recorded (callouts, reconciliation) first; when the ticket was active after the event and none
   is recorded, its TicketHistory decides (a lost callout hides nothing);
 * **status-changed**: a follow-up or guard acts only while the ticket still shows the status it saw;
-* **breach-gone**: a guard's rule is no longer broken (the due date was set, the item completed);
-* **duplicate-escalation**: another report of the same escalation already took it on.
+* **breach-gone**: a guard's rule is no longer broken (the due date was set, the item completed).
 
 The effect ledger keeps the write itself exactly-once, but it is never a reason to skip this: a
 PATCH whose outcome is unknown is first resolved from the ticket and its history (:func:`patch_landed`).
@@ -32,6 +33,7 @@ from pipelines import guards, store
 from pipelines.audit import EffectLedger
 from pipelines.clock import as_utc, before_last
 from pipelines.context import Context
+from pipelines.store import NEVER
 
 __all__ = ["ESCALATIONS", "OVERWRITABLE", "History", "Verdict", "decide_write", "patch_landed", "set_to"]
 
@@ -84,6 +86,13 @@ def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ti
 
     ``observation_id``: the callout or reconciliation run the event was derived from, if any.
     """
+    if event.type in ESCALATIONS:
+        # First: a second report of an escalation another report took on says nothing new, whether or
+        # not it is stale or superseded by now (the other report's note already says it).
+        duplicate = _duplicate(ctx, event_id, event, ticket, target_id=target_id, lists=lists, history=history,
+                               observation_id=observation_id)
+        if duplicate is not None:
+            return Verdict("duplicate-escalation", duplicate)
     last = store.ticket_state(ctx.db, ticket.id)
     # Same second: receipt order decides (pipelines.clock.before_last), never the worker's luck.
     if last is not None and before_last(event.occurred_at, event_id, last.last_occurred_at, last.last_event_id):
@@ -99,11 +108,6 @@ def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ti
     gone = guards.breach_gone(ctx, event.type, ticket)
     if gone is not None:
         return Verdict("breach-gone", gone)
-    if event.type in ESCALATIONS:
-        duplicate = _duplicate(ctx, event_id, event, ticket, target_id=target_id, lists=lists, history=history,
-                               observation_id=observation_id)
-        if duplicate is not None:
-            return Verdict("duplicate-escalation", duplicate)
     return Verdict("write")
 
 
@@ -165,14 +169,27 @@ def _duplicate(ctx: Context, event_id: int, event: PartnerEvent, ticket: Ticket,
 
 def _left_between(ctx: Context, ticket_id: int, *, target_id: int | None, label: str | None,
                   between: tuple[datetime, datetime], history: History) -> bool:
-    """Did the ticket leave ``target_id`` between two moments (so a report after it is a new escalation)?"""
+    """Are two moments in different stays of the ticket in ``target_id`` (so the later report is new)?
+
+    Different when the ticket left the status between them, or entered it only well after the earlier
+    one (a report older than the stay it would belong to). Recorded changes first (atrelay's own moves
+    are always recorded, a person's when its callout arrived); the ticket's history when the reports
+    are far enough apart for a lost callout to matter.
+    """
     low, high = between
-    if any(c.to_status_id != target_id for c in store.status_changes_between(ctx.db, ticket_id, low, high)):
-        return True  # recorded: atrelay's own moves are always, a person's when its callout arrived
+    recorded = store.status_changes_between(ctx.db, ticket_id, NEVER, high)
+    if any(c.to_status_id != target_id and c.changed_at > low for c in recorded):
+        return True
+    entries = [c.changed_at for c in recorded if c.to_status_id == target_id]
+    if entries and max(entries) > low + _ECHO:
+        return True
     if high - low <= _ECHO or label is None:
         return False  # two reports of one moment: a lost callout in between is not worth a read
-    return any(e.is_status_change and e.when is not None and low < e.when <= high and not set_to(e, label)
-               for e in history.entries())
+    rows = [e for e in history.entries() if e.is_status_change and e.when is not None and e.when <= high]
+    if any(low < e.when <= high and not set_to(e, label) for e in rows if e.when is not None):
+        return True
+    entered = [e.when for e in rows if e.when is not None and set_to(e, label)]
+    return bool(entered) and max(entered) > low + _ECHO
 
 
 def patch_landed(ctx: Context, *, effect: EffectLedger, ticket: Ticket, target_id: int, lists: Picklists,

@@ -162,24 +162,33 @@ class ObserveRun(RunBase):
         change, so the ticket's history is read for the row that set the status seen.
         """
         at = as_utc(payload.event_time)
-        if payload.person_id is not None and at is not None:
+        named = payload.field("Status")
+        # A callout describes the change it was sent for; when the ticket has moved on since (a late
+        # or repeated callout), its person and time are not those of the status seen now.
+        current = named is None or str(named) == str(ticket.status)
+        if payload.person_id is not None and at is not None and current:
             return _Who(payload.person_id, at, "")
         if not changed:
-            return _Who(payload.person_id, at or utcnow(), "")
+            return _Who(payload.person_id if current else None, at or utcnow(), "")
+        if not current:
+            payload_person, at = None, None
+        else:
+            payload_person = payload.person_id
         entries = [e for e in self.ctx.client.ticket_history(ticket.id) if e.is_status_change and e.when is not None]
         setting = [e for e in entries if label is not None and set_to(e, label)]
-        missing = "" if payload.person_id is not None or self._via != "callout" else "; the callout named no person"
+        missing = ("; the callout was about an earlier change" if not current
+                   else "" if payload_person is not None or self._via != "callout" else "; the callout named no person")
         if setting:
             last = setting[-1]
             when = at if at is not None and self._via == "callout" else last.when
             assert when is not None
-            return _Who(payload.person_id if payload.person_id is not None else last.resource_id, when,
+            return _Who(payload_person if payload_person is not None else last.resource_id, when,
                         f" (who and when: TicketHistory{missing})")
         if not entries and ticket.create_date is not None:  # never changed: the status it was created with
-            return _Who(payload.person_id, at or as_utc(ticket.create_date) or utcnow(),
+            return _Who(payload_person, at or as_utc(ticket.create_date) or utcnow(),
                         f" (set when the ticket was created{missing})")
         # No history row names the status: the last activity is the latest it can have happened.
-        return _Who(payload.person_id, at or as_utc(ticket.last_activity_date) or utcnow(),
+        return _Who(payload_person, at or as_utc(ticket.last_activity_date) or utcnow(),
                     f" (TicketHistory names no such change: timed by the last activity{missing})")
 
     def _seen_status(self, ticket: Ticket, label: str | None, by: int | None, changed_at: datetime) -> SeenInAutotask:

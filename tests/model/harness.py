@@ -1,0 +1,262 @@
+"""The model test's world: the Autotask sandbox, a real audit database, atrelay's real pipeline functions,
+and a network that can fail. Invariants are judged from what the *sandbox* saw (its status history, its
+notes, the ticket as it was at each write), never from atrelay's audit log of outcomes.
+
+Pieces:
+
+* :class:`Wire`: the HTTP transport under atrelay's Autotask client. It can make a worker die just
+  before or just after a call (the call landed, the answer never came back to anyone), lose the
+  answer of a call that landed (a timeout after the write), or let another worker take the event over
+  mid-run (a paused worker whose lease ran out). Autotask's own refusals (429, the thread threshold,
+  a 503) are the sandbox's scripted faults: the sandbox answers them, as Autotask would.
+* :class:`Witness`: wraps the sandbox's ticket writes to keep, for every status write atrelay's API
+  user makes, the ticket and its checklist exactly as they were at that moment.
+* :func:`check_writes` and :func:`check_notes`: the invariants of issue 18.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from connectors.autotask.client import AutotaskClient
+from connectors.autotask.picklists import PicklistCache
+from connectors.autotask.sandbox import SandboxState
+from connectors.autotask.sandbox_data import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_RESOURCES
+from pipelines.context import Context
+from pipelines.rules import DEFAULT_RULES
+
+__all__ = [
+    "COMPLETE",
+    "DEFERRED",
+    "FOLLOW_UP_RESOURCE",
+    "IN_PROGRESS",
+    "MC_NO_CONTACT",
+    "OUT_OF_SCOPE",
+    "RECEIVED_FORM",
+    "REOPENED",
+    "SENT_FROM_MC",
+    "WAITING_CUSTOMER",
+    "Violation",
+    "Wire",
+    "Witness",
+    "WorkerDied",
+    "Write",
+    "check_notes",
+    "check_writes",
+    "parse_time",
+]
+
+COMPLETE, IN_PROGRESS, WAITING_CUSTOMER, NEW = 5, 8, 7, 1
+DEFERRED, FOLLOW_UP_RESOURCE, REOPENED = 29682836, 29682834, 29682842
+SENT_FROM_MC, OUT_OF_SCOPE, MC_NO_CONTACT, RECEIVED_FORM = 29682845, 29682846, 29682847, 29682844
+ATRELAY, TECH = SANDBOX_RESOURCES["atrelay"], SANDBOX_RESOURCES["technician"]
+_MARKER = re.compile(r"\[atrelay:event:(\d+):[0-9a-f]+\]")
+_CAUSE = re.compile(r"Caused by: atrelay event #(\d+)")
+
+
+class WorkerDied(BaseException):
+    """The worker process died (kill -9): not an Exception, so nothing in atrelay catches it."""
+
+
+class Violation(AssertionError):
+    """An invariant of issue 18 does not hold for this example."""
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+@dataclass
+class Wire(httpx.BaseTransport):
+    """The network between atrelay and the sandbox, with the faults a test plans for the next run.
+
+    ``plan`` maps (method, path fragment) to a fault for the first matching call: ``die-before``,
+    ``die-after``, ``lost`` (landed, answer lost: a read timeout) or ``pause`` (landed; then
+    ``on_pause`` runs, as another worker would while this one sleeps past its lease).
+    """
+
+    inner: httpx.BaseTransport = field(default_factory=httpx.HTTPTransport)
+    plan: list[tuple[str, str, str]] = field(default_factory=list)
+    on_pause: Callable[[], None] | None = None
+    fired: list[str] = field(default_factory=list)
+
+    def _take(self, request: httpx.Request) -> str | None:
+        path = request.url.path.lower()
+        for i, (method, fragment, fault) in enumerate(self.plan):
+            if request.method == method and fragment in path:
+                del self.plan[i]
+                self.fired.append(f"{fault} at {request.method} {path}")
+                return fault
+        return None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        fault = self._take(request)
+        if fault == "die-before":
+            raise WorkerDied(f"died before {request.method} {request.url.path}")
+        response = self.inner.handle_request(request)
+        response.read()
+        if fault == "die-after":
+            raise WorkerDied(f"died after {request.method} {request.url.path} landed")
+        if fault == "lost":
+            raise httpx.ReadTimeout("the answer never came (the request had landed)", request=request)
+        if fault == "pause" and self.on_pause is not None:
+            pause, self.on_pause = self.on_pause, None
+            pause()
+        return response
+
+
+@dataclass(frozen=True)
+class Write:
+    """A status write by atrelay's API user, as the sandbox saw it, with the ticket at that moment."""
+
+    ticket: int
+    before: int
+    after: int
+    at: datetime
+    due: datetime | None
+    open_important: int
+    acting: int | None  # the event whose run the model was in (None: outside any run)
+
+
+class Witness:
+    """Keeps what the sandbox looked like at each of atrelay's status writes (the ticket, its checklist)."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+        self.writes: list[Write] = []
+        self.acting: int | None = None
+        original = state.change_ticket
+
+        def change_ticket(ticket_id: int, changes: dict[str, Any], actor: Any) -> set[str]:
+            ticket = state.tickets[ticket_id]
+            before, due = ticket["status"], ticket.get("dueDateTime")
+            open_important = sum(1 for c in state.checklist.values()
+                                 if c["ticketID"] == ticket_id and c["isImportant"] and not c["isCompleted"])
+            changed = original(ticket_id, changes, actor)
+            if actor.resource_id == ATRELAY and "status" in changes:
+                self.writes.append(Write(ticket_id, before, changes["status"], parse_time(ticket["lastActivityDate"]),
+                                         parse_time(due) if due else None, open_important, self.acting))
+            return changed
+
+        state.change_ticket = change_ticket  # type: ignore[method-assign]
+
+    def reset(self) -> None:
+        self.writes.clear()
+        self.acting = None
+
+    @contextmanager
+    def acting_for(self, event_id: int) -> Iterator[None]:
+        self.acting = event_id
+        try:
+            yield
+        finally:
+            self.acting = None
+
+
+def make_context(db: str, sandbox_url: str, wire: Wire, **overrides: Any) -> Context:
+    """A pipeline context as a worker builds one, its Autotask client on ``wire``; no in-call retries
+    (the model's runs are the retries) and every run reading its own ticket (no shared reads)."""
+    c = SANDBOX_AUTOTASK_CREDENTIALS
+    client = AutotaskClient(username=c["username"], secret=c["secret"], integration_code=c["integration_code"],
+                            zone_url=f"{sandbox_url}/atservicesrest/v1.0/zoneInformation", max_attempts=1,
+                            sleep=lambda _s: None, transport=wire, timeout=10)
+    values: dict[str, Any] = {
+        "db": db, "client": client, "picklists": PicklistCache(3600), "rules": dict(DEFAULT_RULES),
+        "note_type": None, "note_publish": None, "follow_up_delay_seconds": 0, "retry_horizon_hours": 72,
+        "enqueue": lambda _i, _c: None, "lease_seconds": 20.0, "read_max_age_seconds": 0.0,
+        "timezest_resource_id": SANDBOX_RESOURCES["timezest"],
+    }
+    values.update(overrides)
+    return Context(**values)
+
+
+# ---- invariants ---------------------------------------------------------------------------------
+def person_changes(state: SandboxState, ticket_id: int) -> list[tuple[datetime, int]]:
+    """The technician's status changes on a ticket (time, status), from the sandbox's history."""
+    return [(parse_time(h["at"]), h["to"]) for h in state.history
+            if h["ticket_id"] == ticket_id and h["resource_id"] == TECH and h["from"] != h["to"]]
+
+
+def check_writes(state: SandboxState, writes: list[Write], evidence: Callable[[int, int], datetime | None],
+                 follow_up_of: Callable[[int], bool]) -> None:
+    """(a) no write after a person's newer change, (c) no write of the status already there and none twice
+    for one event, (e) a guard writes only while its breach holds (the follow-up only from MC No Contact).
+
+    ``evidence(event, status)``: the time of the event a write was made for (a follow-up's is its
+    cause's), or None when the model cannot name it (then (a) is judged by (c) and (e) alone).
+    """
+    seen: set[tuple[int | None, int, int]] = set()
+    for w in writes:
+        if w.before == w.after:
+            raise Violation(f"(c) PATCH to the status the ticket already had: {w}")
+        key = (w.acting, w.ticket, w.after)
+        if w.acting is not None and key in seen and not follow_up_of(w.after):
+            raise Violation(f"(c) status {w.after} written twice on ticket {w.ticket} for event #{w.acting}")
+        seen.add(key)
+        if w.after == REOPENED and not (w.before == COMPLETE and w.open_important > 0):
+            raise Violation(f"(e) checklist guard wrote without its breach (from {w.before}, "
+                            f"{w.open_important} open important items): {w}")
+        if w.after == FOLLOW_UP_RESOURCE and not (w.before == DEFERRED and (w.due is None or w.due <= w.at)):
+            raise Violation(f"(e) Deferred guard wrote without its breach (from {w.before}, due {w.due}): {w}")
+        if follow_up_of(w.after) and w.before != MC_NO_CONTACT:
+            raise Violation(f"(e) the MC No Contact follow-up wrote from status {w.before}: {w}")
+        when = evidence(w.acting, w.after) if w.acting is not None else None
+        if when is None:
+            continue
+        newer = [(t, s) for t, s in person_changes(state, w.ticket) if when < t < w.at]
+        if newer:
+            raise Violation(f"(a) atrelay set {w.after} on ticket {w.ticket} at {w.at:%H:%M:%S.%f} for an event of "
+                            f"{when:%H:%M:%S.%f}, after a person set {newer[-1][1]} at {newer[-1][0]:%H:%M:%S.%f}")
+
+
+@dataclass(frozen=True)
+class AtrelayNote:
+    id: int
+    ticket: int
+    marker: int  # the event whose run wrote it
+    covers: frozenset[int]  # that event, and the cause whose note a follow-up carried
+
+
+def atrelay_notes(state: SandboxState) -> list[AtrelayNote]:
+    out = []
+    for note in state.notes.values():
+        if note.get("creatorResourceID") != ATRELAY:
+            continue
+        text = f"{note.get('title') or ''}\n{note.get('description') or ''}"
+        marker = _MARKER.search(text)
+        if marker is None:
+            raise Violation(f"(b) an atrelay note without its marker: {note['id']}")
+        covers = {int(marker.group(1)), *(int(m) for m in _CAUSE.findall(text))}
+        out.append(AtrelayNote(note["id"], note["ticketID"], int(marker.group(1)), frozenset(covers)))
+    return out
+
+
+def check_notes(notes: list[AtrelayNote], groups: dict[str, set[int]]) -> None:
+    """(b) every partner report leaves exactly one atrelay note, and no note is written twice.
+
+    ``groups``: each partner report (a form, an escalation reported by webhook and/or by MC's own
+    status change, a TimeZest transition) -> the ids of the events atrelay recorded for it.
+    """
+    markers = [n.marker for n in notes]
+    dupes = {m for m in markers if markers.count(m) > 1}
+    if dupes:
+        raise Violation(f"(b) two notes with the marker of event(s) {sorted(dupes)}")
+    for name, ids in groups.items():
+        if not ids:
+            continue  # atrelay never heard of it (its only callout was lost, nothing reconciled it)
+        covering = [n.id for n in notes if n.covers & ids]
+        if len(covering) != 1:
+            raise Violation(f"(b) partner report {name} (events {sorted(ids)}) has {len(covering)} atrelay notes "
+                            f"{covering}, not exactly one")
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True).encode()
