@@ -33,6 +33,7 @@ __all__ = [
     "EffectLedger",
     "EventState",
     "InboundEvent",
+    "OpsSession",
     "OutboundAttempt",
     "PipelineRun",
     "PollRun",
@@ -335,3 +336,20 @@ class DeploymentSecret(SQLModel, table=True):
 
     name: str = Field(sa_column=Column(String(64), primary_key=True))
     value: str = Field(sa_column=Column(String(128), nullable=False))
+
+
+class OpsSession(SQLModel, table=True):
+    """A dashboard sign-in, kept in the audit database so every ingress process and every restart agrees
+    on it: sign-out (``ended_at``) and expiry hold wherever the next request lands.
+
+    Only a digest of the cookie's random value is stored (the database does not hold a usable session),
+    with the id of the key the admin token derives: a new token ends every session made under the old.
+    """
+
+    __tablename__ = "ops_sessions"
+
+    digest: str = Field(sa_column=Column(String(64), primary_key=True))
+    key_id: str = Field(sa_column=Column(String(16), nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    ended_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))

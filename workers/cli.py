@@ -160,9 +160,13 @@ def ingress(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None
             err.print(f"[yellow]note:[/] no secret configured for {source}; using the generated one in "
                       f"{settings.var_path / 'dev-secrets.json'} (atrelay send signs with it)")
     # The guarded protocol bounds headers and cuts slow clients; limit_concurrency caps connections.
+    # X-Forwarded-For is believed only from ATRELAY_TRUSTED_PROXIES (uvicorn's default trusts any local
+    # client, and with no proxy in front that is anyone who can reach the port through one).
+    proxies = settings.forwarded_allow_ips
     uvicorn.run("workers.ingress:create_app", factory=True, host=host, port=port, workers=workers,
                 log_level="warning", access_log=False, http="workers.http_guard:GuardedHttpToolsProtocol",
-                limit_concurrency=settings.max_connections, timeout_keep_alive=5)
+                limit_concurrency=settings.max_connections, timeout_keep_alive=5,
+                proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
 
 
 @app.command()

@@ -41,6 +41,7 @@ __all__ = [
     "MAX_HEADER_COUNT",
     "SINGLE_HEADERS",
     "GuardedHttpToolsProtocol",
+    "NoFraming",
     "Refusal",
     "RejectionRecorder",
     "RequestGuard",
@@ -370,3 +371,37 @@ class RequestGuard:
             (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
             (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+class NoFraming:
+    """ASGI middleware: no response may be shown inside another page's frame.
+
+    A same-site page framed the dashboard's Replay button with the admin signed in and overlaid it
+    (clickjacking). ``X-Frame-Options: DENY`` for older browsers, CSP ``frame-ancestors 'none'`` for the
+    rest; a response that sets its own CSP (the API docs page) keeps it and has ``frame-ancestors``
+    added when it lacks one.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def framed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(n, v) for n, v in message.get("headers", []) if n.lower() != b"x-frame-options"]
+                headers.append((b"x-frame-options", b"DENY"))
+                csp = [i for i, (n, _) in enumerate(headers) if n.lower() == b"content-security-policy"]
+                if not csp:
+                    headers.append((b"content-security-policy", b"frame-ancestors 'none'"))
+                for i in csp:
+                    name, value = headers[i]
+                    if b"frame-ancestors" not in value:
+                        headers[i] = (name, value + b"; frame-ancestors 'none'")
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, framed)

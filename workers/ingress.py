@@ -34,7 +34,7 @@ from pipelines.schema import SchemaOutOfDate, check_schema
 from workers.api_docs import make_docs_router
 from workers.autotask_ingress import make_autotask_router
 from workers.http_body import Refused, check_declared_size, declared_size, read_body
-from workers.http_guard import Refusal, RequestGuard, source_of
+from workers.http_guard import NoFraming, Refusal, RequestGuard, source_of
 from workers.metrics import AuditCollector
 from workers.offload import Offload
 from workers.ops import make_router
@@ -219,11 +219,14 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         wid = r.headers.get("webhook-id")
         await run_in_threadpool(
             store.record_rejection, db, source=source_of(r.path), status_code=r.status, reason=r.reason,
-            webhook_id=one_line(wid, 200) if wid else None, remote=r.remote, body_size=r.size,
+            webhook_id=one_line(wid, 200) if wid else None, remote=one_line(r.remote, 64) if r.remote else None,
+            body_size=r.size,
             keep=cfg.rejections_keep)
 
-    # Outermost: every route, present and future, gets the size and duplicate-header limits.
+    # Outermost: every route, present and future, gets the size and duplicate-header limits ...
     app.add_middleware(RequestGuard, max_body_bytes=cfg.max_body_bytes, record=record_refusal)
+    # ... and no answer may be framed by another page (the dashboard's buttons, first of all).
+    app.add_middleware(NoFraming)
     registry = CollectorRegistry()
     registry.register(AuditCollector(cfg))
 

@@ -1,11 +1,14 @@
 """The ops dashboard (`/ops`): server-rendered, no JavaScript build, behind ATRELAY_ADMIN_TOKEN.
 
-Sign-in sets an HttpOnly, SameSite=Strict cookie (``Secure`` over HTTPS) naming a session that
-expires after ``ATRELAY_OPS_SESSION_MINUTES`` and ends at sign-out; it is signed with a key derived
-from the token (never the token itself). ``Authorization: Bearer`` works too. Every state-changing
-form carries a CSRF token bound to the session, and a cross-origin ``Origin`` is refused: SameSite
-alone lets a page on another port of the same host post as the signed-in admin. Failed sign-ins are
-logged and rate-limited per client address.
+Sign-in sets an HttpOnly, SameSite=Strict cookie (``Secure`` over HTTPS) holding a random session
+value; the session itself is a row in the audit database (pipelines/ops_sessions.py), so it expires
+after ``ATRELAY_OPS_SESSION_MINUTES`` and ends at sign-out on every ingress process and across
+restarts. ``Authorization: Bearer`` works too. Every state-changing form carries a CSRF token bound to
+the session, and a cross-origin ``Origin`` is refused: SameSite alone lets a page on another port of
+the same host post as the signed-in admin. No page may be framed (``X-Frame-Options``, CSP
+``frame-ancestors``: workers/http_guard.py), so no other page can overlay the Replay button. Failed
+sign-ins are logged and slow their client address down exponentially (workers/ops_throttle.py),
+never locking the right token out.
 """
 
 from __future__ import annotations
@@ -15,9 +18,6 @@ import hmac
 import json
 import logging
 import secrets
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -31,10 +31,11 @@ from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from connectors.common.events import Source
-from pipelines import store
+from pipelines import ops_sessions, store
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import session_scope
 from workers.dead_letters import explain_event
+from workers.ops_throttle import SignInThrottle, TooMany
 from workers.settings import Settings
 from workers.status import health
 from workers.verdict import autotask_failing, verdict
@@ -43,37 +44,10 @@ __all__ = ["make_router"]
 
 COOKIE = "atrelay_ops"
 log = logging.getLogger("atrelay.ops")
-#: Failed sign-ins allowed per client address in LOGIN_WINDOW seconds; then 429 until the window passes.
-LOGIN_FAILURES = 10
-LOGIN_WINDOW = 60.0
+SOURCES = frozenset(s.value for s in Source)
+STATES = frozenset(s.value for s in EventState)
 #: Ids fit the audit tables' integer columns (int4 on PostgreSQL); anything larger cannot exist.
 MAX_ID = 2**31 - 1
-
-
-class _LoginLimiter:
-    """Failed sign-ins per client address in a sliding window; bounded so a spray cannot grow it."""
-
-    def __init__(self, limit: int, window: float, max_clients: int = 10_000) -> None:
-        self.limit, self.window, self.max_clients = limit, window, max_clients
-        self._fails: OrderedDict[str, list[float]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def blocked(self, client: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            recent = [t for t in self._fails.get(client, []) if now - t < self.window]
-            if recent:
-                self._fails[client] = recent
-            else:
-                self._fails.pop(client, None)
-            return len(recent) >= self.limit
-
-    def failed(self, client: str) -> None:
-        with self._lock:
-            self._fails.setdefault(client, []).append(time.monotonic())
-            self._fails.move_to_end(client)
-            while len(self._fails) > self.max_clients:
-                self._fails.popitem(last=False)
 
 
 def _as_id(value: str) -> int | None:
@@ -94,44 +68,37 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
     db = settings.effective_database_url
     token = settings.admin_token.get_secret_value() if settings.admin_token else ""
     key = hmac.new(token.encode(), b"atrelay-ops-session-key", hashlib.sha256).digest() if token else b""
+    # Sessions are rows (pipelines/ops_sessions.py) tagged with the key they were made under: a new
+    # admin token ends the sessions of the old one.
+    key_id = hashlib.sha256(key).hexdigest()[:16]
     lifetime = settings.ops_session_minutes * 60
-    ended: OrderedDict[str, float] = OrderedDict()  # sessions signed out, until they would have expired
-    limiter = _LoginLimiter(LOGIN_FAILURES, LOGIN_WINDOW)
+    throttle = SignInThrottle()
 
     def _sign(payload: str) -> str:
         return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
 
-    def new_session() -> str:
-        sid = secrets.token_urlsafe(18)
-        payload = f"{sid}.{int(time.time()) + lifetime}"
-        return f"{payload}.{_sign(payload)}"
-
-    def session_id(request: Request) -> str | None:
-        """The id of a valid, unexpired, not signed-out session cookie, else None."""
-        cookie = request.cookies.get(COOKIE, "")
-        payload, _, mac = cookie.rpartition(".")
-        sid, _, expires = payload.partition(".")
-        if not (token and sid and expires.isascii() and expires.isdigit() and mac):
-            return None
-        if not hmac.compare_digest(mac.encode(), _sign(payload).encode()) or int(expires) < time.time():
-            return None
-        return None if sid in ended else sid
+    async def session_of(request: Request) -> str | None:
+        """The digest of the request's live session (looked up once per request), else None."""
+        if "ops_session" not in request.scope:
+            cookie = request.cookies.get(COOKIE, "")
+            request.scope["ops_session"] = (await run_in_threadpool(ops_sessions.session_alive, db, cookie,
+                                                                    key_id=key_id)
+                                            if token and cookie else None)
+        found: str | None = request.scope["ops_session"]
+        return found
 
     def csrf_for(request: Request) -> str:
-        sid = session_id(request)
+        sid = request.scope.get("ops_session")
         return _sign(f"csrf.{sid}") if sid else ""
-
-    def authorised(request: Request) -> bool:
-        if not token:
-            return False
-        if session_id(request) is not None:
-            return True
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
 
     def bearer(request: Request) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.encode(), token.encode())
+
+    async def authorised(request: Request) -> bool:
+        if not token:
+            return False
+        return await session_of(request) is not None or bearer(request)
 
     def same_origin(request: Request) -> bool:
         """A browser names the page's origin on a POST; it must be this dashboard's own."""
@@ -145,10 +112,11 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
         # already bounded by the ingress's RequestGuard before this reads it.
         return {k: v[0] for k, v in parse_qs(raw[:4096].decode("utf-8", "replace")).items()}
 
-    def csrf_ok(request: Request, form: dict[str, str]) -> bool:
+    async def csrf_ok(request: Request, form: dict[str, str]) -> bool:
         """A bearer-token client is no browser (no ambient credential); a cookie session needs the token."""
         if bearer(request):
             return True
+        await session_of(request)
         expected = csrf_for(request)
         return bool(expected) and same_origin(request) and hmac.compare_digest(
             form.get("csrf", "").encode(), expected.encode())
@@ -168,40 +136,53 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
     @router.post("/login")
     async def login(request: Request) -> Response:
         client = request.client.host if request.client else "?"
-        if limiter.blocked(client):
-            log.warning("ops.login.rate_limited", extra={"remote": client})
-            limited = render(request, "login.html", 429, disabled=False, failed=False,
-                             msg=f"Too many failed sign-ins: wait {LOGIN_WINDOW:.0f} s.")
-            limited.headers["Retry-After"] = str(int(LOGIN_WINDOW))
-            return limited
-        given = form_of(await request.body()).get("token", "")
+        form = form_of(await request.body())
+        if token:
+            try:
+                waited = await throttle.turn(client)  # failures from this address: wait, then be checked
+            except TooMany as busy:
+                log.warning("ops.login.rate_limited", extra={"remote": client})
+                limited = render(request, "login.html", 429, disabled=False, failed=False,
+                                 msg=f"Sign-ins from your address are waiting their turn: try again in "
+                                     f"{busy.retry_after} s.")
+                limited.headers["Retry-After"] = str(busy.retry_after)
+                return limited
+            if waited:
+                log.info("ops.login.throttled", extra={"remote": client, "waited_seconds": round(waited, 2)})
+        given = form.get("token", "")
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
             if token:
-                limiter.failed(client)
+                throttle.failed(client)
                 log.warning("ops.login.failed", extra={"remote": client})  # never the value given
             return login_page(request, failed=bool(token))
+        throttle.succeeded(client)
         log.info("ops.login.succeeded", extra={"remote": client})
+        value = secrets.token_urlsafe(32)
+        await run_in_threadpool(ops_sessions.open_session, db, value, key_id=key_id, lifetime_seconds=lifetime)
         response = RedirectResponse("/ops", status_code=303)
-        response.set_cookie(COOKIE, new_session(), httponly=True, samesite="strict", max_age=lifetime,
+        response.set_cookie(COOKIE, value, httponly=True, samesite="strict", max_age=lifetime,
                             secure=request.url.scheme == "https")
         return response
 
     @router.post("/logout")
     async def logout(request: Request) -> Response:
-        sid = session_id(request)
-        if sid is not None and csrf_ok(request, form_of(await request.body())):
-            now = time.time()
-            ended[sid] = now + lifetime
-            while ended and (len(ended) > 10_000 or next(iter(ended.values())) < now):
-                ended.popitem(last=False)
+        sid = await session_of(request)
+        if sid is not None and await csrf_ok(request, form_of(await request.body())):
+            await run_in_threadpool(ops_sessions.end_session, db, sid)
         response = RedirectResponse("/ops/login", status_code=303)
         response.delete_cookie(COOKIE, httponly=True, samesite="strict", secure=request.url.scheme == "https")
         return response
 
     @router.get("", response_class=HTMLResponse)
     async def index(request: Request, source: str = "", state: str = "", ticket: str = "") -> Response:
-        if not authorised(request):
+        if not await authorised(request):
             return login_page(request)
+        # Filters are the lists' own values: anything else is a 400 here, never a query the database refuses.
+        filters = (("source", source, SOURCES), ("state", state, STATES))
+        unknown = [f"{name} {value[:40]!r}" for name, value, known in filters if value and value not in known]
+        if unknown:
+            return render(request, "login.html", 400, disabled=False, failed=False,
+                          msg=f"No such filter value: {', '.join(unknown)}.")
 
         def gather() -> dict[str, Any]:
             with session_scope(db) as s:
@@ -244,7 +225,7 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
 
     @router.get("/events/{event_id}", response_class=HTMLResponse)
     async def event(request: Request, event_id: int) -> Response:
-        if not authorised(request):
+        if not await authorised(request):
             return login_page(request)
         if event_id > MAX_ID:
             return render(request, "login.html", 404, disabled=False, failed=False, msg=f"no event #{event_id}")
@@ -275,9 +256,9 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
 
     @router.post("/events/{event_id}/replay")
     async def replay(request: Request, event_id: int) -> Response:
-        if not authorised(request):
+        if not await authorised(request):
             return login_page(request)
-        if not csrf_ok(request, form_of(await request.body())):
+        if not await csrf_ok(request, form_of(await request.body())):
             log.warning("ops.csrf_refused", extra={"event_id": event_id})
             return render(request, "login.html", 403, disabled=False, failed=False,
                           msg="Refused: the form is stale or came from another page. Reload and try again.")

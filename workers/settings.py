@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -138,6 +139,10 @@ class Settings(BaseSettings):
     webform_note_title: str = "(?i)new user form"
     admin_token: SecretStr | None = None
     ops_session_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
+    # Addresses (or networks) of the reverse proxies in front of the ingress: only their X-Forwarded-For
+    # names the client (uvicorn's forwarded_allow_ips). None by default: the ingress is published directly,
+    # and believing the header from anyone let a guesser pose as a new client with every sign-in.
+    trusted_proxies: str = ""
 
     rules_file: Path | None = None
     # Knowledge-base guards (docs/rules.md). TimeZest's API resource writes notes with booking links
@@ -191,6 +196,18 @@ class Settings(BaseSettings):
             raise ValueError("Autotask accepts a webhook secretKey of at most 64 characters")
         if any(len(part) < 16 for part in parts):
             raise ValueError("use at least 16 random characters (e.g. `openssl rand -hex 24`)")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        for part in value.replace(",", " ").split():
+            if part == "*":
+                continue
+            try:
+                ipaddress.ip_network(part, strict=False)
+            except ValueError:
+                raise ValueError(f"{part!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)") from None
         return value
 
     @field_validator("webform_note_title")
@@ -256,6 +273,11 @@ class Settings(BaseSettings):
     @property
     def json_logs(self) -> bool:
         return self.log_format == "json" or (self.log_format == "auto" and not self.embedded)
+
+    @property
+    def forwarded_allow_ips(self) -> list[str]:
+        """``ATRELAY_TRUSTED_PROXIES`` as uvicorn's ``forwarded_allow_ips`` (empty: no proxy is trusted)."""
+        return self.trusted_proxies.replace(",", " ").split()
 
     @property
     def autotask_configured(self) -> bool:

@@ -1,37 +1,85 @@
-"""Signing in to the dashboard: failed sign-ins are logged (never the value) and rate-limited;
-a guessable admin token is refused at start-up."""
+"""Signing in to the dashboard: failed sign-ins are logged (never the value) and slow their address down;
+the right token is never locked out; a guessable admin token is refused at start-up.
+
+Issue 19.5 replaced "10 failures: 429 for everyone behind the address, the right token included" (which
+let anyone sharing or spoofing the address keep the admin out) with an exponential delay per address.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
 
+from workers import ops_throttle
 from workers.ingress import create_app
-from workers.ops import LOGIN_FAILURES
 from workers.settings import SettingsError, load_settings
 
 TOKEN = "a-dashboard-token-of-enough-length"
 
 
-def test_wrong_tokens_are_logged_and_then_rate_limited(sqlite_url: str, monkeypatch: pytest.MonkeyPatch,
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+@pytest.fixture
+def client(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> TestClient:
     monkeypatch.setenv("ATRELAY_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("ATRELAY_ADMIN_TOKEN", TOKEN)
-    caplog.set_level(logging.WARNING, logger="atrelay.ops")
-    with TestClient(create_app(load_settings(), enqueue=lambda _i: None)) as client:
+    return TestClient(create_app(load_settings(), enqueue=lambda _i: None))
+
+
+def test_wrong_tokens_are_logged_then_slowed_exponentially(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="atrelay.ops")
+    extra = 4
+    with client:
         page = client.get("/ops/login")
-        csrf_free = {"token": "wrong-guess-000"}
-        answers = [client.post("/ops/login", data=csrf_free, follow_redirects=False).status_code
-                   for _ in range(LOGIN_FAILURES + 2)]
         assert page.status_code in (200, 401) and "token" in page.text  # the sign-in form
-        assert 429 not in answers[:LOGIN_FAILURES] and answers[-1] == 429
-        # Once limited, even the right token waits: a guesser learns nothing from the answer.
-        assert client.post("/ops/login", data={"token": TOKEN}, follow_redirects=False).status_code == 429
+        took = []
+        for _ in range(ops_throttle.FREE + extra):
+            started = time.monotonic()
+            answer = client.post("/ops/login", data={"token": "wrong-guess-000"}, follow_redirects=False)
+            took.append(time.monotonic() - started)
+            assert answer.status_code == 401
+    # The free failures are answered at once; then each attempt waits its turn, twice as long each time.
+    assert max(took[:ops_throttle.FREE + 1]) < ops_throttle.BASE
+    for k in range(1, extra):
+        expected = ops_throttle.delay_after(ops_throttle.FREE + k)
+        assert took[ops_throttle.FREE + k] >= expected * 0.9, (k, took)
     failed = [r for r in caplog.records if r.getMessage() == "ops.login.failed"]
-    assert len(failed) == LOGIN_FAILURES
+    assert len(failed) == ops_throttle.FREE + extra
     assert all("wrong-guess-000" not in str(r.__dict__) for r in caplog.records)
+
+
+def test_the_right_token_still_signs_in_after_many_failures(client: TestClient) -> None:
+    """Before issue 19.5: 10 failures from an address and the right token got 429 for a minute."""
+    with client:
+        for _ in range(10):
+            client.post("/ops/login", data={"token": "wrong-guess-000"}, follow_redirects=False)
+        started = time.monotonic()
+        answer = client.post("/ops/login", data={"token": TOKEN}, follow_redirects=False)
+        waited = time.monotonic() - started
+        assert answer.status_code == 303 and answer.headers["location"] == "/ops", answer.status_code
+        assert waited >= ops_throttle.delay_after(10) * 0.9  # it waited its turn, it was not refused
+        assert client.get("/ops").status_code == 200  # the session works
+        # A success clears the address: the next attempt is checked at once.
+        started = time.monotonic()
+        assert client.post("/ops/login", data={"token": "wrong"}, follow_redirects=False).status_code == 401
+        assert time.monotonic() - started < ops_throttle.BASE
+
+
+def test_parallel_guesses_wait_in_one_line_and_a_full_line_is_429(client: TestClient) -> None:
+    with client:
+        for _ in range(ops_throttle.FREE + 3):
+            client.post("/ops/login", data={"token": "wrong"}, follow_redirects=False)
+
+        def guess(_: int) -> int:
+            return client.post("/ops/login", data={"token": "wrong"}, follow_redirects=False).status_code
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(guess, range(12)))
+    # At most MAX_WAITING wait their turn (and are checked: 401); the others are told to come back later.
+    assert answers.count(401) <= ops_throttle.MAX_WAITING + 1, answers
+    assert answers.count(429) >= 12 - ops_throttle.MAX_WAITING - 1, answers
 
 
 @pytest.mark.parametrize("token", ["short", "x" * 19, "  padded-but-short   "])
@@ -39,3 +87,17 @@ def test_a_guessable_admin_token_is_refused(token: str, monkeypatch: pytest.Monk
     monkeypatch.setenv("ATRELAY_ADMIN_TOKEN", token)
     with pytest.raises(SettingsError, match="ATRELAY_ADMIN_TOKEN: must be at least 20 characters"):
         load_settings()
+
+
+@pytest.mark.parametrize("value", ["proxy.example", "10.0.0.0/33", "10.0.0.1;10.0.0.2"])
+def test_trusted_proxies_must_be_addresses(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATRELAY_TRUSTED_PROXIES", value)
+    with pytest.raises(SettingsError, match=r"ATRELAY_TRUSTED_PROXIES: .* is not an IP address or network"):
+        load_settings()
+
+
+def test_trusted_proxies_become_uvicorns_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ATRELAY_TRUSTED_PROXIES", "10.0.0.5, 192.168.0.0/16 ::1")
+    assert load_settings().forwarded_allow_ips == ["10.0.0.5", "192.168.0.0/16", "::1"]
+    monkeypatch.delenv("ATRELAY_TRUSTED_PROXIES")
+    assert load_settings().forwarded_allow_ips == []
