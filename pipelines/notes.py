@@ -4,14 +4,17 @@ Layout, atrelay's own lines first and the partner's text after, quoted::
 
     [atrelay:event:42:3f9c0a1b2d] atrelay event #42
     atrelay changed the ticket status from New to Received Form Response.
-    Why: web form 'new-user' submitted by Jane Example <jane@example.com>.
+    Why: a web form was submitted.
 
     Partner's details, quoted as received:
+    > Event id: msg_...
+    > Form: new-user
+    > Submitted by: Jane Example <jane@example.com>
     > First name: Sam
     > Notes: first line
     >   second line
 
-    Source: webform event msg_..., happened ..., received ....
+    Source: webform, happened ..., received ....
 
 * The **marker** is the first line, so the 32,000-character limit can never cut it off, and it
   carries a tag keyed with a per-deployment secret: partner text cannot forge a marker that a
@@ -19,7 +22,10 @@ Layout, atrelay's own lines first and the partner's text after, quoted::
   neutralised.
 * **Partner text** is quoted line by line (``> ``) and kept apart from atrelay's sentences; values
   never start a line of their own, so an answer cannot pose as "atrelay changed the status ...".
-  Over the budget it is cut with a visible "... N more characters" line.
+  Every piece of it: the answers, who submitted the form, even the sender's event id. The "Why:" and
+  "Source:" lines hold atrelay's words only (a connector's ``summary`` is atrelay's sentence; what the
+  partner said goes in ``details``). Over the budget it is cut with a visible "... N more characters"
+  line.
 """
 
 from __future__ import annotations
@@ -102,12 +108,11 @@ def render_note(
     top = [f"{marker(event_id, key)} atrelay event #{event_id}", head, f"Why: {_one_line(event.summary)}."]
     tail = [
         "",
-        f"Source: {event.source} event {_one_line(event.external_id)[:120]}, "
-        f"happened {event.occurred_at.isoformat(timespec='seconds')}, "
+        f"Source: {event.source}, happened {event.occurred_at.isoformat(timespec='seconds')}, "
         f"received {received_at.isoformat(timespec='seconds')}.",
     ]
-    body: list[str] = []
-    if event.details:
-        room = budget - sum(len(x) + 1 for x in top + tail) - 60
-        body = ["", "Partner's details, quoted as received:", *_cut(_quoted(event.details), max(room, 200))]
+    # The sender's own id for the event is the sender's text too (a webhook-id is any string it likes).
+    details = [("Event id", event.external_id[:200]), *event.details]
+    room = budget - sum(len(x) + 1 for x in top + tail) - 60
+    body = ["", "Partner's details, quoted as received:", *_cut(_quoted(details), max(room, 200))]
     return title, "\n".join([*top, *body, *tail])

@@ -110,6 +110,21 @@ def _timezest(settings: Settings, report: Report) -> None:
         client.close()
 
 
+def _alerts(settings: Settings, report: Report) -> None:
+    """ATRELAY_NOTIFY_URLS, checked again against the installed apprise (start-up refuses a bad one)."""
+    from workers.notify_urls import notify_url_problems
+
+    urls = settings.notify_urls.split()
+    if not urls:
+        report.ok.append("alerts: no ATRELAY_NOTIFY_URLS (alerts are shown on the dashboard only)")
+        return
+    problems = notify_url_problems(settings.notify_urls)
+    report.problems.extend(f"alerts: {p}" for p in problems)
+    if not problems:
+        schemes = sorted({u.partition("://")[0].lower() for u in urls})
+        report.ok.append(f"alerts: {len(urls)} URL(s) apprise accepts ({', '.join(schemes)})")
+
+
 def run_doctor(settings: Settings, console: Console, err: Console) -> int:
     report = Report()
     db = settings.effective_database_url
@@ -134,6 +149,7 @@ def run_doctor(settings: Settings, console: Console, err: Console) -> int:
                                "(a generated development secret is used)")
     else:
         report.ok.append("webhooks: both secrets configured")
+    _alerts(settings, report)
     rules = _rules(settings, report)
     lists = _load_lists(settings, report)
     _timezest(settings, report)

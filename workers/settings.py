@@ -198,6 +198,16 @@ class Settings(BaseSettings):
             raise ValueError("use at least 16 random characters (e.g. `openssl rand -hex 24`)")
         return value
 
+    @field_validator("notify_urls")
+    @classmethod
+    def _notify(cls, value: str) -> str:
+        from workers.notify_urls import notify_url_problems  # apprise only when URLs are set
+
+        problems = notify_url_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
+
     @field_validator("trusted_proxies")
     @classmethod
     def _proxies(cls, value: str) -> str:
@@ -291,7 +301,8 @@ def _format_error(exc: ValidationError) -> str:
         name = "ATRELAY_" + str(loc[0]).upper() if loc else "ATRELAY_?"
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
         raw = err.get("input")
-        shown = "" if name.endswith(("SECRET", "KEY", "TOKEN")) or raw is None else f" (got {raw!r})"
+        # Secrets, and alert URLs (they carry webhook tokens), are never echoed back.
+        shown = "" if name.endswith(("SECRET", "KEY", "TOKEN", "NOTIFY_URLS")) or raw is None else f" (got {raw!r})"
         parts.append(f"{name}: {msg}{shown}")
     return "; ".join(parts)
 

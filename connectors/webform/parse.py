@@ -43,10 +43,12 @@ def to_event(row: StoredEvent) -> PartnerEvent:
     payload = parse_payload(row.body)
     data = payload.data
     who = data.submitted_by
-    by = ""
+    # The form's name and who submitted it are the sender's text: quoted with the answers in the note,
+    # never part of atrelay's own "Why:" sentence (``summary``).
+    details = [("Form", data.form)]
     if who is not None and (who.name or who.email):
-        by = " by " + " ".join(p for p in (who.name, f"<{who.email}>" if who.email else None) if p)
-    details = [(str(q), render_value(a)) for q, a in data.answers.items()]
+        details.append(("Submitted by", " ".join(p for p in (who.name, f"<{who.email}>" if who.email else None) if p)))
+    details += [(str(q), render_value(a)) for q, a in data.answers.items()]
     return PartnerEvent(
         source=Source.WEBFORM,
         type=payload.event_type,
@@ -54,6 +56,6 @@ def to_event(row: StoredEvent) -> PartnerEvent:
         ticket_id=data.ticket_id,
         ticket_number=data.ticket_number,
         occurred_at=payload.timestamp,
-        summary=f"web form {data.form!r} submitted{by}",
+        summary="a web form was submitted",
         details=details,
     )

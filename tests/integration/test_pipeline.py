@@ -53,7 +53,7 @@ def test_webform_applies_status_and_one_note(db_url: str, autotask: tuple[str, S
     notes = [n for n in sandbox.notes.values() if n["ticketID"] == 50001]
     assert len(notes) == 1
     text = notes[0]["description"]
-    for needle in ("from New to Received Form Response", "web form 'new-user' submitted by Jane Example",
+    for needle in ("from New to Received Form Response", "> Submitted by: Jane Example <jane@example.com>",
                    "First name: Sam", f"atrelay event #{event_id}", "[atrelay:event:"):
         assert needle in text
     assert (notes[0]["noteType"], notes[0]["publish"]) == (2, 1)  # picklist defaults
