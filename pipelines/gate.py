@@ -143,9 +143,10 @@ def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, lists: Pickli
 
 def _duplicate(ctx: Context, event_id: int, event: PartnerEvent, ticket: Ticket, *, target_id: int | None,
                lists: Picklists, history: History, observation_id: int | None) -> str | None:
-    """Another report of the same escalation took it on: the same type on the same ticket, and the
-    ticket never left the escalation's status between the two reports (judged from its history, not
-    a fixed window: MC setting MC No Contact again after atrelay moved the ticket on is new).
+    """The other channel's report of the same escalation took it on: the same type on the same ticket
+    (MC's webhook and the status MC set in Autotask), and both reports in one stay of the ticket in
+    that status (judged from its history, not a fixed window: MC setting MC No Contact again after
+    atrelay moved the ticket on is new).
 
     A report seen in Autotask (MC set the status) is placed by the change atrelay recorded for it, in
     recording order: partner clocks tick in whole seconds, and atrelay's own move a moment before MC's
@@ -154,7 +155,7 @@ def _duplicate(ctx: Context, event_id: int, event: PartnerEvent, ticket: Ticket,
     label = lists.status.label(target_id) if target_id is not None else None
     mine = store.observed_change(ctx.db, ticket.id, observation_id) if observation_id is not None else None
     for other in store.escalation_claims(ctx.db, ticket_id=ticket.id, event_type=event.type.value,
-                                         exclude_event_id=event_id):
+                                         exclude_event_id=event_id, other_than_source=event.source.value):
         if mine is not None and mine.id is not None and other.seen_change_id is not None:
             new = store.left_between_changes(ctx.db, ticket.id, target_id, after_id=other.seen_change_id,
                                              before_id=mine.id)

@@ -621,20 +621,24 @@ class EscalationClaim:
     seen_change_id: int | None  # the newest recorded status change on the ticket when it decided
 
 
-def escalation_claims(db: str, *, ticket_id: int, event_type: str, exclude_event_id: int) -> list[EscalationClaim]:
-    """Other events of this type that took this ticket's escalation on, newest first.
+def escalation_claims(db: str, *, ticket_id: int, event_type: str, exclude_event_id: int,
+                      other_than_source: str) -> list[EscalationClaim]:
+    """Events of this type from the *other* channel that took this ticket's escalation on, newest first.
 
-    An event takes it on when its run records an effect (its write or its note is owed), whatever
-    state it is in now: retrying or parked counts, so an escalation reported twice (Mission
-    Control's webhook and the status MC set) while the first report waits on a 429 is still one.
-    Dead events do not count: whoever reports the escalation next writes its note.
+    Mission Control reports one escalation through two channels: its webhook, and the status it sets
+    in Autotask (seen by callout or reconciliation). Two reports through the same channel are two
+    escalations (a webhook repeated by MC is the same message and never gets this far).
+    An event takes the escalation on when its run records an effect (its write or its note is owed),
+    whatever state it is in now: retrying or parked counts, so an escalation reported twice while the
+    first report waits on a 429 is still one. Dead events do not count: whoever reports the
+    escalation next writes its note.
     """
     with session_scope(db) as s:
         rows = s.exec(
             select(InboundEvent.id, InboundEvent.occurred_at, InboundEvent.received_at, EffectLedger.seen_change_id)
             .join(EffectLedger, col(EffectLedger.event_id) == col(InboundEvent.id))
             .where(InboundEvent.event_type == event_type, col(EffectLedger.ticket_id) == ticket_id,
-                   col(InboundEvent.id) != exclude_event_id,
+                   col(InboundEvent.id) != exclude_event_id, col(InboundEvent.source) != other_than_source,
                    col(InboundEvent.state).not_in([EventState.DEAD, EventState.INVALID, EventState.IGNORED]))
             .order_by(col(InboundEvent.id).desc()).limit(10)
         ).all()
