@@ -154,7 +154,7 @@ def check_callout(body: bytes, *, note: bool, received_at: datetime | None = Non
     try:
         payload = parse_callout(body)
     except ValidationError as exc:
-        fields = [{"field": ".".join(str(p) for p in e.get("loc", ())) or "(body)",
+        fields = [{"field": one_line(".".join(str(p) for p in e.get("loc", ())) or "(body)", 200),
                    "message": one_line(e.get("msg", "invalid"), 300)} for e in exc.errors()]
         raise InvalidBody(422, f"{fields[0]['field']}: {fields[0]['message']}", fields) from None
     occurred = payload.event_time
