@@ -254,8 +254,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             raise ValueError(self._refusal[1])
 
     def send_400_response(self, msg: str) -> None:
-        if self._refusal is None:
+        if self._refusal is None:  # httptools could not parse the request (NUL in a header, a bad line...)
+            self._disarm()
             super().send_400_response(msg)
+            self._record(400, f"malformed HTTP request: {msg}")
             return
         self._disarm()
         log.warning("ingress.headers_refused", extra={"reason": self._refusal[1]})

@@ -117,6 +117,15 @@ def test_refusals_by_the_protocol_are_recorded_with_their_reason(ingress: tuple[
     assert "headers over 32768 bytes" in rows[0].reason and "not received within 2 s" in rows[1].reason
 
 
+def test_a_request_the_parser_refuses_is_recorded(ingress: tuple[int, str]) -> None:
+    port, db = ingress
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"POST /webhooks/webform HTTP/1.1\r\nHost: x\r\nwebhook-id: a\x00b\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 400")
+    [row] = wait_for(lambda: _rejections(db), timeout=10, what="the rejection record")
+    assert (row.status_code, row.source) == (400, "webform") and "malformed HTTP request" in row.reason
+
+
 @pytest.mark.parametrize("request_line", [
     b"GET /ops?state=%00 HTTP/1.1", b"GET /ops?source=%00 HTTP/1.1", b"GET /ops?ticket=%00 HTTP/1.1",
     b"GET /ops/events/%00 HTTP/1.1",
