@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 __all__ = ["CLAMPED_HEADER", "REDACTED", "SIGNATURE_FORM_HEADER", "as_utc", "before_last", "clamp_future",
-           "clamped_from", "own_headers"]
+           "clamped_from", "own_headers", "signature_form"]
 
 #: Kept in the event's headers when its partner time was clamped: the time the partner claimed.
 CLAMPED_HEADER = "x-atrelay-clamped-from"
@@ -61,6 +61,14 @@ def own_headers(headers: Mapping[str, str], clamped: datetime | None,
 def clamped_from(headers: Mapping[str, str] | None) -> str | None:
     """The partner's own time of a clamped event (as recorded), or None."""
     return (headers or {}).get(CLAMPED_HEADER)
+
+
+def signature_form(headers: Mapping[str, str] | None) -> str | None:
+    """For an Autotask callout: what its signature was found to cover, in words (None for other events)."""
+    form = (headers or {}).get(SIGNATURE_FORM_HEADER)
+    return {"raw": "the raw bytes, as delivered",
+            "escaped": "the bytes once escaped as Autotask's .NET serializer writes them (delivered unescaped)"}.get(
+        form or "")
 
 
 def before_last(occurred_at: datetime, event_id: int, last_at: datetime | None, last_event_id: int | None) -> bool:

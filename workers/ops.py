@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from connectors.common.events import Source
 from pipelines import ops_sessions, store
 from pipelines.audit import EventState, InboundEvent
+from pipelines.clock import clamped_from, signature_form
 from pipelines.db import session_scope
 from workers.dead_letters import explain_event
 from workers.ops_throttle import SignInThrottle, TooMany
@@ -245,6 +246,7 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
                     explained = explain_event(s, e)
             effect = store.get_effect(db, event_id)
             return {"e": e, "runs": story.runs, "attempts": story.attempts, "children": story.children, "body": body,
+                    "clamped": clamped_from(e.headers), "signature": signature_form(e.headers),
                     "headers": json.dumps(e.headers, indent=2), "explained": explained,
                     "replayable": e.state in store.REPLAYABLE and (explained is None or explained.replay_helps),
                     "note_id": effect.note_id if effect else None, "note_text": effect.note_text if effect else None}

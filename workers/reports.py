@@ -14,7 +14,7 @@ from rich.text import Text
 from sqlmodel import col, select
 
 from pipelines.audit import EventState, InboundEvent, PollRun, RejectedRequest
-from pipelines.clock import clamped_from
+from pipelines.clock import clamped_from, signature_form
 from pipelines.db import session_scope, utcnow
 from pipelines.store import event_story
 
@@ -78,6 +78,8 @@ def print_event(db: str, console: Console, event_id: int) -> bool:
     if clamped_from(ev.headers):
         console.print(Text(f"  clock clamped: the partner said {clamped_from(ev.headers)}, over "
                            "ATRELAY_MAX_CLOCK_SKEW_SECONDS ahead of receipt; ordered by the receipt time"))
+    if signature_form(ev.headers):
+        console.print(Text(f"  signature verified over: {signature_form(ev.headers)}"))
     if ev.caused_by_id:
         console.print(f"  caused by: event #{ev.caused_by_id}")
     for child in story.children:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from rich.console import Console
 from sqlmodel import col, select
 
 from connectors.autotask.callouts import parse_callout
@@ -24,15 +25,18 @@ from pipelines.audit import InboundEvent, RejectedRequest
 from pipelines.db import session_scope
 from tests.support import AUTOTASK_HOOK_SECRET
 from workers.ingress import create_app
+from workers.reports import print_event
 from workers.settings import load_settings
 
 TICKETS, NOTES = "/webhooks/autotask/tickets", "/webhooks/autotask/notes"
+ADMIN = "callout-intake-admin-token-0123456789"
 
 
 @pytest.fixture
 def ingress(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, list[int], str]]:
     monkeypatch.setenv("ATRELAY_DATABASE_URL", db_url)
     monkeypatch.setenv("ATRELAY_AUTOTASK_WEBHOOK_SECRET", AUTOTASK_HOOK_SECRET)
+    monkeypatch.setenv("ATRELAY_ADMIN_TOKEN", ADMIN)
     queue: list[int] = []
     with TestClient(create_app(load_settings(), enqueue=queue.append)) as client:
         yield client, queue, db_url
@@ -189,6 +193,12 @@ def test_stored_headers_hold_no_signature_and_say_which_form_verified(
     metrics = client.get("/metrics").text
     assert 'atrelay_autotask_callout_signatures_total{form="raw"} 1.0' in metrics
     assert 'atrelay_autotask_callout_signatures_total{form="escaped"} 1.0' in metrics
+    # The event's story says it: on the dashboard and in `atrelay events show`.
+    page = client.get(f"/ops/events/{second.id}", headers={"Authorization": f"Bearer {ADMIN}"}).text
+    assert "signature verified over" in page and "escaped as Autotask" in page
+    console = Console(record=True, width=300)
+    assert print_event(db, console, first.id or 0)
+    assert "signature verified over: the raw bytes, as delivered" in console.export_text()
 
 
 # ---- 19.2: text a database cannot store, in an unsigned notice, never a 500 ----------------------------
