@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 from sqlmodel import Session, select
 
-from connectors.autotask.callouts import CalloutPayload, dedupe_key, parse_callout
+from connectors.autotask.callouts import CalloutPayload, canonical_digest, dedupe_key, parse_callout
 from connectors.common.events import Observation, Source
 from connectors.common.text import one_line
 from pipelines.audit import InboundEvent
@@ -180,8 +180,13 @@ def webhook_key(webhook_id: str) -> str:
 
 
 def callout_key(body: bytes, *, note: bool) -> str:
-    """The external id of an invalid Autotask callout: which URL it came to, and its body's digest."""
-    return f"{_PREFIX}{'notes' if note else 'tickets'}:{hashlib.sha256(body).hexdigest()}"
+    """The external id of an invalid Autotask callout: which URL it came to, and the digest of its JSON
+    value (escaped or not, the same callout is one record; see :func:`canonical_digest`)."""
+    try:
+        digest = canonical_digest(body)
+    except (ValueError, RecursionError):
+        digest = hashlib.sha256(body).hexdigest()
+    return f"{_PREFIX}{'notes' if note else 'tickets'}:{digest}"
 
 
 def ignored_key(key: str, *, note: bool) -> str:
