@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint bench install clean browser
+.PHONY: run test lint bench soak install clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "atrelay needs Python 3.11 or newer")'
@@ -30,6 +30,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# The model test at length (tests/model): 10,000 fresh examples on SQLite and 10,000 on PostgreSQL.
+soak: $(STAMP)
+	$(BIN)/python -m tests.model.soak $(SOAK_ARGS)
 
 browser:
 	@scripts/install-browser

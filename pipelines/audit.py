@@ -163,6 +163,9 @@ class EffectLedger(SQLModel, table=True):
     # The newest ticket_status_changes row on the ticket when this event decided to act: what the
     # ticket did after it (in recording order) tells a second report of the same escalation from a new one.
     seen_change_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # Set on a second report of an escalation (it writes nothing): the report it is the echo of. A
+    # report pairs with at most one from the other channel.
+    duplicate_of: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class TicketState(SQLModel, table=True):

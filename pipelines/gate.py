@@ -56,6 +56,7 @@ class Verdict:
 
     kind: str
     why: str | None = None
+    echo_of: int | None = None  # duplicate-escalation: the other channel's report it pairs with
 
     @property
     def write(self) -> bool:
@@ -89,18 +90,20 @@ def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ti
     if event.type in ESCALATIONS:
         # First: a second report of an escalation another report took on says nothing new, whether or
         # not it is stale or superseded by now (the other report's note already says it).
-        duplicate = _duplicate(ctx, event_id, event, ticket, target_id=target_id, lists=lists, history=history,
-                               observation_id=observation_id)
-        if duplicate is not None:
-            return Verdict("duplicate-escalation", duplicate)
+        echo = _duplicate(ctx, event_id, event, ticket, target_id=target_id, lists=lists, history=history,
+                          observation_id=observation_id)
+        if echo is not None:
+            return Verdict("duplicate-escalation", f"duplicate-escalation: event #{echo} already handled it",
+                           echo_of=echo)
     last = store.ticket_state(ctx.db, ticket.id)
     # Same second: receipt order decides (pipelines.clock.before_last), never the worker's luck.
     if last is not None and before_last(event.occurred_at, event_id, last.last_occurred_at, last.last_event_id):
         return Verdict("stale", "stale: a newer event was already applied")
-    # Only a status change can overwrite a person: a note-only event, or one whose status is already
-    # there, overwrites nothing.
-    if target_id is not None and ticket.status != target_id:
-        superseded = _superseded(ctx, event, ticket, lists, history)
+    # Even when its status is already there (someone else set it since), an event older than a
+    # person's change is old news: applied, its follow-up (MC No Contact -> Waiting Customer) would
+    # act for it on a ticket the person moved on from.
+    if target_id is not None:
+        superseded = _superseded(ctx, event, ticket, target_id=target_id, lists=lists, history=history)
         if superseded is not None:
             return Verdict("superseded", superseded)
     if event.expect_status_id is not None and ticket.status != event.expect_status_id:
@@ -111,14 +114,19 @@ def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ti
     return Verdict("write")
 
 
-def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, lists: Picklists, history: History) -> str | None:
-    """Why this event must not be applied: a status change by anyone but atrelay after it, or None."""
+def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, *, target_id: int, lists: Picklists,
+                history: History) -> str | None:
+    """Why this event must not be applied: a status change by anyone but atrelay after it, or None.
+
+    A change *to* the event's own status contradicts nothing (Mission Control setting the status it
+    also reported by webhook), nor does one the event may overwrite (``OVERWRITABLE``).
+    """
     if event.expect_status_id is not None:
         return None  # follow-ups and guards: "status-changed" guards them
-    allowed = OVERWRITABLE.get(event.type, ())
     labels = lists.status
+    allowed = (*OVERWRITABLE.get(event.type, ()), labels.label(target_id) or "")
     for change in store.status_changes_after(ctx.db, ticket.id, event.occurred_at):
-        if labels.label(change.to_status_id) in allowed:
+        if change.to_status_id == target_id or labels.label(change.to_status_id) in allowed:
             continue
         who = f"resource #{change.by_resource_id}" if change.by_resource_id is not None else "someone"
         return (f"superseded: {who} set {labels.label(change.to_status_id)} at "
@@ -131,7 +139,7 @@ def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, lists: Pickli
     # may have met the ticket for the first time. Only the ticket's own history can tell.
     later = [e for e in status_changes_after(history.entries(), event.occurred_at,
                                              ignore_resource=ctx.own_resource_id())
-             if not any(set_to(e, label) for label in allowed)]
+             if not any(label and set_to(e, label) for label in allowed)]
     if not later:
         return None
     first = later[0]
@@ -142,7 +150,7 @@ def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, lists: Pickli
 
 
 def _duplicate(ctx: Context, event_id: int, event: PartnerEvent, ticket: Ticket, *, target_id: int | None,
-               lists: Picklists, history: History, observation_id: int | None) -> str | None:
+               lists: Picklists, history: History, observation_id: int | None) -> int | None:
     """The other channel's report of the same escalation took it on: the same type on the same ticket
     (MC's webhook and the status MC set in Autotask), and both reports in one stay of the ticket in
     that status (judged from its history, not a fixed window: MC setting MC No Contact again after
@@ -164,7 +172,7 @@ def _duplicate(ctx: Context, event_id: int, event: PartnerEvent, ticket: Ticket,
             new = _left_between(ctx, ticket.id, target_id=target_id, label=label, between=(low, high),
                                 history=history)
         if not new:
-            return f"duplicate-escalation: event #{other.event_id} already handled it"
+            return other.event_id
     return None
 
 

@@ -159,6 +159,9 @@ class _Run(RunBase):
             "from_status": lists.status.label(ticket.status), "to_status": decision.status,
         }
         effect = store.get_effect(ctx.db, self.event_id)
+        if effect is not None and effect.duplicate_of is not None:  # (a replay) the echo stays an echo
+            return self._finish(EventState.SKIPPED, "skipped",
+                                f"duplicate-escalation: event #{effect.duplicate_of} already handled it", **base)
         if effect is not None and effect.to_status_id is None and target_id is not None:
             # A note-only ending already chosen (not applied, or a follow-up carrying its cause's note).
             if event.carries_note_of is not None:
@@ -206,6 +209,11 @@ class _Run(RunBase):
             return self._note_instead(event, effect, lists, verdict.why or verdict.kind, base)
         if verdict.kind == "status-changed" and event.carries_note_of is not None:
             return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
+        if verdict.echo_of is not None:
+            # Recorded, so the report it pairs with pairs with no other report of this channel.
+            store.update_effect(ctx.db, effect or note_only, to_status_id=None, patch_started_at=None,
+                                duplicate_of=verdict.echo_of)
+            return self._finish(EventState.SKIPPED, "skipped", verdict.why, **base)
         if not verdict.write:
             if effect is not None:  # decided to write on an earlier try: that decision no longer holds
                 store.update_effect(ctx.db, effect, to_status_id=None, from_status_id=ticket.status)

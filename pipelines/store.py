@@ -634,11 +634,18 @@ def escalation_claims(db: str, *, ticket_id: int, event_type: str, exclude_event
     escalation next writes its note.
     """
     with session_scope(db) as s:
+        # A claim pairs with one report of the other channel at most: one already paired with a report
+        # from this event's channel is not this event's echo.
+        paired = (select(EffectLedger.duplicate_of)
+                  .join(InboundEvent, col(InboundEvent.id) == col(EffectLedger.event_id))
+                  .where(col(EffectLedger.duplicate_of).is_not(None), col(EffectLedger.ticket_id) == ticket_id,
+                         InboundEvent.source == other_than_source, col(InboundEvent.id) != exclude_event_id))
         rows = s.exec(
             select(InboundEvent.id, InboundEvent.occurred_at, InboundEvent.received_at, EffectLedger.seen_change_id)
             .join(EffectLedger, col(EffectLedger.event_id) == col(InboundEvent.id))
             .where(InboundEvent.event_type == event_type, col(EffectLedger.ticket_id) == ticket_id,
                    col(InboundEvent.id) != exclude_event_id, col(InboundEvent.source) != other_than_source,
+                   col(EffectLedger.duplicate_of).is_(None), col(InboundEvent.id).not_in(paired),
                    col(InboundEvent.state).not_in([EventState.DEAD, EventState.INVALID, EventState.IGNORED]))
             .order_by(col(InboundEvent.id).desc()).limit(10)
         ).all()

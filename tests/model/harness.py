@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -51,6 +51,7 @@ __all__ = [
     "Write",
     "check_notes",
     "check_writes",
+    "escalation_groups",
     "parse_time",
 ]
 
@@ -165,9 +166,11 @@ def make_context(db: str, sandbox_url: str, wire: Wire, **overrides: Any) -> Con
     """A pipeline context as a worker builds one, its Autotask client on ``wire``; no in-call retries
     (the model's runs are the retries) and every run reading its own ticket (no shared reads)."""
     c = SANDBOX_AUTOTASK_CREDENTIALS
+    # The base URL given, so no zone lookup: the zone cache is per user name and process-wide, and the
+    # other tests' sandbox answers to the same user name.
     client = AutotaskClient(username=c["username"], secret=c["secret"], integration_code=c["integration_code"],
-                            zone_url=f"{sandbox_url}/atservicesrest/v1.0/zoneInformation", max_attempts=1,
-                            sleep=lambda _s: None, transport=wire, timeout=10)
+                            base_url=f"{sandbox_url}/atservicesrest", zone_url=f"{sandbox_url}/atservicesrest/v1.0/zoneInformation",
+                            max_attempts=1, sleep=lambda _s: None, transport=wire, timeout=10)
     values: dict[str, Any] = {
         "db": db, "client": client, "picklists": PicklistCache(3600), "rules": dict(DEFAULT_RULES),
         "note_type": None, "note_publish": None, "follow_up_delay_seconds": 0, "retry_horizon_hours": 72,
@@ -239,23 +242,56 @@ def atrelay_notes(state: SandboxState) -> list[AtrelayNote]:
     return out
 
 
-def check_notes(notes: list[AtrelayNote], groups: dict[str, set[int]]) -> None:
+def check_notes(notes: list[AtrelayNote], groups: dict[str, tuple[set[int], int]]) -> None:
     """(b) every partner report leaves exactly one atrelay note, and no note is written twice.
 
-    ``groups``: each partner report (a form, an escalation reported by webhook and/or by MC's own
-    status change, a TimeZest transition) -> the ids of the events atrelay recorded for it.
+    ``groups``: each partner report -> (the ids of the events atrelay recorded for it, the notes they
+    owe between them). A form or a TimeZest transition owes one; an escalation is grouped with the
+    other channel's report of it (see :func:`escalation_groups`).
     """
     markers = [n.marker for n in notes]
     dupes = {m for m in markers if markers.count(m) > 1}
     if dupes:
         raise Violation(f"(b) two notes with the marker of event(s) {sorted(dupes)}")
-    for name, ids in groups.items():
+    for name, (ids, owed) in groups.items():
         if not ids:
             continue  # atrelay never heard of it (its only callout was lost, nothing reconciled it)
         covering = [n.id for n in notes if n.covers & ids]
-        if len(covering) != 1:
+        if len(covering) != owed:
             raise Violation(f"(b) partner report {name} (events {sorted(ids)}) has {len(covering)} atrelay notes "
-                            f"{covering}, not exactly one")
+                            f"{covering}, not {owed}")
+
+
+#: How close before Mission Control sets a status its webhook about it may be stamped.
+ECHO_SECONDS = 120
+
+
+def escalation_groups(state: SandboxState, reports: list[tuple[int, int, int, datetime, bool]]) -> dict[
+        str, tuple[set[int], int]]:
+    """Group Mission Control's reports by escalation, from the sandbox's own history.
+
+    ``reports``: (event id, ticket, status it reports, when, by webhook?). One stay of a ticket in an
+    MC status (from Mission Control setting it to anyone moving it on) is one escalation as MC's own
+    status change reports it; a webhook stamped within that stay (or just before it began) is that
+    escalation's other report. Each webhook is a message of its own: a stay with k webhooks and its
+    status change seen owes max(k, 1) notes; a webhook outside any stay owes its own.
+    """
+    stays: dict[tuple[int, int], list[tuple[datetime, datetime | None]]] = {}
+    for ticket in {r[1] for r in reports}:
+        moves = [(parse_time(h["at"]), h["to"]) for h in state.history if h["ticket_id"] == ticket and h["from"] != h["to"]]
+        for i, (at, to) in enumerate(moves):
+            end = moves[i + 1][0] if i + 1 < len(moves) else None
+            stays.setdefault((ticket, to), []).append((at, end))
+    groups: dict[str, tuple[set[int], int]] = {}
+    members: dict[str, list[bool]] = {}
+    for event_id, ticket, status, when, webhook in reports:
+        stay = next((s for s in stays.get((ticket, status), [])
+                     if s[0] - timedelta(seconds=ECHO_SECONDS) <= when and (s[1] is None or when < s[1])), None)
+        key = (f"escalation to {status} on {ticket} from {stay[0]:%H:%M:%S.%f}" if stay is not None
+               else f"escalation event #{event_id}")
+        groups.setdefault(key, (set(), 0))[0].add(event_id)
+        members.setdefault(key, []).append(webhook)
+    return {key: (ids, max(1, sum(members[key]))) for key, (ids, _) in groups.items()}
 
 
 def dumps(value: Any) -> bytes:

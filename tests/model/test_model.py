@@ -25,8 +25,12 @@ sandbox's own record (harness.check_writes / check_notes), never from atrelay's 
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,6 +49,7 @@ from tests.model.harness import (
     atrelay_notes,
     check_notes,
     check_writes,
+    escalation_groups,
 )
 from tests.model.world import MC_TYPES, World, iso_ms, shared_world
 
@@ -63,6 +68,8 @@ REFUSALS = {
 }
 FAULTS = st.sampled_from(["none", "none", "none", "429", "thread", "503", "lost", "die-before", "die-after", "pause"])
 STATS = {"examples": 0, "steps": 0, "violations": 0}
+#: Each example's sequence of rules, hashed: how many different interleavings the run tried.
+SEQUENCES: set[int] = set()
 
 
 class Day(RuleBasedStateMachine):
@@ -72,13 +79,14 @@ class Day(RuleBasedStateMachine):
         super().__init__()
         self.world: World = shared_world()
         self.world.fresh()
-        self.escalations = 0
+        self.sequence: list[str] = []
         STATS["examples"] += 1
 
     def _step(self) -> None:
         self.world.tick()
         self.world.steps += 1
         STATS["steps"] += 1
+        self.sequence.append(sys._getframe(1).f_code.co_name)
 
     # ---- partners ---------------------------------------------------------------------------------
     @rule(ticket=TICKETS, by_number=st.booleans(), age=st.integers(-600, 1800))
@@ -97,21 +105,15 @@ class Day(RuleBasedStateMachine):
     def mission_control_escalates(self, ticket: int, kind: str, via: str, age: int) -> None:
         """MC escalates: by its webhook, by setting the status itself in Autotask, or both."""
         self._step()
-        self.escalations += 1
-        world, ids, at = self.world, set(), None
+        world, at = self.world, None
         if via in ("autotask", "both"):
             at = world.change_status(ticket, MC_TYPES[kind], "mission-control")
         if via in ("webhook", "both"):
             # With its status change, MC posts at once; alone, its webhook may arrive late.
             when = at or (datetime.now(UTC) - timedelta(seconds=age if via == "webhook" else 0))
-            ids.add(world.webhook(Source.MISSION_CONTROL, {
+            world.webhook(Source.MISSION_CONTROL, {
                 "type": kind, "timestamp": iso_ms(when),
-                "data": {"ticket_id": ticket, "summary": "User did not answer", "technician": "Alex"}}))
-        if not ids and at is None:
-            return  # the status was already there and no webhook: nothing happened
-        seen_at = at
-        self.world.reports[f"escalation {self.escalations} ({kind} on {ticket} via {via})"] = (
-            lambda: ids | (world.derived(kind, ticket, seen_at) if seen_at is not None else set()))
+                "data": {"ticket_id": ticket, "summary": "User did not answer", "technician": "Alex"}})
 
     @rule(ticket=TICKETS)
     def form_emailed_in(self, ticket: int) -> None:
@@ -218,16 +220,20 @@ class Day(RuleBasedStateMachine):
             silent = [(r.id, r.state) for r in rows if r.state != EventState.APPLIED and not r.reason]
             if silent:
                 raise Violation(f"(d) events ended without a reason: {silent}")
-            groups = {name: find() for name, find in world.reports.items()}
+            groups = {name: (find(), 1) for name, find in world.reports.items()}
+            groups |= escalation_groups(world.state, world.escalation_reports())
             check_notes(atrelay_notes(world.state), groups)
         except Violation:
             STATS["violations"] += 1
             raise
         finally:
+            SEQUENCES.add(hash(tuple(self.sequence)))
             world.stop_clock()
 
 
+# Read at import: the tests' autouse fixture clears ATRELAY_* variables before each test runs.
 EXAMPLES = int(os.environ.get("ATRELAY_MODEL_EXAMPLES", "200"))
+STATS_FILE = os.environ.get("ATRELAY_MODEL_STATS")
 SETTINGS = settings(
     max_examples=EXAMPLES, stateful_step_count=int(os.environ.get("ATRELAY_MODEL_STEPS", "25")), deadline=None,
     # make test: the same examples every run (a fixed seed set); make soak: fresh ones each time.
@@ -238,4 +244,11 @@ SETTINGS = settings(
 
 @pytest.mark.timeout(int(os.environ.get("ATRELAY_MODEL_TIMEOUT", "1200")))
 def test_a_day_at_the_msp_keeps_every_invariant() -> None:
-    run_state_machine_as_test(Day, settings=SETTINGS)
+    started = time.monotonic()
+    try:
+        run_state_machine_as_test(Day, settings=SETTINGS)
+    finally:
+        if STATS_FILE:  # make soak's report
+            Path(STATS_FILE).write_text(json.dumps({**STATS, "interleavings": len(SEQUENCES),
+                                             "seconds": round(time.monotonic() - started, 1),
+                                             "database": shared_world().db.split(":", 1)[0]}))

@@ -58,6 +58,8 @@ WATCHED = {SENT_FROM_MC, OUT_OF_SCOPE, MC_NO_CONTACT, 5, 7, 29682836}
 #: (same-second ties included) and Hypothesis can shrink it.
 START = datetime(2030, 1, 7, 9, 0, 0, 250_000, tzinfo=UTC)
 STEP = timedelta(milliseconds=700)
+#: Read at import: the tests' autouse fixture clears ATRELAY_* variables before each test runs.
+MODEL_DB = os.environ.get("ATRELAY_MODEL_DB", "")
 
 
 def iso_ms(at: datetime) -> str:
@@ -257,6 +259,15 @@ class World:
                 InboundEvent.ticket_id == ticket)).all()
         return {i for i, when in rows if i is not None and when is not None and abs((when - at).total_seconds()) < 0.002}
 
+    def escalation_reports(self) -> list[tuple[int, int, int, datetime, bool]]:
+        """Every report of an MC escalation atrelay recorded: (id, ticket, status, when, by webhook?)."""
+        with session_scope(self.db) as s:
+            rows = s.exec(select(InboundEvent.id, InboundEvent.ticket_id, InboundEvent.event_type,
+                                 InboundEvent.occurred_at, InboundEvent.source).where(
+                col(InboundEvent.event_type).in_(list(MC_TYPES)))).all()
+        return [(i, t, MC_TYPES[kind], when, source == Source.MISSION_CONTROL.value)
+                for i, t, kind, when, source in rows if i is not None and t is not None and when is not None]
+
     def derived_from_note(self, note_id: int) -> set[int]:
         with session_scope(self.db) as s:
             rows = s.exec(select(InboundEvent.id, InboundEvent.body).where(
@@ -278,7 +289,7 @@ def shared_world() -> World:
     state = SandboxState()
     server = ThreadedServer(create_app(state)).start()
     witness = Witness(state)
-    db = os.environ.get("ATRELAY_MODEL_DB", "")
+    db = MODEL_DB
     if not db:
         # tmpfs when there is one: the model commits thousands of small transactions per minute.
         base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())

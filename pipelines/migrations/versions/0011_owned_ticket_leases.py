@@ -26,12 +26,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column('crashes', sa.Integer(), nullable=False, server_default='0'))
     # Which recorded status change was the newest when an event decided to write: two reports of one
     # escalation are told from two escalations by what the ticket did between them, in recording order.
+    # A duplicate report of an escalation names the report it pairs with (one per channel: MC's webhook
+    # and the status MC set are one escalation; a second webhook in the same stay is another).
     with op.batch_alter_table('effects') as batch:
         batch.add_column(sa.Column('seen_change_id', sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column('duplicate_of', sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('effects') as batch:
+        batch.drop_column('duplicate_of')
         batch.drop_column('seen_change_id')
     with op.batch_alter_table('inbound_events') as batch:
         batch.drop_column('crashes')
