@@ -161,7 +161,9 @@ class ObserveRun(RunBase):
         ``lastActivityResourceID`` name the last *activity* (a note, a time entry), not the status
         change, so the ticket's history is read for the row that set the status seen.
         """
-        at = as_utc(payload.event_time)
+        # A callout's time as the ingress recorded it: Autotask's EventTime, clamped when it was too far
+        # ahead of receipt to be true (one 9999-12-31 must not make every later event look older).
+        at = as_utc(self.row.occurred_at if self._via == "callout" else None) or as_utc(payload.event_time)
         named = payload.field("Status")
         # A callout describes the change it was sent for; when the ticket has moved on since (a late
         # or repeated callout), its person and time are not those of the status seen now.

@@ -1,10 +1,9 @@
 """Issue 19.4 end to end: an Autotask callout dated 9999-12-31 must not block later changes on its ticket.
 
 The ingress clamps the callout's ``EventTime`` to the receipt time and records Autotask's own time
-(tests/integration/test_callout_intake.py). The observation run still times the change by the body's
-``EventTime`` (pipelines/observe.py reads ``payload.event_time``), so a genuine MC escalation afterwards
-is "superseded ... at 9999-12-31". Marked strict xfail until the run uses the recorded (clamped) time:
-it then passes, the marker fails the run, and the marker goes.
+(tests/integration/test_callout_intake.py). The observation run used to time the change by the body's
+``EventTime``, so a genuine MC escalation afterwards
+was "superseded ... at 9999-12-31". The run now uses the time the ingress recorded (clamped).
 """
 
 from __future__ import annotations
@@ -36,8 +35,6 @@ def client(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]
         yield c
 
 
-@pytest.mark.xfail(strict=True, reason="pipelines/observe.py times a callout's change by the body's EventTime, "
-                                       "not the clamped time the ingress recorded (issue 19.4, pipeline side)")
 def test_a_callout_dated_9999_does_not_supersede_a_later_escalation(
         db_url: str, client: TestClient, autotask: tuple[str, SandboxState]) -> None:
     url, sandbox = autotask
