@@ -48,7 +48,7 @@ _SHA1_BYTES = 20
 SignatureForm = Literal["raw", "escaped"]
 #: The longest escaped candidate built. A genuine callout's text is at most a 32,000-character note
 #: (about 390 KB escaped even if every character were an emoji); 256 KiB of ``&`` would be 1.5 MB.
-MAX_ESCAPED_BYTES = 1024 * 1024
+MAX_ESCAPED_BYTES = 512 * 1024
 #: The most pieces escaped one by one (runs of non-ASCII characters, and strings): the one cost that
 #: grows with their number, about a microsecond each. A 32,000-character note in a language written
 #: with non-ASCII words separated by spaces has about 5,000 runs; a callout has tens of strings.
@@ -65,7 +65,7 @@ _CLASS = bytes(_HIGH if b >= 0x80 else _SPECIAL if chr(b) in "&'+<>`\x7f\\" else
                for b in range(256))
 # A JSON string, quotes included ("unrolled" so the C engine never backtracks per character).
 _STRING = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")', re.DOTALL)
-_NON_ASCII = re.compile(r"([^\x00-\x7f]+)")
+_NON_ASCII = re.compile("([\x80-\U0010ffff]+)")  # a positive class: the C engine scans past ASCII faster
 # Placeholders: neither can occur in a body that is valid JSON (control characters must be escaped
 # in strings), and a body holding either gets no candidate.
 _SEP, _PAIR = "\x00", "\x01"
@@ -100,13 +100,15 @@ def _escape_strings(strings: str) -> tuple[str, str]:
     # A `"` inside a string arrives as \" (or \u0022 already). Escaped backslashes are set aside
     # first so that in \\" the quote is seen as the string's end, not as an escaped quote.
     out = strings.replace("\\\\", _PAIR).replace('\\"', "\\u0022").replace(_PAIR, "\\\\")
+    lettered = []  # codes with hex letters (+ < > DEL) that occurred: lower-cased in the second form
     for char, code in _ASCII_ESCAPES:
         if char in out:
             out = out.replace(char, "\\u" + code)
+            if code != code.lower():
+                lettered.append(code)
     upper, lower = _escape_non_ascii(out)
-    for _, code in _ASCII_ESCAPES:
-        if code != code.lower():  # the hex of + < > DEL has letters: lower-case them in the second form
-            lower = lower.replace("\\u" + code, "\\u" + code.lower())
+    for code in lettered:
+        lower = lower.replace("\\u" + code, "\\u" + code.lower())
     return upper, lower
 
 
