@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +55,14 @@ def loadgen(url: str, secret: str, count: int, concurrency: int, first_ticket: i
 
 def add_tickets(state: SandboxState, count: int, status: int = 1) -> int:
     """``count`` new sandbox tickets in the given status; returns the first id (they are consecutive)."""
+    created = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     first = None
     for _ in range(count):
         tid = next(state.ticket_ids)
         first = first or tid
+        # Created (and last touched) an hour ago, as a ticket a partner reports on already exists.
         state.tickets[tid] = {"id": tid, "ticketNumber": f"T20261130.{tid % 100000:05d}", "title": "bench",
-                              "status": status}
+                              "status": status, "createDate": created, "lastActivityDate": created}
     assert first is not None
     return first
 

@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 import uuid
+from datetime import UTC, datetime
 
 import httpx
 
@@ -30,6 +31,9 @@ from connectors.common.standard_webhooks import sign
 
 
 def _bodies(count: int, first_ticket: int, kind: str) -> list[bytes]:
+    # Stamped now, as a sender stamps what just happened (an old stamp would make every event older
+    # than its ticket's last activity, and each would cost a TicketHistory read a real one does not).
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     out = []
     for i in range(count):
         ticket = first_ticket + i
@@ -38,13 +42,13 @@ def _bodies(count: int, first_ticket: int, kind: str) -> list[bytes]:
             # Guid, a distinct ticket and SequenceNumber each, so every callout is a new event.
             doc = {"Action": "Update", "Guid": "b3c7a0a4-2c49-40a8-8183-69994ce5b3eb", "EntityType": "Ticket",
                    "Id": ticket, "Fields": {"TicketNumber": f"T20261126.{ticket % 100000:05d}", "Status": 5},
-                   "EventTime": "2026-11-26T10:00:00Z", "SequenceNumber": i + 1, "PersonID": 30691780}
+                   "EventTime": now, "SequenceNumber": i + 1, "PersonID": 30691780}
         elif kind == "mc":
             # The three escalation kinds in turn; mc.no_contact brings its follow-up with it.
-            doc = {"type": ("mc.escalated", "mc.out_of_scope", "mc.no_contact")[i % 3], "timestamp": "2026-11-26T10:00:00Z",
+            doc = {"type": ("mc.escalated", "mc.out_of_scope", "mc.no_contact")[i % 3], "timestamp": now,
                    "data": {"ticket_id": ticket, "summary": "bench", "technician": "bench", "contact_attempts": 1}}
         else:
-            doc = {"type": "form.submitted", "timestamp": "2026-11-26T09:30:00Z",
+            doc = {"type": "form.submitted", "timestamp": now,
                    "data": {"form": "bench", "ticket_id": ticket, "answers": {"q1": "a", "q2": "b"}}}
         out.append(json.dumps(doc).encode())
     return out

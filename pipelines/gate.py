@@ -33,7 +33,6 @@ from pipelines import guards, store
 from pipelines.audit import EffectLedger
 from pipelines.clock import as_utc, before_last
 from pipelines.context import Context
-from pipelines.store import NEVER
 
 __all__ = ["ESCALATIONS", "OVERWRITABLE", "History", "Verdict", "decide_write", "patch_landed", "set_to"]
 
@@ -43,8 +42,7 @@ ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, Even
 #: rule sets Note Emailed In for the very e-mail that carries the form (the knowledge base wants
 #: Received Form Response then).
 OVERWRITABLE: dict[EventType, tuple[str, ...]] = {EventType.FORM_SUBMITTED: ("Note Emailed In",)}
-#: Two reports of one escalation further apart than this are judged from the ticket's own history
-#: too (a person's change between them whose callout was lost would make the second a new one).
+#: Mission Control's webhook and the status it sets for one escalation come at most this far apart.
 _ECHO = timedelta(minutes=2)
 #: A PATCH is looked for in TicketHistory from a little before its start (clocks differ).
 _PATCH_SKEW = timedelta(seconds=60)
@@ -151,54 +149,56 @@ def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, *, target_id:
 
 def _duplicate(ctx: Context, event_id: int, event: PartnerEvent, ticket: Ticket, *, target_id: int | None,
                lists: Picklists, history: History, observation_id: int | None) -> int | None:
-    """The other channel's report of the same escalation took it on: the same type on the same ticket
-    (MC's webhook and the status MC set in Autotask), and both reports in one stay of the ticket in
-    that status (judged from its history, not a fixed window: MC setting MC No Contact again after
-    atrelay moved the ticket on is new).
+    """The other channel's report of this escalation, which took it on; None when this report is new.
 
-    A report seen in Autotask (MC set the status) is placed by the change atrelay recorded for it, in
-    recording order: partner clocks tick in whole seconds, and atrelay's own move a moment before MC's
-    next change must not look like it came after.
+    Mission Control's webhook and the status MC set in Autotask are one escalation when (i) they are
+    of the same kind on the same ticket and at most two minutes apart, (ii) nobody but atrelay changed
+    the ticket's status between them (recorded changes, then its TicketHistory: a lost callout hides
+    nothing), and (iii) the status change is not MC setting the status again after the ticket had
+    moved on (atrelay's own follow-up included): judged by recording order for a change atrelay saw
+    come after the webhook was taken on, by time otherwise. Each report pairs with one of the other
+    channel at most (``escalation_claims``).
     """
     label = lists.status.label(target_id) if target_id is not None else None
     mine = store.observed_change(ctx.db, ticket.id, observation_id) if observation_id is not None else None
+    own = ctx.own_resource_id()
     for other in store.escalation_claims(ctx.db, ticket_id=ticket.id, event_type=event.type.value,
                                          exclude_event_id=event_id, other_than_source=event.source.value):
-        if mine is not None and mine.id is not None and other.seen_change_id is not None:
-            new = store.left_between_changes(ctx.db, ticket.id, target_id, after_id=other.seen_change_id,
-                                             before_id=mine.id)
-        else:
-            low, high = sorted((other.occurred_at, event.occurred_at))
-            new = _left_between(ctx, ticket.id, target_id=target_id, label=label, between=(low, high),
-                                history=history)
-        if not new:
-            return other.event_id
+        if abs(other.occurred_at - event.occurred_at) > _ECHO:
+            continue  # (i)
+        if (mine is not None and mine.id is not None and other.seen_change_id is not None
+                and store.left_between_changes(ctx.db, ticket.id, target_id, after_id=other.seen_change_id,
+                                               before_id=mine.id)):
+            continue  # (iii): MC set it again after the ticket had left it
+        webhook_at, change_at = ((event.occurred_at, other.occurred_at) if mine is None
+                                 else (other.occurred_at, event.occurred_at))
+        if change_at > webhook_at and _moved(ctx, ticket.id, target_id=target_id, label=label,
+                                             between=(webhook_at, change_at), history=history, own=None):
+            continue  # (iii), by time: the ticket left the status between the webhook and MC's change
+        if _moved(ctx, ticket.id, target_id=target_id, label=label, between=(min(webhook_at, change_at),
+                  max(webhook_at, change_at)), history=history, own=own):
+            continue  # (ii)
+        return other.event_id
     return None
 
 
-def _left_between(ctx: Context, ticket_id: int, *, target_id: int | None, label: str | None,
-                  between: tuple[datetime, datetime], history: History) -> bool:
-    """Are two moments in different stays of the ticket in ``target_id`` (so the later report is new)?
+def _moved(ctx: Context, ticket_id: int, *, target_id: int | None, label: str | None,
+           between: tuple[datetime, datetime], history: History, own: int | None) -> bool:
+    """Did the ticket's status move off ``target_id`` strictly between two moments?
 
-    Different when the ticket left the status between them, or entered it only well after the earlier
-    one (a report older than the stay it would belong to). Recorded changes first (atrelay's own moves
-    are always recorded, a person's when its callout arrived); the ticket's history when the reports
-    are far enough apart for a lost callout to matter.
+    With ``own`` (atrelay's resource), atrelay's own moves do not count. Recorded changes first; when
+    they show none, the ticket's history.
     """
     low, high = between
-    recorded = store.status_changes_between(ctx.db, ticket_id, NEVER, high)
-    if any(c.to_status_id != target_id and c.changed_at > low for c in recorded):
-        return True
-    entries = [c.changed_at for c in recorded if c.to_status_id == target_id]
-    if entries and max(entries) > low + _ECHO:
-        return True
-    if high - low <= _ECHO or label is None:
-        return False  # two reports of one moment: a lost callout in between is not worth a read
-    rows = [e for e in history.entries() if e.is_status_change and e.when is not None and e.when <= high]
-    if any(low < e.when <= high and not set_to(e, label) for e in rows if e.when is not None):
-        return True
-    entered = [e.when for e in rows if e.when is not None and set_to(e, label)]
-    return bool(entered) and max(entered) > low + _ECHO
+    if low >= high:
+        return False
+    for c in store.status_changes_between(ctx.db, ticket_id, low, high):
+        if c.changed_at < high and c.to_status_id != target_id and not (own is not None and c.by_atrelay):
+            return True
+    if label is None:
+        return False
+    return any(e.is_status_change and e.when is not None and low < e.when < high and not set_to(e, label)
+               and (own is None or e.resource_id != own) for e in history.entries())
 
 
 def patch_landed(ctx: Context, *, effect: EffectLedger, ticket: Ticket, target_id: int, lists: Picklists,

@@ -193,7 +193,7 @@ class _Run(RunBase):
                                lists=lists, history=history,
                                observation_id=self.row.caused_by_id if event.source == Source.AUTOTASK else None)
         note_only = EffectLedger(event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status,
-                                 to_status_id=None)
+                                 to_status_id=None, seen_change_id=store.last_change_id(ctx.db, ticket.id))
         if verdict.kind in ("stale", "superseded"):
             if event.carries_note_of is not None:  # a follow-up holding its cause's note: still owed
                 if verdict.kind == "stale":

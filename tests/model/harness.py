@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -262,36 +262,72 @@ def check_notes(notes: list[AtrelayNote], groups: dict[str, tuple[set[int], int]
                             f"{covering}, not {owed}")
 
 
-#: How close before Mission Control sets a status its webhook about it may be stamped.
+#: Mission Control's webhook and its status change for one escalation are at most this far apart.
 ECHO_SECONDS = 120
+
+
+def _echo(state: SandboxState, ticket: int, status: int, webhook_at: datetime, change_at: datetime) -> bool:
+    """Are this webhook and this status change MC set one escalation? The product's rule (pipelines/gate.py),
+    judged here from the sandbox's own history: (i) at most two minutes apart, (ii) nobody but atrelay
+    moved the ticket off the status between them, (iii) the ticket did not leave it (atrelay included)
+    between the webhook and a later status change (MC setting it again after the ticket moved on)."""
+    if abs((webhook_at - change_at).total_seconds()) > ECHO_SECONDS:
+        return False
+    low, high = min(webhook_at, change_at), max(webhook_at, change_at)
+    for h in state.history:
+        if h["ticket_id"] != ticket or h["from"] == h["to"] or h["to"] == status:
+            continue
+        at = parse_time(h["at"])
+        if low < at < high and h["resource_id"] != ATRELAY:
+            return False
+        if webhook_at < at < change_at:
+            return False
+    return True
 
 
 def escalation_groups(state: SandboxState, reports: list[tuple[int, int, int, datetime, bool]]) -> dict[
         str, tuple[set[int], int]]:
-    """Group Mission Control's reports by escalation, from the sandbox's own history.
+    """Group Mission Control's reports by escalation and say how many notes each group owes.
 
-    ``reports``: (event id, ticket, status it reports, when, by webhook?). One stay of a ticket in an
-    MC status (from Mission Control setting it to anyone moving it on) is one escalation as MC's own
-    status change reports it; a webhook stamped within that stay (or just before it began) is that
-    escalation's other report. Each webhook is a message of its own: a stay with k webhooks and its
-    status change seen owes max(k, 1) notes; a webhook outside any stay owes its own.
+    ``reports``: (event id, ticket, status it reports, when, by webhook?). A webhook and a status
+    change MC set (as atrelay derived it) are one escalation by :func:`_echo`; each pairs with one of
+    the other channel at most; two webhooks are two escalations. A group (reports linked by possible
+    pairs) owes its reports less the most pairs it can form.
     """
-    stays: dict[tuple[int, int], list[tuple[datetime, datetime | None]]] = {}
-    for ticket in {r[1] for r in reports}:
-        moves = [(parse_time(h["at"]), h["to"]) for h in state.history if h["ticket_id"] == ticket and h["from"] != h["to"]]
-        for i, (at, to) in enumerate(moves):
-            end = moves[i + 1][0] if i + 1 < len(moves) else None
-            stays.setdefault((ticket, to), []).append((at, end))
-    groups: dict[str, tuple[set[int], int]] = {}
-    members: dict[str, list[bool]] = {}
-    for event_id, ticket, status, when, webhook in reports:
-        stay = next((s for s in stays.get((ticket, status), [])
-                     if s[0] - timedelta(seconds=ECHO_SECONDS) <= when and (s[1] is None or when < s[1])), None)
-        key = (f"escalation to {status} on {ticket} from {stay[0]:%H:%M:%S.%f}" if stay is not None
-               else f"escalation event #{event_id}")
-        groups.setdefault(key, (set(), 0))[0].add(event_id)
-        members.setdefault(key, []).append(webhook)
-    return {key: (ids, max(1, sum(members[key]))) for key, (ids, _) in groups.items()}
+    hooks = [r for r in reports if r[4]]
+    seen = [r for r in reports if not r[4]]
+    edges = {h[0]: [d[0] for d in seen if d[1] == h[1] and d[2] == h[2] and _echo(state, h[1], h[2], h[3], d[3])]
+             for h in hooks}
+    matched: dict[int, int] = {}  # derived -> webhook
+
+    def augment(hook: int, visited: set[int]) -> bool:
+        for d in edges[hook]:
+            if d in visited:
+                continue
+            visited.add(d)
+            if d not in matched or augment(matched[d], visited):
+                matched[d] = hook
+                return True
+        return False
+
+    for h in hooks:
+        augment(h[0], set())
+    parent = {r[0]: r[0] for r in reports}
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for hook, ds in edges.items():
+        for d in ds:
+            parent[find(hook)] = find(d)
+    groups: dict[int, set[int]] = {}
+    for r in reports:
+        groups.setdefault(find(r[0]), set()).add(r[0])
+    return {f"escalation events {sorted(ids)}": (ids, len(ids) - sum(1 for d in matched if d in ids))
+            for ids in groups.values()}
 
 
 def dumps(value: Any) -> bytes:

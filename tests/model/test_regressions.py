@@ -48,3 +48,20 @@ def test_two_webhooks_from_mission_control_are_two_escalations() -> None:
     state.mission_control_escalates(age=0, kind="mc.no_contact", ticket=50003, via="both")
     state.autotask_calls_out(pick=0, then="deliver")
     state.teardown()
+
+
+def test_an_escalation_after_a_person_moved_the_ticket_on_is_new_though_the_callout_was_lost() -> None:
+    """(b) MC escalates by webhook and status; a technician moves the ticket on (that callout is lost) and
+    two seconds later MC sets MC No Contact again. The second is a new escalation with its own note and
+    follow-up: the ticket's history shows the person's change between the two (no time window hides it)."""
+    state = Day()
+    state.mission_control_escalates(age=0, kind="mc.escalated", ticket=50002, via="autotask")
+    state.mission_control_escalates(age=0, kind="mc.no_contact", ticket=50002, via="both")
+    state.technician_sets_status(status=WAITING_CUSTOMER, ticket=50002)
+    state.mission_control_escalates(age=0, kind="mc.no_contact", ticket=50002, via="autotask")
+    state.autotask_calls_out(pick=0, then="deliver")
+    state.autotask_calls_out(pick=0, then="deliver")
+    state.autotask_calls_out(pick=0, then="lose")
+    state.autotask_calls_out(pick=0, then="deliver")
+    state.worker_runs(pick=0, fault="none", call=("GET", "/tickets/"))
+    state.teardown()
