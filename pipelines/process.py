@@ -192,8 +192,10 @@ class _Run(RunBase):
         verdict = decide_write(ctx, event_id=self.event_id, event=event, ticket=ticket, target_id=target_id,
                                lists=lists, history=history,
                                observation_id=self.row.caused_by_id if event.source == Source.AUTOTASK else None)
-        note_only = EffectLedger(event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status,
-                                 to_status_id=None, seen_change_id=store.last_change_id(ctx.db, ticket.id))
+        def note_only() -> EffectLedger:
+            return effect or EffectLedger(event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status,
+                                          to_status_id=None, seen_change_id=store.last_change_id(ctx.db, ticket.id))
+
         if verdict.kind in ("stale", "superseded"):
             if event.carries_note_of is not None:  # a follow-up holding its cause's note: still owed
                 if verdict.kind == "stale":
@@ -201,26 +203,27 @@ class _Run(RunBase):
                                                  said="a newer event was applied meanwhile")
                 return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
             if not decision.note or event.source == Source.ATRELAY:
+                store.drop_effect(ctx.db, self.event_id)  # an earlier try's decision to write: nothing owed now
                 return self._finish(EventState.SKIPPED, "skipped", verdict.kind if verdict.kind == "stale"
                                     else verdict.why, **base)
             # Not applied, but what the partner said still reaches the technician, once.
-            effect = store.update_effect(ctx.db, effect or note_only, to_status_id=None, patch_started_at=None,
+            effect = store.update_effect(ctx.db, note_only(), to_status_id=None, patch_started_at=None,
                                          from_status_id=ticket.status)
             return self._note_instead(event, effect, lists, verdict.why or verdict.kind, base)
         if verdict.kind == "status-changed" and event.carries_note_of is not None:
             return self._cause_note_only(event, ticket.id, ticket.status, lists, base)
         if verdict.echo_of is not None:
             # Recorded, so the report it pairs with pairs with no other report of this channel.
-            store.update_effect(ctx.db, effect or note_only, to_status_id=None, patch_started_at=None,
+            store.update_effect(ctx.db, note_only(), to_status_id=None, patch_started_at=None,
                                 duplicate_of=verdict.echo_of)
             return self._finish(EventState.SKIPPED, "skipped", verdict.why, **base)
         if not verdict.write:
-            if effect is not None:  # decided to write on an earlier try: that decision no longer holds
-                store.update_effect(ctx.db, effect, to_status_id=None, from_status_id=ticket.status)
+            # Decided to write on an earlier try (nothing landed): that decision no longer holds, and no
+            # note is owed (a follow-up or a guard; a replay decides afresh).
+            store.drop_effect(ctx.db, self.event_id)
             return self._finish(EventState.SKIPPED, "skipped", verdict.why, **base)
         if target_id is not None and ticket.status == target_id and not decision.note:
-            if effect is not None:
-                store.update_effect(ctx.db, effect, to_status_id=None, from_status_id=ticket.status)
+            store.drop_effect(ctx.db, self.event_id)
             return self._finish(EventState.SKIPPED, "skipped", "already-set",
                                 ticket_update=(ticket.id, event.occurred_at, target_id), **base)
         # Already in the target status (Mission Control set it itself) is not the end: the note is

@@ -45,6 +45,7 @@ __all__ = [
     "claim_ticket",
     "dead_letters",
     "deployment_secret",
+    "drop_effect",
     "escalation_claims",
     "event_story",
     "finish_run",
@@ -342,6 +343,16 @@ def update_effect(db: str, effect: EffectLedger, **values: Any) -> EffectLedger:
             setattr(row, key, storable(value) if isinstance(value, str) else value)
         s.flush()
         return EffectLedger(**row.model_dump())
+
+
+def drop_effect(db: str, event_id: int) -> None:
+    """Forget an event's decision to write, when nothing of it reached Autotask (no PATCH started or
+    landed, no note): the gate said no on a later try."""
+    with session_scope(db) as s:
+        s.execute(delete(EffectLedger).where(col(EffectLedger.event_id) == event_id,
+                                             col(EffectLedger.patch_started_at).is_(None),
+                                             col(EffectLedger.patched_at).is_(None),
+                                             col(EffectLedger.note_started_at).is_(None)))
 
 
 def finish_run(
