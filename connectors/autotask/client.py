@@ -37,7 +37,7 @@ _zone_cache: dict[str, tuple[str, float]] = {}
 _zone_lock = threading.Lock()
 _web_url_cache: dict[str, str] = {}
 _TICKET_FIELDS = ["id", "ticketNumber", "status", "title", "lastActivityDate", "lastActivityResourceID",
-                  "dueDateTime", "assignedResourceID", "createDate"]
+                  "dueDateTime", "assignedResourceID"]
 PAGE = 500  # the most a query returns
 NOTE_TITLE_MAX = 250
 NOTE_DESCRIPTION_MAX = 32_000
