@@ -33,9 +33,10 @@ from connectors.autotask.models import ChecklistItem, FieldInfo, Resource, Thres
 __all__ = ["TENANT_BUCKET", "Attempt", "AutotaskClient", "endpoint_of", "thread_bucket"]
 
 _ZONE_TTL = 24 * 3600.0
-_zone_cache: dict[str, tuple[str, float]] = {}
+# Keyed by (zone lookup endpoint, user name): one process may talk to several tenants (or sandboxes).
+_zone_cache: dict[tuple[str, str], tuple[str, float]] = {}
 _zone_lock = threading.Lock()
-_web_url_cache: dict[str, str] = {}
+_web_url_cache: dict[tuple[str, str], str] = {}
 _TICKET_FIELDS = ["id", "ticketNumber", "status", "title", "lastActivityDate", "lastActivityResourceID",
                   "dueDateTime", "assignedResourceID"]
 PAGE = 500  # the most a query returns
@@ -138,7 +139,7 @@ class AutotaskClient:
     def _zone_lookup(self) -> str:
         """Find the tenant's zone; cached per user for a day, since zones do not move."""
         with _zone_lock:
-            hit = _zone_cache.get(self._username)
+            hit = _zone_cache.get((self._zone_url, self._username))
             if hit and hit[1] > time.monotonic():
                 return hit[0]
         body = self._send("GET", self._zone_url, params={"user": self._username}, auth=False)
@@ -147,13 +148,13 @@ class AutotaskClient:
             raise AutotaskError(f"zone lookup for {self._username!r} returned no url", path="zoneInformation")
         base = self._normalise_base(str(url))
         with _zone_lock:
-            _zone_cache[self._username] = (base, time.monotonic() + _ZONE_TTL)
+            _zone_cache[(self._zone_url, self._username)] = (base, time.monotonic() + _ZONE_TTL)
         return base
 
     def web_url(self) -> str | None:
         """The tenant's web UI address (the zone lookup's ``webUrl``), for links to tickets in alerts."""
         with _zone_lock:
-            hit = _web_url_cache.get(self._username)
+            hit = _web_url_cache.get((self._zone_url, self._username))
         if hit is not None:
             return hit
         body = self._send("GET", self._zone_url, params={"user": self._username}, auth=False)
@@ -161,7 +162,7 @@ class AutotaskClient:
         if not url:
             return None
         with _zone_lock:
-            _web_url_cache[self._username] = str(url)
+            _web_url_cache[(self._zone_url, self._username)] = str(url)
         return str(url)
 
     def _report(self, attempt: Attempt) -> None:

@@ -7,6 +7,7 @@ switched off in the rules file leaves its event ``ignored`` with the reason.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,9 @@ from tests.e2e.test_autotask_e2e import (
 from tests.integration.helpers import webform_body
 from tests.stacks import Stack, start_stack
 from tests.support import WEBFORM_SECRET, wait_for
+
+#: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.
+pytestmark = pytest.mark.date_sensitive
 
 DEFERRED = 29682836
 LINK = "Pick a time that suits you: https://msp.timezest.com/taylor-tech/remote-30?ticket=T20261126.0002"
@@ -155,9 +159,10 @@ def test_complete_with_only_unimportant_items_open_changes_nothing(dist: Stack) 
 
 
 # ---- rule 4: Deferred without a due date ahead ---------------------------------------------------
-def test_deferred_with_a_past_due_date_needs_follow_up(dist: Stack) -> None:
+def test_deferred_with_a_past_due_date_needs_follow_up(stack: Stack) -> None:
+    dist = stack  # both deployments: the embedded one is run a year ahead too (tests/test_clock_ahead.py)
     install(dist)
-    change(dist, 50005, dueDateTime="2026-11-01T09:00:00Z")
+    change(dist, 50005, dueDateTime=(datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     # Let the due-date callout's run finish first: a first-sight run that reads the ticket after the
     # status changed records that status as the baseline, and the status callout is then no change.
     quiet(dist)
@@ -170,7 +175,8 @@ def test_deferred_with_a_past_due_date_needs_follow_up(dist: Stack) -> None:
     assert len(atrelay_notes(dist, 50005)) == 1 and patches(dist) == 1
 
 
-def test_deferred_with_a_due_date_ahead_changes_nothing_until_reconciliation_finds_it_overdue(dist: Stack) -> None:
+def test_deferred_with_a_due_date_ahead_changes_nothing_until_reconciliation_finds_it_overdue(stack: Stack) -> None:
+    dist = stack  # both deployments: the embedded one is run a year ahead too (tests/test_clock_ahead.py)
     install(dist)
     with client(dist) as c:
         reconcile_once(dist.db, c, dist.enqueue, watched_status_ids=set(), own_resource_id=None)  # baseline
@@ -179,7 +185,7 @@ def test_deferred_with_a_due_date_ahead_changes_nothing_until_reconciliation_fin
     assert guard_events(dist) == [] and status_of(dist, 50006) == "Deferred"
     assert atrelay_notes(dist, 50006) == [] and patches(dist) == 0
     # The due date passes (set back here) without the reminder rule moving the ticket: no callout says so.
-    change(dist, 50006, dueDateTime="2026-11-20T09:00:00Z")
+    change(dist, 50006, dueDateTime=(datetime.now(UTC) - timedelta(days=10)).strftime("%Y-%m-%dT%H:%M:%SZ"))
     quiet(dist)
     assert guard_events(dist) == []
     with client(dist) as c:

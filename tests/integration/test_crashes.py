@@ -17,6 +17,9 @@ from pipelines.db import REPLACEMENT, session_scope
 from pipelines.process import process_event
 from tests.integration.helpers import add_event, make_context, webform_body
 
+#: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.
+pytestmark = pytest.mark.date_sensitive
+
 RECEIVED_FORM = 29682844
 
 

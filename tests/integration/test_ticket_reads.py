@@ -21,6 +21,9 @@ from pipelines.db import session_scope
 from pipelines.process import process_event
 from tests.integration.helpers import add_event, make_context, mc_body, new_tickets, webform_body
 
+#: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.
+pytestmark = pytest.mark.date_sensitive
+
 RECEIVED = 29682844  # Received Form Response in the sandbox's picklist
 IN_PROGRESS = 8
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from pipelines.retry import SHORT_RETRY_MAX, backoff_seconds, plan_retry
+
+#: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.
+pytestmark = pytest.mark.date_sensitive
 
 NOW = datetime(2026, 11, 26, 12, tzinfo=UTC)
 
