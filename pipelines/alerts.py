@@ -1,45 +1,50 @@
-"""Alerts where the team already looks: what to tell, recorded first, sent later (``workers.alerts``).
+"""Alerts where the team already looks: what to tell, recorded first, sent later (``pipelines.alert_sends``).
 
 An alert is a row before it is a message: recording never calls out, so it never blocks or fails a
-status change, and a sender that is down loses nothing (the row stays ``pending`` and is retried).
-Each alert has a ``key`` (unique), so the same fact is alerted once however often it is found: an
-escalated ticket idle for an hour, a dead letter, a deactivation notice. Sending takes every pending
-alert of a kind at once: one alone is sent as itself; several become one digest; and a kind is sent
-at most once per digest interval, so a burst of dead letters is one message, not fifty.
+status change, and a sender that is down loses nothing. Each alert has a ``key`` (unique), so one fact
+is alerted once however often, and by however many processes, it is found: an escalation (each one,
+not each ticket), a batch of dead letters (every one counted), a liveness incident, a webhook Autotask
+really deactivated. Nothing a request can send makes more than a bounded number of rows: deactivation
+notices are verified in Autotask first (``pipelines.webhook_check``), dead letters become one digest per
+check, liveness incidents one per condition and change.
 
-Kinds: ``mc_escalation``, ``escalation_idle``, ``dead_letter``, ``webhook`` (deactivated or silent),
-``budget`` (the hourly Autotask budget nearly spent).
+Kinds: ``mc_escalation``, ``escalation_idle``, ``dead_letter``, ``webhook`` (inactive, missing, silent,
+or unverified notices), ``budget``, ``liveness`` (no worker or beat alive, stuck events, overdue polls).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, String, Text, UniqueConstraint, update
+from sqlalchemy import JSON, BigInteger, Column, Index, String, Text, UniqueConstraint, and_, delete, exists
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, SQLModel, col, select
 
-from pipelines.audit import InboundEvent, RejectedRequest, TicketStatusChange
+from pipelines.alert_text import Message, TicketFacts, plain, to_fields
+from pipelines.audit import DeadLetterAlerted, InboundEvent, TicketState, TicketStatusChange
 from pipelines.db import UTCDateTime, session_scope, utcnow
 
 __all__ = [
     "KINDS",
     "Alert",
-    "Outgoing",
+    "Describe",
     "escalations_to_check",
-    "mark_failed",
-    "mark_sent",
+    "open_escalations",
     "recent_alerts",
     "record_alert",
-    "take_due",
+    "record_dead_letters",
+    "record_escalations",
     "ticket_link",
-    "unalerted_deactivations",
-    "unalerted_dead_letters",
 ]
 
-KINDS = ("mc_escalation", "escalation_idle", "dead_letter", "webhook", "budget")
+KINDS = ("mc_escalation", "escalation_idle", "dead_letter", "webhook", "budget", "liveness")
+
+#: Reads a ticket for an alert (number, title, company, link, status): None when Autotask cannot say.
+Describe = Callable[[int | None, str | None], TicketFacts | None]
 
 
 class Alert(SQLModel, table=True):
@@ -53,12 +58,15 @@ class Alert(SQLModel, table=True):
     title: str = Field(sa_column=Column(String(250), nullable=False))
     body: str = Field(sa_column=Column(Text, nullable=False))
     fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    state: str = Field(default="pending", sa_column=Column(String(16), nullable=False))  # pending|sent|shown
+    # pending (being sent), sent (every URL took it), shown (no URL: the dashboard only), failed (a URL
+    # refused it every time it was tried: the dashboard shows which and why)
+    state: str = Field(default="pending", sa_column=Column(String(16), nullable=False))
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
     sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     batch: str | None = Field(default=None, sa_column=Column(String(40), nullable=True))
+    severity: str = Field(default="info", sa_column=Column(String(16), nullable=False, server_default="info"))
 
 
 def ticket_link(web_url: str | None, ticket_number: str | None) -> str | None:
@@ -69,14 +77,29 @@ def ticket_link(web_url: str | None, ticket_number: str | None) -> str | None:
             f"&TicketNumber={ticket_number}")
 
 
-def record_alert(db: str, *, kind: str, key: str, title: str, body: str, ticket_id: int | None = None,
-                 fields: dict[str, Any] | None = None) -> int | None:
-    """Record an alert once per ``key``; return its id, or None when that key was alerted already."""
+def _alert_row(*, kind: str, key: str, message: Message | None, title: str | None, body: str | None,
+               ticket_id: int | None, fields: dict[str, Any] | None, severity: str | None) -> Alert:
     assert kind in KINDS, kind
+    extra = dict(fields or {})
+    if message is not None:
+        extra["message"] = to_fields(message)
+        title, body, severity = message.title, plain(message), message.severity
+    assert title is not None and body is not None
+    return Alert(kind=kind, key=key[:200], title=title[:250], body=body, ticket_id=ticket_id, fields=extra,
+                 severity=severity or "info")
+
+
+def record_alert(db: str, *, kind: str, key: str, message: Message | None = None, title: str | None = None,
+                 body: str | None = None, ticket_id: int | None = None, fields: dict[str, Any] | None = None,
+                 severity: str | None = None) -> int | None:
+    """Record an alert once per ``key``; return its id, or None when that key was alerted already.
+
+    Give a :class:`Message` (each target gets it in its own markup when sent), or a plain title and body.
+    """
     try:
         with session_scope(db) as s:
-            row = Alert(kind=kind, key=key[:200], title=title[:250], body=body, ticket_id=ticket_id,
-                        fields=fields or {})
+            row = _alert_row(kind=kind, key=key, message=message, title=title, body=body, ticket_id=ticket_id,
+                             fields=fields, severity=severity)
             s.add(row)
             s.flush()
             return row.id
@@ -84,63 +107,110 @@ def record_alert(db: str, *, kind: str, key: str, title: str, body: str, ticket_
         return None
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """One message for one kind: a single alert, or a digest of several."""
-
-    kind: str
-    ids: list[int]
-    title: str
-    body: str
-    fields: list[dict[str, Any]]
-
-
-def take_due(db: str, *, digest_seconds: int, now: datetime | None = None) -> list[Outgoing]:
-    """Pending alerts, one message per kind whose last message is older than the digest interval."""
-    now = now or utcnow()
-    out: list[Outgoing] = []
-    with session_scope(db) as s:
-        for kind in KINDS:
-            pending = list(s.exec(select(Alert).where(Alert.kind == kind, Alert.state == "pending")
-                                  .order_by(col(Alert.id))).all())
-            if not pending:
-                continue
-            last = s.exec(select(Alert.sent_at).where(Alert.kind == kind, Alert.state == "sent",
-                                                      col(Alert.attempts) >= 0)
-                          .order_by(col(Alert.sent_at).desc())).first()
-            if last is not None and now - last < timedelta(seconds=digest_seconds):
-                continue  # one message per kind per interval: these wait for the digest
-            if len(pending) == 1:
-                (one,) = pending
-                out.append(Outgoing(kind, [one.id or 0], one.title, one.body, [one.fields]))
-            else:
-                body = "\n\n".join(f"- {a.title}\n{a.body}" for a in pending)
-                out.append(Outgoing(kind, [a.id or 0 for a in pending], f"atrelay: {len(pending)} alerts ({kind})",
-                                    body, [a.fields for a in pending]))
-    return out
-
-
-def mark_sent(db: str, ids: list[int], *, state: str = "sent", batch: str | None = None) -> None:
-    with session_scope(db) as s:
-        s.execute(update(Alert).where(col(Alert.id).in_(ids))
-                  .values(state=state, sent_at=utcnow(), attempts=col(Alert.attempts) + 1, batch=batch,
-                          last_error=None))
-
-
-def mark_failed(db: str, ids: list[int], error: str) -> None:
-    with session_scope(db) as s:
-        s.execute(update(Alert).where(col(Alert.id).in_(ids))
-                  .values(attempts=col(Alert.attempts) + 1, last_error=error[:500]))
-
-
 def recent_alerts(db: str, limit: int = 20) -> list[Alert]:
     with session_scope(db) as s:
         return list(s.exec(select(Alert).order_by(col(Alert.id).desc()).limit(limit)).all())
 
 
+# ---- escalations ----------------------------------------------------------------------------------
+
+MC_TYPES = ("mc.escalated", "mc.out_of_scope", "mc.no_contact")
+_MC = {
+    "mc.escalated": ("Sent from MC", "Escalated by Mission Control",
+                     "Mission Control escalated the ticket to the MSP; atrelay set its status to Sent from MC.",
+                     "Assign a primary resource and contact the user."),
+    "mc.out_of_scope": ("Out of Scope", "Escalated by Mission Control as out of scope",
+                        "Mission Control escalated the ticket as out of its scope; atrelay set it to Out of Scope.",
+                        "Decide who handles it and assign a primary resource."),
+    "mc.no_contact": ("MC No Contact", "Mission Control could not reach the user",
+                      "Mission Control could not reach the user; atrelay set MC No Contact (it moves on to "
+                      "Waiting Customer).",
+                      "Follow up with the user, or close the ticket if they no longer need help."),
+}
+
+
+def _mc_words(details: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Mission Control's own text in an event (its summary, its technician), when it sent any."""
+    words = {"MC summary": "Mission Control", "MC technician": "Mission Control (technician)"}
+    return [(words[label], value) for label, value in details if label in words and value and value != "-"]
+
+
+def record_escalations(db: str, *, web_url: str | None, describe: Describe | None = None,
+                       idle_minutes: int | None = None, since: timedelta = timedelta(hours=2),
+                       limit: int = 50) -> list[int]:
+    """An alert per MC escalation atrelay applied (MC's webhook, or the status MC set in Autotask).
+
+    Read from the audit log rather than announced by the run, so a status change never waits on it. The
+    two reports of one escalation are one event applied (the other is skipped as a duplicate). The
+    ticket's number, title and company come from Autotask (``describe``) when it answers.
+    """
+    from pipelines.registry import parse_stored  # the event's own words: MC's summary when it sent one
+
+    with session_scope(db) as s:
+        done = set(s.exec(select(Alert.key).where(Alert.kind == "mc_escalation")))
+        rows = [r for r in s.exec(select(InboundEvent).where(
+            col(InboundEvent.event_type).in_(MC_TYPES), InboundEvent.state == "applied",
+            col(InboundEvent.updated_at) >= utcnow() - since).order_by(col(InboundEvent.id))).all()
+            if f"mc_escalation:{r.id}" not in done][:limit]
+    made: list[int] = []
+    for row in rows:
+        try:
+            event = parse_stored(row)
+            details, number = list(event.details), row.ticket_number or event.ticket_number
+            ticket_id = row.ticket_id or event.ticket_id
+        except ValueError:
+            details, number, ticket_id = [], row.ticket_number, row.ticket_id
+        status, title, happened, todo = _MC[row.event_type]
+        via = "its webhook" if row.source == "mission-control" else "the status it set in Autotask"
+        facts = describe(ticket_id, number) if describe is not None else None
+        if facts is None:
+            facts = TicketFacts(ticket_id=ticket_id, number=number, link=ticket_link(web_url, number))
+        if row.event_type == "mc.escalated" and idle_minutes:
+            todo += f" atrelay alerts again if it still has no owner after {idle_minutes} minutes."
+        message = Message(title=f"{title}: {facts.name}", severity="warning", ticket=facts,
+                          happened=f"{happened} (reported by {via}, event #{row.id})", todo=todo,
+                          partner=_mc_words(details))
+        fields = {"kind": "mc_escalation", "status": status, "ticket_number": facts.number,
+                  "ticket_id": facts.ticket_id, "link": facts.link, "event_id": row.id, "source": row.source,
+                  "status_id": _status_now(db, facts.ticket_id)}
+        alert = record_alert(db, kind="mc_escalation", key=f"mc_escalation:{row.id}", ticket_id=facts.ticket_id,
+                             message=message, fields=fields)
+        if alert is not None:
+            made.append(alert)
+    return made
+
+
+def _status_now(db: str, ticket_id: int | None) -> int | None:
+    """The status atrelay last knew the ticket in (what it saw in Autotask, else what it wrote)."""
+    if ticket_id is None:
+        return None
+    with session_scope(db) as s:
+        row = s.get(TicketState, ticket_id)
+    return None if row is None else row.observed_status_id or row.last_status_id
+
+
+def open_escalations(db: str, *, days: int = 7, limit: int = 50) -> list[Alert]:
+    """Escalation alerts whose ticket is, as far as atrelay knows, still in the status it was escalated to."""
+    with session_scope(db) as s:
+        rows = list(s.exec(select(Alert).where(Alert.kind == "mc_escalation",
+                                               col(Alert.created_at) >= utcnow() - timedelta(days=days))
+                           .order_by(col(Alert.id).desc()).limit(500)).all())
+    out, seen = [], set()
+    for alert in rows:
+        ticket, status = alert.ticket_id, alert.fields.get("status_id")
+        if ticket in seen:
+            continue  # the newest escalation of a ticket speaks for it
+        seen.add(ticket)
+        if status is None or _status_now(db, ticket) == status:
+            out.append(alert)
+    return out[:limit]
+
+
 def escalations_to_check(db: str, *, status_ids: set[int], idle: timedelta,
                          now: datetime | None = None) -> list[tuple[int, int]]:
-    """(ticket, change id) of escalations older than ``idle`` and not yet alerted as idle.
+    """(ticket, change id) of escalations older than ``idle`` and not yet alerted as idle: each escalation
+    (a status change to the escalation status) is checked and alerted on its own, so a ticket escalated
+    again weeks later is alerted again.
 
     The ticket's owner is not known here (no callout for it is guaranteed): the caller reads it.
     """
@@ -155,87 +225,71 @@ def escalations_to_check(db: str, *, status_ids: set[int], idle: timedelta,
     latest: dict[int, int] = {}
     for ticket_id, change_id in rows:
         if change_id is not None:
-            latest[ticket_id] = change_id
-    return [(t, c) for t, c in latest.items() if f"escalation_idle:{t}" not in done]
+            latest[ticket_id] = change_id  # an older escalation of the same ticket ended with the newer one
+    return [(t, c) for t, c in latest.items() if idle_key(t, c) not in done]
 
 
-def unalerted_dead_letters(db: str, limit: int = 200) -> list[InboundEvent]:
-    with session_scope(db) as s:
-        done = {k.removeprefix("dead_letter:") for k in s.exec(select(Alert.key).where(Alert.kind == "dead_letter"))}
-        rows = s.exec(select(InboundEvent).where(InboundEvent.state == "dead")
-                      .order_by(col(InboundEvent.id).desc()).limit(limit)).all()
-        return [r for r in rows if str(r.id) not in done]
+def idle_key(ticket_id: int, change_id: int) -> str:
+    return f"escalation_idle:{ticket_id}:{change_id}"
 
 
-def unalerted_deactivations(db: str) -> list[RejectedRequest]:
-    with session_scope(db) as s:
-        done = {k.removeprefix("webhook:deactivated:") for k in s.exec(select(Alert.key).where(
-            Alert.kind == "webhook"))}
-        rows = s.exec(select(RejectedRequest).where(RejectedRequest.source == "autotask-deactivation")
-                      .order_by(col(RejectedRequest.id).desc()).limit(50)).all()
-        return [r for r in rows if str(r.id) not in done]
-
-
-MC_TYPES = ("mc.escalated", "mc.out_of_scope", "mc.no_contact")
-
-
-def record_escalations(db: str, *, web_url: str | None, since: timedelta = timedelta(hours=2)) -> list[int]:
-    """An alert per MC escalation atrelay applied (MC's webhook or the status MC set in Autotask).
-
-    Read from the audit log rather than announced by the run, so a status change never waits on it.
-    The two reports of one escalation are one event applied (the other is skipped as a duplicate).
-    """
-    from pipelines.registry import parse_stored  # the event's own words: MC's summary when it sent one
-
-    with session_scope(db) as s:
-        done = {k for k in s.exec(select(Alert.key).where(Alert.kind == "mc_escalation"))}
-        rows = [r for r in s.exec(select(InboundEvent).where(
-            col(InboundEvent.event_type).in_(MC_TYPES), InboundEvent.state == "applied",
-            col(InboundEvent.updated_at) >= utcnow() - since).order_by(col(InboundEvent.id))).all()
-            if f"mc_escalation:{r.id}" not in done]
-    made: list[int] = []
-    for row in rows:
-        try:
-            event = parse_stored(row)
-            summary, details = event.summary, dict(event.details)
-        except ValueError:
-            summary, details = row.event_type, {}
-        status = {"mc.escalated": "Sent from MC", "mc.out_of_scope": "Out of Scope",
-                  "mc.no_contact": "MC No Contact"}[row.event_type]
-        number = row.ticket_number or details.get("Ticket") or (str(row.ticket_id) if row.ticket_id else None)
-        link = ticket_link(web_url, row.ticket_number)
-        fields = {"kind": "mc_escalation", "status": status, "summary": summary, "ticket_number": number,
-                  "ticket_id": row.ticket_id, "link": link, "event_id": row.id, "source": row.source}
-        body = "\n".join(f"{k}: {v}" for k, v in (("Status", status), ("Summary", summary),
-                                                    ("Ticket", number), ("Link", link)) if v)
-        alert = record_alert(db, kind="mc_escalation", key=f"mc_escalation:{row.id}", ticket_id=row.ticket_id,
-                             title=f"MC escalation: {number or row.ticket_id} -> {status}", body=body, fields=fields)
-        if alert is not None:
-            made.append(alert)
-    return made
-
+# ---- dead letters ---------------------------------------------------------------------------------
 
 def record_dead_letters(db: str) -> list[int]:
-    made = []
-    for row in unalerted_dead_letters(db):
-        alert = record_alert(
-            db, kind="dead_letter", key=f"dead_letter:{row.id}", ticket_id=row.ticket_id,
-            title=f"Dead letter: event #{row.id} ({row.event_type})",
-            body=f"Reason: {row.reason or '-'}\nReplay it with `atrelay replay {row.id}` once the cause is fixed.",
-            fields={"kind": "dead_letter", "event_id": row.id, "event_type": row.event_type, "reason": row.reason,
-                    "ticket_id": row.ticket_id})
-        if alert is not None:
-            made.append(alert)
-    return made
+    """One alert that counts every dead letter since the last one (a burst of a thousand is one message).
+
+    Each dead letter is marked counted in the same transaction as the alert, so two checks running at
+    once cannot both count it (the second one's insert conflicts and it records nothing).
+    """
+    now = utcnow()
+    dead = (col(InboundEvent.state) == "dead")
+    try:
+        with session_scope(db) as s:
+            # Forget marks of events no longer dead as they were (replayed, pruned, or dead again since).
+            s.execute(delete(DeadLetterAlerted).where(~exists().where(and_(
+                col(InboundEvent.id) == col(DeadLetterAlerted.event_id), dead,
+                col(InboundEvent.updated_at) == col(DeadLetterAlerted.dead_at)))))
+            rows = list(s.execute(sa_select(InboundEvent.id, InboundEvent.updated_at, InboundEvent.reason,  # type: ignore[call-overload]
+                                            InboundEvent.event_type, InboundEvent.ticket_id).where(
+                dead, ~exists().where(col(DeadLetterAlerted.event_id) == col(InboundEvent.id)))
+                .order_by(col(InboundEvent.id))).all())
+            if not rows:
+                return []
+            for event_id, died, *_ in rows:
+                s.add(DeadLetterAlerted(event_id=event_id, dead_at=died))
+            s.flush()
+            message = _dead_letter_message([(int(r[0]), r[2], r[3], r[4]) for r in rows])
+            first, last = rows[0][0], rows[-1][0]
+            alert = _alert_row(kind="dead_letter", key=f"dead_letter:{first}-{last}:{len(rows)}:{now:%Y%m%dT%H%M%S%f}",
+                               message=message, title=None, body=None,
+                               ticket_id=rows[0][4] if len(rows) == 1 else None,
+                               fields={"kind": "dead_letter", "count": len(rows), "first": first, "last": last,
+                                       "event_ids": [r[0] for r in rows[:50]]}, severity=None)
+            s.add(alert)
+            s.flush()
+            return [alert.id] if alert.id is not None else []
+    except IntegrityError:
+        return []  # another check counted them at the same moment
 
 
-def record_deactivations(db: str) -> list[int]:
-    made = []
-    for row in unalerted_deactivations(db):
-        alert = record_alert(
-            db, kind="webhook", key=f"webhook:deactivated:{row.id}", title="Autotask deactivated a webhook",
-            body=f"{row.reason}\nRun `atrelay autotask webhooks status`, then `install` again.",
-            fields={"kind": "webhook", "problem": "deactivated", "reason": row.reason})
-        if alert is not None:
-            made.append(alert)
-    return made
+def _dead_letter_message(rows: list[tuple[int, str | None, str, int | None]]) -> Message:
+    n = len(rows)
+    reasons = Counter((reason or "-").split(":", 1)[0].strip()[:60] for _, reason, _, _ in rows)
+    types = Counter(etype for _, _, etype, _ in rows)
+    by_reason = ", ".join(f"{code} x{k}" for code, k in reasons.most_common(5))
+    by_type = ", ".join(f"{t} x{k}" for t, k in types.most_common(5))
+    ids = ", ".join(f"#{i}" for i, *_ in rows[:10]) + (f" and {n - 10} more" if n > 10 else "")
+    if n == 1:
+        event_id, reason, etype, _ticket = rows[0]
+        return Message(
+            title=f"Dead letter: event #{event_id} ({etype})", severity="warning",
+            happened=f"Event #{event_id} ({etype}) could not be applied and was dead-lettered: "
+                     f"{(reason or '-')[:300]}",
+            todo=f"See `atrelay events show {event_id}` (or the dashboard's Dead letters); fix the cause, then "
+                 f"`atrelay replay {event_id}`.")
+    return Message(
+        title=f"{n} dead letters", severity="warning",
+        happened=f"{n} events could not be applied and were dead-lettered ({ids}).",
+        facts=[("By reason", by_reason), ("By type", by_type)],
+        todo="See `atrelay dlq` (or the dashboard's Dead letters); fix the cause, then "
+             "`atrelay replay --dead --since <date>` re-drives them all.")

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -27,20 +29,27 @@ from sqlmodel import Field, SQLModel
 from pipelines.db import UTCDateTime, utcnow
 
 __all__ = [
+    "AlertDelivery",
+    "AlertSender",
     "AuditAnchor",
     "AuditSeal",
+    "DeadLetterAlerted",
     "DeploymentSecret",
     "EffectLedger",
     "EventState",
     "InboundEvent",
+    "LivenessIncident",
+    "OpsMark",
     "OpsSession",
     "OutboundAttempt",
     "PipelineRun",
     "PollRun",
+    "ProcessHeartbeat",
     "QuotaRequest",
     "QuotaSlot",
     "RejectedRequest",
     "TenantUsage",
+    "TicketNumber",
     "TicketState",
     "TicketStatusChange",
     "TimezestRequest",
@@ -73,6 +82,7 @@ class InboundEvent(SQLModel, table=True):
         UniqueConstraint("source", "external_id", name="uq_inbound_source_external"),
         Index("ix_inbound_state_updated", "state", "updated_at"),
         Index("ix_inbound_ticket", "ticket_id"),
+        Index("ix_inbound_ticket_number", "ticket_number"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -193,6 +203,9 @@ class TicketState(SQLModel, table=True):
     read_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     read_dropped_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
     reading_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    # The whole ticket as that read returned it (the fields atrelay asks for): a callout run acts on it,
+    # and a guard needs its due date.
+    read_item: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class TicketStatusChange(SQLModel, table=True):
@@ -215,6 +228,18 @@ class TicketStatusChange(SQLModel, table=True):
     via: str = Field(sa_column=Column(String(16), nullable=False))  # callout | reconciliation | atrelay
     event_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     recorded_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class TicketNumber(SQLModel, table=True):
+    """A ticket number and the ticket it names: asked of Autotask once (it never changes), in batches."""
+
+    __tablename__ = "ticket_numbers"
+
+    number: str = Field(sa_column=Column(String(50), primary_key=True))
+    ticket_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    # A run is asking Autotask for this number right now: others wait for its answer.
+    resolving_until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    resolved_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
 
 
 class RejectedRequest(SQLModel, table=True):
@@ -356,3 +381,91 @@ class OpsSession(SQLModel, table=True):
     created_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
     expires_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     ended_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class ProcessHeartbeat(SQLModel, table=True):
+    """One atrelay process (worker, beat or ingress) saying it is alive, every ``ATRELAY_HEARTBEAT_SECONDS``.
+
+    A row per process (``id`` = role, host, pid and a random suffix), so the dashboard, ``/readyz``,
+    ``atrelay doctor`` and ``/metrics`` can tell "no worker alive" from "idle", whichever process asks.
+    ``ready`` is false while the process cannot do its work (a worker whose Autotask credentials are
+    refused); ``problem`` says why, in atrelay's words. Times are the database's clock.
+    """
+
+    __tablename__ = "process_heartbeats"
+    __table_args__ = (Index("ix_heartbeats_role_beat", "role", "beat_at"),)
+
+    id: str = Field(sa_column=Column(String(160), primary_key=True))
+    role: str = Field(sa_column=Column(String(16), nullable=False))
+    host: str = Field(sa_column=Column(String(120), nullable=False))
+    pid: int = Field(sa_column=Column(Integer, nullable=False))
+    version: str = Field(sa_column=Column(String(32), nullable=False))
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    beat_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    stopped_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    ready: bool = Field(default=True, sa_column=Column(Boolean, nullable=False))
+    problem: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class LivenessIncident(SQLModel, table=True):
+    """One condition ops must hear of (no worker alive, no beat, stuck events, an overdue poll): open
+    from ``opened_at`` until ``cleared_at``. Every process checks the conditions; the one whose update
+    opens (or clears) the row records the alert, so each incident is alerted once however many look."""
+
+    __tablename__ = "liveness_incidents"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    opened_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    cleared_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class AlertDelivery(SQLModel, table=True):
+    """One alert's delivery to one of ``ATRELAY_NOTIFY_URLS`` (``target``: a digest of the URL, which
+    holds tokens and is never stored; ``label``: apprise's privacy-masked form of it). A partial failure
+    is re-sent only to the URL that failed, after a growing pause, a bounded number of times."""
+
+    __tablename__ = "alert_deliveries"
+    __table_args__ = (UniqueConstraint("alert_id", "target", name="uq_alert_deliveries_alert_target"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(sa_column=Column(ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False))
+    target: str = Field(sa_column=Column(String(16), nullable=False))
+    label: str = Field(sa_column=Column(String(200), nullable=False))
+    state: str = Field(default="pending", sa_column=Column(String(16), nullable=False))  # pending|sent|failed
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False))
+    next_try_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    sent_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class AlertSender(SQLModel, table=True):
+    """Who is sending one kind of alert now (a lease): one sender at a time per kind, so four send
+    tasks that start together send each message once."""
+
+    __tablename__ = "alert_senders"
+
+    kind: str = Field(sa_column=Column(String(32), primary_key=True))
+    owner: str | None = Field(default=None, sa_column=Column(String(64), nullable=True))
+    until: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+
+
+class DeadLetterAlerted(SQLModel, table=True):
+    """A dead letter an alert has counted (``dead_at``: the event's ``updated_at`` when it died), so every
+    dead letter is counted once, however many arrive between two checks; a replayed event that dies
+    again is counted again. Rows of events no longer dead are dropped by the next check."""
+
+    __tablename__ = "dead_letters_alerted"
+
+    event_id: int = Field(sa_column=Column(Integer, primary_key=True, autoincrement=False))
+    dead_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class OpsMark(SQLModel, table=True):
+    """Small named facts the alert checks keep between runs (the last webhook verification, its result)."""
+
+    __tablename__ = "ops_marks"
+
+    name: str = Field(sa_column=Column(String(64), primary_key=True))
+    value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))

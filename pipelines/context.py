@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from connectors.autotask.client import AutotaskClient
-from connectors.autotask.errors import PermanentError
+from connectors.autotask.errors import AuthError, PermanentError
 from connectors.autotask.picklists import PicklistCache, Picklists, UnknownPicklistValue
 from connectors.common.events import EventType
 from pipelines.rules import DEFAULT_WATCH_RULES, Rule, WatchRule
@@ -55,6 +55,8 @@ class Context:
         if not self._own_resource:
             try:
                 found = self.client.find_resource_by_username(self.client.username)
+            except AuthError:
+                raise  # atrelay's credentials refused: nothing to remember; the run is held, not guessed on
             except PermanentError as exc:
                 # An API user without read access to Resources: the other loop checks (webhook
                 # exclusion, the observed status, the effect ledger) still hold; say so once.

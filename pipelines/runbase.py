@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from connectors.autotask.client import Attempt
-from connectors.autotask.errors import PermanentError, RetryableError
+from connectors.autotask.errors import AuthError, PermanentError, RetryableError
 from connectors.autotask.picklists import UnknownPicklistValue
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent
 from pipelines.context import Context
 from pipelines.db import utcnow
-from pipelines.retry import plan_retry
+from pipelines.retry import backoff_seconds, plan_retry
 
 __all__ = ["Heartbeat", "Result", "RunBase"]
 
@@ -149,15 +149,34 @@ class RunBase:
         self._finish(state, "retry", exc.reason, not_before=now + plan.not_before)
         return Result(state.value, exc.reason, retry_in=plan.delay if plan.kind == "short" else None)
 
+    def _hold_for_credentials(self, exc: AuthError) -> Result:
+        """Autotask refused atrelay's own credentials: no fault of the event, and every event would fail
+        alike until they are fixed. Held as ``retrying`` (never dead) with a growing pause of at least a
+        minute; a worker that finds the credentials working releases them all (pipelines.holds). The
+        horizon still applies."""
+        now = utcnow()
+        plan = plan_retry(attempts=self.row.attempts, retry_after=max(60.0, backoff_seconds(self.row.attempts)),
+                          horizon_from=self.row.horizon_from or self.row.received_at,
+                          horizon_hours=self.ctx.retry_horizon_hours, now=now)
+        if plan.kind == "dead":
+            return self._finish(EventState.DEAD, "dead",
+                                f"retries-exhausted after {self.row.attempts} attempts: {exc.reason}")
+        reason = f"{exc.reason}; held until Autotask accepts atrelay's credentials (`atrelay doctor` says which)"
+        self._finish(EventState.RETRYING, "retry", reason, not_before=now + plan.not_before)
+        return Result(EventState.RETRYING.value, reason)
+
     def talk_to_autotask(self, work: Callable[[], Result], decision: str) -> Result:
         """Run ``work`` with every Autotask call audited; classify what fails (the one error policy).
 
-        Permanent errors and unknown statuses dead-letter the event with the reason; retryable ones
-        are retried or parked. The ticket lease, if one was taken, is released whatever happens.
+        Permanent errors and unknown statuses dead-letter the event with the reason, except a refusal of
+        atrelay's credentials (401/403), which holds it; retryable ones are retried or parked. The ticket
+        lease, if one was taken, is released whatever happens.
         """
         self.ctx.client.set_attempt_hook(self._record_attempt)
         try:
             return work()
+        except AuthError as exc:
+            return self._hold_for_credentials(exc)
         except PermanentError as exc:
             return self._finish(EventState.DEAD, "dead", exc.reason, decision=decision)
         except UnknownPicklistValue as exc:

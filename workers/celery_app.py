@@ -18,7 +18,7 @@ from workers.settings import get_settings
 __all__ = ["QUEUE", "app", "configure"]
 
 QUEUE = "atrelay"
-app = Celery("atrelay", include=["workers.tasks", "workers.beat", "workers.alerts"])
+app = Celery("atrelay", include=["workers.tasks", "workers.beat", "workers.alerts", "workers.watchdog"])
 
 
 def configure(celery: Celery) -> None:

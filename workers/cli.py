@@ -12,6 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.text import Text
 
 from workers.cli_autotask import autotask_app
@@ -103,7 +104,14 @@ def _check_tenant_statuses(settings: Settings) -> None:
     except UnknownPicklistValue as exc:
         _fail(f"{exc}. Fix the label in the rules file ({settings.rules_file or 'defaults'}) or in Autotask.")
     except AutotaskError as exc:
-        err.print(f"[yellow]warning:[/] could not load Autotask picklists yet ({exc.reason}); will retry per event")
+        # Keep running (seen, and working the moment Autotask answers) but not ready: the heartbeat says
+        # why on every screen, and events wait as `retrying` (workers/startup.py, pipelines/holds.py).
+        from workers.startup import autotask_problem, set_startup_problem
+
+        problem = autotask_problem(exc)
+        set_startup_problem(problem)
+        err.print(f"[red]worker not ready:[/] {escape(problem)}. It keeps running and checks again every "
+                  f"{max(30, int(3 * settings.heartbeat_seconds))} s.")
     except RuntimeError as exc:
         _fail(str(exc))
 

@@ -8,14 +8,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from connectors.autotask.errors import AuthError, AutotaskError
+from connectors.autotask.errors import AuthError, AutotaskError, TransportError
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import EventType
 from pipelines.rules import Rule, RulesError, load_rules
 from pipelines.schema import SchemaOutOfDate, check_schema
 from workers.doctor_autotask import check_autotask_source, watch_rules_table
 from workers.settings import Settings
-from workers.status import check_broker
+from workers.startup import CREDENTIALS_HINT, autotask_problem
+from workers.status import check_broker, liveness
 
 __all__ = ["Report", "print_rules", "run_doctor"]
 
@@ -32,16 +33,6 @@ def _client(settings: Settings):  # type: ignore[no-untyped-def]
     return build_client(settings, max_attempts=1)
 
 
-#: Autotask answers 401 for a wrong user, a wrong secret and a wrong integration code alike: say how to
-#: tell which one it is.
-_CREDENTIALS_HINT = (
-    ". Check, in Autotask Admin > Resources (Users) > the API user: ATRELAY_AUTOTASK_USERNAME is its "
-    "Username (an email, e.g. api@example.com; the zone is looked up from it), ATRELAY_AUTOTASK_SECRET is "
-    "its Secret (re-generate it there if unsure), ATRELAY_AUTOTASK_INTEGRATION_CODE is the Tracking "
-    "Identifier under API Tracking Identifier (vendor 'Custom'); the user must be API-only, active, and "
-    "have a security level that can edit tickets")
-
-
 def _load_lists(settings: Settings, report: Report) -> Picklists | None:
     if not settings.autotask_configured:
         report.problems.append("autotask: not configured (set ATRELAY_AUTOTASK_USERNAME, _SECRET and "
@@ -56,7 +47,11 @@ def _load_lists(settings: Settings, report: Report) -> Picklists | None:
         return lists
     except (AutotaskError, UnknownPicklistValue) as exc:
         reason = exc.reason if isinstance(exc, AutotaskError) else str(exc)
-        report.problems.append(f"autotask: {reason}" + (_CREDENTIALS_HINT if isinstance(exc, AuthError) else ""))
+        if isinstance(exc, AuthError):
+            reason += f". {CREDENTIALS_HINT}"
+        elif isinstance(exc, TransportError):
+            reason = autotask_problem(exc)
+        report.problems.append(f"autotask: {reason}")
         return None
     finally:
         client.close()
@@ -125,6 +120,33 @@ def _alerts(settings: Settings, report: Report) -> None:
         report.ok.append(f"alerts: {len(urls)} URL(s) apprise accepts ({', '.join(schemes)})")
 
 
+def _liveness(settings: Settings, report: Report) -> None:
+    """Which processes are alive and able, what waits, what is overdue (the dashboard's own reading)."""
+    from pipelines.holds import held_count
+
+    try:
+        live = liveness(settings)
+        held = held_count(settings.effective_database_url)
+    except Exception as exc:  # the database check above already names an unreachable database
+        report.problems.append(f"processes: cannot read the audit database ({type(exc).__name__})")
+        return
+    if live.workers.newest is None and live.beat.newest is None:
+        # A pre-flight check before anything was started is not a failure of what runs.
+        report.ok.append("processes: no worker or beat has run against this database yet (start `atrelay worker` "
+                         "and `atrelay beat`, or `atrelay run`)")
+        return
+    for c in live.conditions:
+        report.problems.append(f"{c.name.replace('_', ' ')}: {c.summary}. {c.todo}")
+    for role, group in (("worker", live.workers), ("beat", live.beat)):
+        for p in group.ready:
+            report.ok.append(f"{role}: alive on {p.host} (pid {p.pid}, {p.version}), last heartbeat "
+                             f"{(group.now - p.beat_at).total_seconds():.0f} s ago")
+    if not live.conditions:
+        report.ok.append(f"queues: {live.waiting_line}")
+    if held:
+        report.problems.append(f"{held} event(s) held (retrying) until Autotask accepts atrelay's credentials")
+
+
 def run_doctor(settings: Settings, console: Console, err: Console) -> int:
     report = Report()
     db = settings.effective_database_url
@@ -150,6 +172,8 @@ def run_doctor(settings: Settings, console: Console, err: Console) -> int:
     else:
         report.ok.append("webhooks: both secrets configured")
     _alerts(settings, report)
+    if not any(p.startswith("database:") for p in report.problems):
+        _liveness(settings, report)
     rules = _rules(settings, report)
     lists = _load_lists(settings, report)
     _timezest(settings, report)

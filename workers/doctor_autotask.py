@@ -30,10 +30,11 @@ def check_autotask_source(settings: Settings, report: _Report) -> None:
         report.problems.append(f"autotask intake: cannot read the audit database ({type(exc).__name__})")
         return
     if intake.deactivation_notices:
-        report.problems.append(
-            f"autotask webhooks: {intake.deactivation_notices} deactivation notice(s), last "
-            f"{intake.last_deactivation_at:%Y-%m-%d %H:%M} UTC: {intake.last_deactivation} "
-            "(check `atrelay autotask webhooks status`, then `install` again)")
+        # Unsigned: anyone can send one. Counted, never quoted; what counts is the state Autotask shows,
+        # read below (and by the alert check, which alerts only a webhook really inactive or missing).
+        report.ok.append(f"autotask webhooks: {intake.deactivation_notices} deactivation notice(s) received, last "
+                         f"{intake.last_deactivation_at:%Y-%m-%d %H:%M} UTC (unsigned, so not trusted: the webhooks' "
+                         "state in Autotask is what decides)")
     if intake.last_reconcile_outcome == "failed":
         report.problems.append(f"autotask reconciliation: last run failed: {intake.last_reconcile_error}")
     elif intake.last_reconcile_at is not None:

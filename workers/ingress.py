@@ -39,7 +39,8 @@ from workers.metrics import AuditCollector
 from workers.offload import Offload
 from workers.ops import make_router
 from workers.settings import Settings, get_settings, webhook_secrets
-from workers.status import check_broker, picklists_fresh, picklists_loaded_at
+from workers.status import check_broker, liveness, picklists_fresh, picklists_loaded_at
+from workers.watchdog import Watchdog
 
 __all__ = ["create_app"]
 
@@ -61,19 +62,32 @@ def _default_enqueue_many(event_ids: Sequence[int]) -> None:
     enqueue_many(event_ids)
 
 
-@asynccontextmanager
-async def _lifespan(_app: FastAPI) -> AsyncIterator[None]:
-    # Each request's database insert and enqueue run on a worker thread. A few threads keep the
-    # database busy; forty (anyio's default) mostly fight over the GIL and stretch tail latency.
-    anyio.to_thread.current_default_thread_limiter().total_tokens = INGRESS_THREADS
-    # Everything loaded at start-up lives as long as the process: out of the collector's sight, a
-    # full collection walks only what requests allocate, so it pauses requests for less time.
-    gc.collect()
-    gc.freeze()
-    yield
+def _lifespan(cfg: Settings, watch: bool) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Each request's database insert and enqueue run on a worker thread. A few threads keep the
+        # database busy; forty (anyio's default) mostly fight over the GIL and stretch tail latency.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = INGRESS_THREADS
+        # The ingress beats too, and checks liveness: when every worker (and the beat) is stopped, it is
+        # the process left to say so (workers/watchdog.py).
+        dog = Watchdog(cfg, "ingress").start() if watch else None
+        # Everything loaded at start-up lives as long as the process: out of the collector's sight, a
+        # full collection walks only what requests allocate, so it pauses requests for less time.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            if dog is not None:
+                await run_in_threadpool(dog.stop)
+
+    return lifespan
 
 
-def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] | None = None, *,
+               watchdog: bool | None = None) -> FastAPI:
+    """The ingress app. ``watchdog`` (default: on when ``enqueue`` is the real queue, i.e. a deployed
+    ingress rather than a test's app) runs the heartbeat and liveness alerts in this process."""
     cfg = settings or get_settings()
     db = cfg.effective_database_url
     do_enqueue = enqueue if enqueue is not None else _default_enqueue
@@ -89,7 +103,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         return secrets[conn.source]
 
     app = FastAPI(title="atrelay ingress", version="0.1.0", docs_url=None, redoc_url=None,
-                  lifespan=_lifespan)
+                  lifespan=_lifespan(cfg, enqueue is None if watchdog is None else watchdog))
 
     async def _accept(conn: WebhookConnector, request: Request) -> tuple[int, int, str]:
         check_declared_size(request, cfg.max_body_bytes)
@@ -241,8 +255,15 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        """Database at the right schema, broker reachable, Autotask picklists loaded by a worker."""
+    async def readyz(scope: str = "pipeline") -> JSONResponse:
+        """Will an event accepted now be applied? Database at the right schema, broker reachable, a worker
+        alive and ready, a beat alive, no event waiting too long, no poll overdue, picklists loaded.
+
+        ``?scope=intake`` asks only whether this ingress can accept and keep events (database, broker):
+        for a load balancer that should keep sending partners' webhooks here while workers are down
+        (they are kept and applied once a worker runs). 503 names components only.
+        """
+        intake_only = scope == "intake"
 
         def check() -> dict[str, str]:
             # Anyone can ask (no sign-in): the answer names components only. Hosts, ports and exception
@@ -260,7 +281,10 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
             if broker:
                 problems["broker"] = "unreachable"
                 log.warning("readyz.broker", extra={"detail": broker})
-            if "database" not in problems and not picklists_fresh(cfg, picklists_loaded_at(db)):
+            if intake_only or "database" in problems:
+                return problems
+            problems.update(liveness(cfg).problems)
+            if not picklists_fresh(cfg, picklists_loaded_at(db)):
                 problems["picklists"] = "not loaded recently (is a worker running?)"
             return problems
 

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from pipelines.counters import DEACTIVATION_SOURCE, LATENCY_BUCKETS, read_totals
 from workers.settings import Settings
-from workers.status import broker_queue_depth, last_reconciliation, open_state_counts, quota_usage
+from workers.status import broker_queue_depth, last_reconciliation, liveness, open_state_counts, quota_usage
 
 __all__ = ["LATENCY_BUCKETS", "AuditCollector"]
 
@@ -82,6 +82,7 @@ class AuditCollector(Collector):
         yield GaugeMetricFamily("atrelay_dead_letters", "Dead-lettered events", value=float(counts.get("dead", 0)))
         yield GaugeMetricFamily("atrelay_parked", "Events parked until a later attempt",
                                 value=float(counts.get("parked", 0) + counts.get("retrying", 0)))
+        yield from self._liveness()
         depth = broker_queue_depth(self.settings)
         if depth is not None:
             yield GaugeMetricFamily("atrelay_queue_depth", "Messages waiting on the broker queue", value=float(depth))
@@ -99,3 +100,29 @@ class AuditCollector(Collector):
         if usage.tenant_count is not None:
             yield GaugeMetricFamily("atrelay_autotask_tenant_requests", "Tenant-wide requests this hour",
                                     value=float(usage.tenant_count))
+
+    def _liveness(self) -> Iterator[_Family]:
+        """Who is alive, what waits and since when, which liveness conditions hold (pipelines/liveness.py)."""
+        live = liveness(self.settings)
+        yield GaugeMetricFamily("atrelay_workers_alive", "Worker processes with a heartbeat within the timeout",
+                                value=float(live.workers.count))
+        yield GaugeMetricFamily("atrelay_workers_ready", "Alive workers that can work (Autotask accepts them)",
+                                value=float(len(live.workers.ready)))
+        yield GaugeMetricFamily("atrelay_beat_alive", "Beat (scheduler) processes with a heartbeat within the timeout",
+                                value=float(live.beat.count))
+        age = GaugeMetricFamily("atrelay_oldest_waiting_event_age_seconds",
+                                "How long the oldest event waiting in each queue has waited (0: none waits)",
+                                labels=["queue"])
+        count = GaugeMetricFamily("atrelay_events_waiting", "Events waiting in each queue (due, not being run)",
+                                  labels=["queue"])
+        for queue, w in live.waiting.items():
+            age.add_metric([queue], float(w.oldest_seconds or 0.0))
+            count.add_metric([queue], float(w.count))
+        yield age
+        yield count
+        held = GaugeMetricFamily("atrelay_liveness_condition",
+                                 "1 for each liveness condition that holds now (no_worker, no_beat, stuck:<queue>...)",
+                                 labels=["condition", "severity"])
+        for c in live.conditions:
+            held.add_metric([c.name, c.severity], 1.0)
+        yield held

@@ -38,7 +38,7 @@ from pipelines.db import session_scope
 from workers.dead_letters import explain_event
 from workers.ops_throttle import SignInThrottle, TooMany
 from workers.settings import Settings
-from workers.status import health
+from workers.status import health, liveness
 from workers.verdict import autotask_failing, verdict
 
 __all__ = ["make_router"]
@@ -209,16 +209,25 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
                                      .where(col(InboundEvent.state).in_([EventState.PARKED, EventState.RETRYING]))
                                      .order_by(col(InboundEvent.not_before)).limit(50)).all())
                 explained = {e.id: explain_event(s, e) for e in dead}
+            from pipelines.alert_sends import failed_deliveries
+            from pipelines.alerts import open_escalations, recent_alerts
             from pipelines.autotask_status import autotask_intake
+            from pipelines.heartbeats import ROLES, alive
+            from pipelines.webhook_check import last_check
 
             now = health(settings)
             intake = autotask_intake(db)
             failing = autotask_failing(db)
-            from pipelines.alerts import recent_alerts
-
+            live = liveness(settings)
+            webhooks = last_check(db)
+            undelivered = failed_deliveries(db)
+            processes = {role: alive(db, role, timeout_seconds=settings.heartbeat_timeout_seconds) for role in ROLES}
             return {"events": events, "dead": dead, "explained": explained, "parked": parked, "health": now,
-                    "intake": intake, "alerts": recent_alerts(db, limit=20),
-                    "autotask_failing": failing, "verdict": verdict(settings, now, intake, failing)}
+                    "intake": intake, "alerts": recent_alerts(db, limit=20), "live": live, "processes": processes,
+                    "escalations": open_escalations(db), "undelivered": undelivered, "webhooks": webhooks,
+                    "autotask_failing": failing,
+                    "verdict": verdict(settings, now, intake, failing, live=live, webhooks=webhooks,
+                                       failed_alerts=len({a.id for a, _ in undelivered}))}
 
         data = await run_in_threadpool(gather)
         return render(request, "index.html", sources=[s.value for s in Source], states=[s.value for s in EventState],

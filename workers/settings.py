@@ -18,7 +18,7 @@ import secrets
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from connectors.autotask.sandbox_data import SANDBOX_AUTOTASK_CREDENTIALS
@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     # "tenant": every call shares the 3-thread limit (safe); "entity": one limit per entity path.
     autotask_thread_groups: Literal["tenant", "entity"] = "tenant"
     autotask_hourly_budget: int = Field(default=5000, ge=1)
+    # The share of that budget kept for status writes: callout runs and reconciliation stop at the rest.
+    autotask_write_reserve_percent: int = Field(default=30, ge=0, le=90)
     # One Tickets/query reads the tickets of up to this many waiting events (pipelines.ticket_reads) ...
     autotask_read_batch: int = Field(default=50, ge=1, le=500)
     # ... and a run acts on such a read for this long at most; 0: each run reads its own ticket (a GET).
@@ -156,6 +158,17 @@ class Settings(BaseSettings):
     alert_digest_seconds: int = Field(default=60, ge=1, le=3600)  # at most one alert per kind this often
     webhook_silence_minutes: int = Field(default=0, ge=0)  # 0 = do not alert on a silent Autotask webhook
     budget_alert_percent: int = Field(default=90, ge=1, le=100)
+    # A failed alert send is tried again after this, doubling each time, up to this many tries; then it
+    # is recorded as failed (shown on the dashboard), never retried for ever.
+    alert_retry_seconds: float = Field(default=30.0, ge=0, le=3600)
+    alert_max_attempts: int = Field(default=5, ge=1, le=50)
+    # Liveness: every worker and beat (and ingress) records a heartbeat this often; one with none for
+    # the timeout is not alive. Defaults: a stopped worker is seen within 30 s and alerted within the
+    # next check (every heartbeat), well inside a minute.
+    heartbeat_seconds: float = Field(default=10.0, ge=0.2, le=300)
+    heartbeat_timeout_seconds: float = Field(default=30.0, ge=1, le=3600)
+    # An event waiting (accepted, or a retry that is due) longer than this is "stuck": shown and alerted.
+    stuck_after_seconds: int = Field(default=120, ge=1, le=24 * 3600)
     mc_no_contact_delay_seconds: int = Field(default=0, ge=0, le=7 * 24 * 3600)
     retry_horizon_hours: int = Field(default=72, ge=1)
     # Runs of one event that end in an unexpected exception before it is dead-lettered with it.
@@ -180,6 +193,13 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=20, ge=3, le=3600)
     beat_lock_seconds: int = Field(default=30, ge=2, le=600)
     sweep_seconds: float = Field(default=5.0, ge=1.0, le=600.0)
+
+    @model_validator(mode="after")
+    def _heartbeat_timeout(self) -> Settings:
+        if self.heartbeat_timeout_seconds < 2 * self.heartbeat_seconds:
+            raise ValueError("ATRELAY_HEARTBEAT_TIMEOUT_SECONDS must be at least twice ATRELAY_HEARTBEAT_SECONDS "
+                             "(one late heartbeat must not make a live process look dead)")
+        return self
 
     @field_validator("mc_webhook_secret", "webform_webhook_secret")
     @classmethod

@@ -12,10 +12,11 @@ from sqlmodel import col, select
 
 from pipelines.audit import EventState, InboundEvent, OutboundAttempt, PollRun
 from pipelines.db import engine_for, session_scope, utcnow
+from pipelines.liveness import Liveness, assess
 from workers.settings import Settings
 
-__all__ = ["Health", "broker_queue_depth", "check_broker", "health", "last_reconciliation", "open_state_counts",
-           "picklists_fresh", "picklists_loaded_at", "quota_usage", "state_counts"]
+__all__ = ["Health", "broker_queue_depth", "check_broker", "health", "last_reconciliation", "liveness",
+           "open_state_counts", "picklists_fresh", "picklists_loaded_at", "quota_usage", "state_counts"]
 
 
 # Dead and invalid events are final but wait for an operator, so they are counted with the open ones.
@@ -140,3 +141,12 @@ def quota_usage(settings: Settings) -> Any:
 def picklists_fresh(settings: Settings, loaded_at: datetime | None) -> bool:
     fresh_for = timedelta(seconds=2 * settings.autotask_picklist_ttl_seconds)
     return loaded_at is not None and utcnow() - loaded_at < fresh_for
+
+
+def liveness(settings: Settings) -> Liveness:
+    """Who is alive, what waits, what is overdue: the one reading every screen and alert uses."""
+    return assess(settings.effective_database_url, heartbeat_timeout=settings.heartbeat_timeout_seconds,
+                  stuck_after=settings.stuck_after_seconds,
+                  timezest_poll_seconds=float(settings.timezest_poll_seconds) if settings.timezest_api_key else None,
+                  reconcile_seconds=float(settings.autotask_reconcile_seconds) if settings.autotask_configured
+                  else None)

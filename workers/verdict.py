@@ -9,6 +9,8 @@ from sqlmodel import col, select
 from pipelines.audit import OutboundAttempt
 from pipelines.autotask_status import AutotaskIntake
 from pipelines.db import session_scope
+from pipelines.liveness import Liveness
+from pipelines.webhook_check import WebhookCheck
 from workers.settings import Settings
 from workers.status import Health, picklists_fresh
 
@@ -40,8 +42,15 @@ def autotask_failing(db: str) -> str | None:
     return f"Autotask calls are failing ({failed} of the last {len(recent)}; latest: {what})"
 
 
-def verdict(settings: Settings, health: Health, intake: AutotaskIntake | None, autotask: str | None) -> Verdict:
+def verdict(settings: Settings, health: Health, intake: AutotaskIntake | None, autotask: str | None,
+            *, live: Liveness | None = None, webhooks: WebhookCheck | None = None, failed_alerts: int = 0) -> Verdict:
+    """Most urgent first: nothing is working (no worker, no beat, workers that cannot work), then what
+    waits too long, then Autotask and the rest. Only atrelay's own words and what Autotask itself
+    confirmed; never a request's text (an unsigned deactivation notice says nothing here until Autotask
+    shows the webhook inactive)."""
     reasons: list[str] = []
+    if live is not None:
+        reasons.extend(f"{c.title}: {c.summary}. {c.todo}" for c in live.conditions)
     if autotask:
         reasons.append(autotask)
     dead = health.counts.get("dead", 0)
@@ -53,10 +62,11 @@ def verdict(settings: Settings, health: Health, intake: AutotaskIntake | None, a
         reasons.append(f"the last TimeZest poll {health.last_poll.outcome}")
     if health.queue_depth is None:
         reasons.append("the broker cannot be asked for its queue depth")
-    if intake is not None:
-        if intake.deactivation_notices:
-            reasons.append(f"Autotask deactivated a webhook ({intake.deactivation_notices} notice(s)); "
-                           "run `atrelay autotask webhooks install` again")
-        if intake.last_reconcile_outcome == "failed":
-            reasons.append("the last Autotask reconciliation failed")
+    if webhooks is not None:
+        reasons.extend(webhooks.problems)
+    if intake is not None and intake.last_reconcile_outcome == "failed":
+        reasons.append("the last Autotask reconciliation failed")
+    if failed_alerts:
+        reasons.append(f"{failed_alerts} alert(s) could not be sent to one of ATRELAY_NOTIFY_URLS after every "
+                       "try (see Alerts below: which URL, and why)")
     return Verdict(healthy=not reasons, reasons=reasons)

@@ -269,6 +269,18 @@ class AutotaskClient:
         items = (self._call("POST", "Tickets/query", json=query) or {}).get("items") or []
         return [Ticket.model_validate(item) for item in items]
 
+    def get_tickets_by_number(self, ticket_numbers: Sequence[str]) -> list[Ticket]:
+        """Several tickets by number in one call (``in`` filter on ``ticketNumber``); unknown numbers are absent."""
+        numbers = sorted(set(ticket_numbers))
+        if not numbers:
+            return []
+        if len(numbers) > PAGE:
+            raise ValueError(f"at most {PAGE} ticket numbers per query, got {len(numbers)}")
+        query = {"MaxRecords": len(numbers), "IncludeFields": _TICKET_FIELDS,
+                 "filter": [{"op": "in", "field": "ticketNumber", "value": numbers}]}
+        items = (self._call("POST", "Tickets/query", json=query) or {}).get("items") or []
+        return [Ticket.model_validate(item) for item in items]
+
     def find_ticket_by_number(self, ticket_number: str) -> Ticket:
         query = {
             "MaxRecords": 1,
@@ -343,6 +355,12 @@ class AutotaskClient:
         return [ChecklistItem.model_validate(item) for item in items]
 
     # ---- Resources ------------------------------------------------------------------------
+    def company_name(self, company_id: int) -> str | None:
+        """A company's name (``GET Companies/{id}``), for alerts that say whose ticket it is."""
+        item = (self._call("GET", f"Companies/{company_id}") or {}).get("item") or {}
+        name = item.get("companyName")
+        return str(name) if name else None
+
     def find_resource_by_username(self, user_name: str) -> Resource | None:
         """The resource behind an API user (atrelay's own, to recognise its own changes)."""
         query = {"MaxRecords": 1, "filter": [{"op": "eq", "field": "userName", "value": user_name}]}

@@ -185,10 +185,19 @@ def from_response(response: httpx.Response) -> AutotaskError | None:
 
 
 def from_transport_error(exc: httpx.HTTPError, method: str, path: str) -> TransportError:
+    """No answer: the message names the host asked and the error, so "cannot reach Autotask" says where
+    and why (a wrong zone, DNS, a firewall) without a traceback."""
     kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "failed to connect"
     # Only a refused or unmade connection proves Autotask never saw the request.
     sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-    return TransportError(f"{method} {path} {kind}: {type(exc).__name__}", method=method, path=path, sent=sent)
+    try:
+        host = exc.request.url.host
+    except RuntimeError:  # an error raised before the request existed
+        host = ""
+    detail = " ".join(str(exc).split())[:200]
+    where = f" on {host}" if host else ""
+    return TransportError(f"{method} {path}{where} {kind}: {type(exc).__name__}" + (f": {detail}" if detail else ""),
+                          method=method, path=path, sent=sent)
 
 
 def may_have_been_applied(error: AutotaskError) -> bool:

@@ -34,6 +34,7 @@ class Ticket(_Model):
     due_date_time: datetime | None = Field(default=None, alias="dueDateTime")
     assigned_resource_id: int | None = Field(default=None, alias="assignedResourceID")
     create_date: datetime | None = Field(default=None, alias="createDate")
+    company_id: int | None = Field(default=None, alias="companyID")
 
 
 class TicketNote(_Model):

@@ -19,6 +19,7 @@ from typing import Any
 __all__ = [
     "ACT_AS",
     "API_ONLY_RESOURCES",
+    "COMPANIES",
     "NOTE_TYPES",
     "NOTE_WEBHOOK_FIELDS",
     "PUBLISH",
@@ -38,6 +39,11 @@ SANDBOX_AUTOTASK_CREDENTIALS = {
     "username": "sandbox-api@atrelay.invalid",
     "secret": "sandbox-secret",
     "integration_code": "ATRELAY-SANDBOX",
+}
+
+#: The tenant's one customer company (every seeded ticket and contact belongs to it): ``GET Companies/{id}``.
+COMPANIES: dict[int, dict[str, Any]] = {
+    29683500: {"id": 29683500, "companyName": "Northwind Dental Group", "isActive": True, "companyType": 1},
 }
 
 # (value, label, is_active, is_system)

@@ -1,5 +1,6 @@
-"""Resources, TicketHistory and TicketChecklistItems of the Autotask sandbox.
+"""Companies, Resources, TicketHistory and TicketChecklistItems of the Autotask sandbox.
 
+* ``GET /V1.0/Companies/{id}`` (``{"item": null}`` for an unknown id, as Autotask answers).
 * ``POST /V1.0/Resources/query`` (filter grammar), ``GET /V1.0/Resources/{id}``.
 * ``POST /V1.0/TicketHistory/query``: Autotask only lets TicketHistory be queried by ``ticketID`` with
   ``eq``; anything else is a 500 here. Items are ``{id, ticketID, action, detail, date, resourceID}``,
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from connectors.autotask.sandbox_data import COMPANIES
 from connectors.autotask.sandbox_query import errors, lowered, now, run_query
 
 if TYPE_CHECKING:
@@ -91,6 +93,10 @@ def _history_ticket(body: dict[str, Any]) -> int:
 
 
 def add_entity_routes(app: FastAPI, st: SandboxState, api: str) -> None:
+    @app.get(f"{api}/companies/{{company_id}}")
+    async def get_company(company_id: int) -> dict[str, Any]:
+        return {"item": COMPANIES.get(company_id)}
+
     @app.post(f"{api}/resources/query")
     async def query_resources(request: Request) -> Response:
         try:

@@ -1,22 +1,31 @@
-"""Alerts around the real pipeline: status work never waits for the chat, the idle-escalation check
-reads the ticket from the Autotask sandbox, and the dashboard lists what was told."""
+"""Alerts around the real pipeline: status work never waits for the chat; an escalation MC sets in
+Autotask is told with the ticket's number, title, company and link, MC's own words quoted and escaped;
+the idle-escalation check reads the ticket from the Autotask sandbox; the dashboard lists what was told,
+what could not be delivered, and the open escalations."""
 
 from __future__ import annotations
 
+import json
+import re
+import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from apprise import NotifyFormat
+from apprise.conversion import convert_between
+from apprise.plugins.slack import NotifySlack
 from fastapi.testclient import TestClient
 
 from connectors.autotask.sandbox import SandboxState
-from pipelines import alerts
+from connectors.autotask.sandbox_data import SANDBOX_RESOURCES
+from pipelines import alerts, store
 from pipelines.audit import TicketStatusChange
 from pipelines.db import session_scope, utcnow
 from pipelines.process import process_event
 from tests.conftest import autotask_env
-from tests.integration.helpers import add_event, make_context, mc_body, webform_body
+from tests.integration.helpers import Queue, add_event, make_context, mc_body, webform_body
 from tests.integration.test_alerts import Receiver
 from workers import alerts as worker_alerts
 from workers.runtime import reset_runtime
@@ -24,6 +33,9 @@ from workers.settings import load_settings, reset_settings_cache
 
 WEB_URL = "https://ww5.autotask.net/"
 SENT_FROM_MC = 29682845
+#: What an attacker (or a careless partner) may write into MC's summary: a channel-wide ping, a mention,
+#: a disguised link in Slack's own syntax and in markdown.
+HOSTILE = "<!channel> @here URGENT <https://evil.example/x|click> [Re-login to Autotask now](https://evil.example/at-login)"
 
 
 @pytest.fixture
@@ -38,7 +50,7 @@ def configured(sqlite_url: str, autotask: tuple[str, SandboxState], receiver: Re
                monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     url, _ = autotask
     for name, value in {**autotask_env(url), "ATRELAY_DATABASE_URL": sqlite_url,
-                        "ATRELAY_NOTIFY_URLS": f"json://127.0.0.1:{receiver.port}/alerts",
+                        "ATRELAY_NOTIFY_URLS": receiver.url, "ATRELAY_ALERT_RETRY_SECONDS": "0",
                         "ATRELAY_ESCALATION_IDLE_MINUTES": "60"}.items():
         monkeypatch.setenv(name, value)
     reset_settings_cache()
@@ -66,6 +78,75 @@ def test_status_work_goes_on_while_the_receiver_is_down(configured: str, autotas
     assert [a.state for a in alerts.recent_alerts(db) if a.id == made] == ["sent"]
 
 
+def _callout(db: str, sandbox: SandboxState, ticket_id: int, person: int) -> int:
+    """The ticket callout Autotask sends for the status the sandbox shows now (number included), as intake
+    records it."""
+    at = datetime.now(UTC)
+    seq = uuid.uuid4().int % 10**9
+    body = {"Action": "Update", "Guid": "alert-guid", "EntityType": "Ticket", "Id": ticket_id, "SequenceNumber": seq,
+            "EventTime": at.strftime("%Y-%m-%dT%H:%M:%SZ"), "PersonID": person,
+            "Fields": {"Status": sandbox.tickets[ticket_id]["status"]}}
+    event_id, _ = store.insert_event(db, store.NewEvent(
+        source="autotask", external_id=f"alert-guid:{ticket_id}:{seq}", event_type="autotask.ticket.changed",
+        body=json.dumps(body).encode(), headers={}, ticket_id=ticket_id, occurred_at=at))
+    return event_id
+
+
+def test_an_escalation_mc_set_in_autotask_is_told_with_number_title_company_and_link(
+        configured: str, autotask: tuple[str, SandboxState], receiver: Receiver) -> None:
+    """Mission Control's escalation as it really arrives: its status set in Autotask, seen by a callout that
+    carries only the ticket's id. The alert must still give its number, title, company and a link."""
+    url, sandbox = autotask
+    db = configured
+    queue = Queue()
+    ctx = make_context(db, url, enqueue=queue)
+    sandbox.set_status(50003, SENT_FROM_MC, actor="mission-control")
+    seen = process_event(ctx, _callout(db, sandbox, 50003, SANDBOX_RESOURCES["mission_control"]))
+    derived = [event_id for event_id, _ in queue]
+    assert derived, seen
+    assert [process_event(ctx, e).state for e in derived] == ["applied"]
+    receiver.start()
+    assert worker_alerts.alerts_check_task() >= 1  # what beat runs every 30 s: record, then send
+    (msg,) = [m for m in receiver.got if "Escalated by Mission Control" in m["title"]]
+    assert msg["title"] == "Escalated by Mission Control: T20261126.0003"
+    assert msg["type"] == "warning"
+    body = msg["message"]
+    for needle in ("T20261126.0003", "Outlook keeps asking for password", "Northwind Dental Group",
+                   "TicketNumber=T20261126.0003", "Code=OpenTicketDetail", "What to do", "Assign a primary resource",
+                   "the status it set in Autotask"):
+        assert needle in body, needle
+    assert "50003 ->" not in msg["title"]
+
+
+def test_mcs_own_words_are_quoted_and_cannot_ping_or_disguise_a_link(
+        configured: str, autotask: tuple[str, SandboxState], receiver: Receiver) -> None:
+    url, _ = autotask
+    db = configured
+    ctx = make_context(db, url)
+    body = json.dumps({"type": "mc.escalated", "timestamp": "2026-11-26T10:15:00Z", "data": {
+        "ticket_id": 50002, "summary": f"Printer on fire.\n{HOSTILE}", "technician": "Alex"}}).encode()
+    assert process_event(ctx, add_event(db, "mission-control", "mc.escalated", body, ticket_id=50002)).state == "applied"
+    receiver.start()
+    worker_alerts.alerts_check_task()
+    (msg,) = [m for m in receiver.got if "Escalated by Mission Control" in m["title"]]
+    text = msg["message"]
+    assert "Mission Control wrote** (their words, quoted):\n> Printer on fire." in text
+    assert "Printer offline in reception" in text and "Northwind Dental Group" in text  # the ticket, from Autotask
+    # Quoted, never obeyed: no angle-bracket syntax, no markdown link, no live mention survives ...
+    assert "<!channel>" not in text and "<https://evil" not in text and "@here" not in text
+    html = convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, text)  # how a markdown target renders it
+    assert 'href="https://evil' not in html and "Re-login to Autotask now" in html
+    # ... and apprise's own Slack conversion (what Slack would receive) has no ping and no disguised link.
+    slack = NotifySlack._commonmark_to_slack(text)
+    assert "<!channel>" not in slack and "<!here>" not in slack
+    assert "|Re-login to Autotask now>" not in slack and "<https://evil.example/x|click>" not in slack
+    assert not NotifySlack._re_channel_support.search(slack) and not NotifySlack._re_user_id_support.search(slack)
+    assert re.search(r"<http[^|>]*Code=OpenTicketDetail[^|>]*\|T20261126\.0002>", slack)  # the ticket's link is one
+    (row,) = [a for a in alerts.recent_alerts(db) if a.kind == "mc_escalation"]
+    # Plain text (e-mail, where nothing is markup): the words as written, each line quoted as MC's.
+    assert "Mission Control wrote (their words, quoted):\n  > Printer on fire.\n  > <!channel> @here" in row.body
+
+
 def test_an_escalation_left_without_an_owner_is_alerted_once_with_its_fields(
         configured: str, autotask: tuple[str, SandboxState], receiver: Receiver) -> None:
     url, _ = autotask
@@ -78,18 +159,33 @@ def test_an_escalation_left_without_an_owner_is_alerted_once_with_its_fields(
                                  via="callout"))
     made = worker_alerts._idle_escalations(settings, WEB_URL)
     assert len(made) == 1
-    assert worker_alerts._idle_escalations(settings, WEB_URL) == []  # once per ticket
+    assert worker_alerts._idle_escalations(settings, WEB_URL) == []  # once per escalation
     receiver.start()
     assert worker_alerts.send_due(settings) == 1
     (msg,) = receiver.got
     assert msg["title"] == "Escalated ticket T20261126.0002 has no owner after 60 minutes"
-    assert "Status: Sent from MC" in msg["message"] and "Ticket: T20261126.0002" in msg["message"]
-    assert "TicketNumber=T20261126.0002" in msg["message"]
+    assert msg["type"] == "warning"
+    for needle in ("**Status** Sent from MC", "T20261126.0002", "Printer offline in reception", "Northwind Dental Group",
+                   "TicketNumber=T20261126.0002", "Assign a primary resource now"):
+        assert needle in msg["message"], needle
 
 
-def test_the_dashboard_lists_alerts(ops_client: TestClient, sqlite_url: str) -> None:
+def test_the_dashboard_lists_alerts_failed_deliveries_and_open_escalations(
+        ops_client: TestClient, sqlite_url: str) -> None:
     alerts.record_alert(sqlite_url, kind="dead_letter", key="dead_letter:1", title="Dead letter #1 (ticket-not-found)",
                         body="x")
+    link = alerts.ticket_link(WEB_URL, "T20261126.0003")
+    alerts.record_alert(sqlite_url, kind="mc_escalation", key="mc_escalation:9", ticket_id=50003,
+                        title="Escalated by Mission Control: T20261126.0003", body="x",
+                        fields={"link": link, "ticket_number": "T20261126.0003", "status": "Sent from MC"})
+    settings = load_settings(database_url=sqlite_url, notify_urls="json://127.0.0.1:9/down", alert_retry_seconds=0,
+                             alert_max_attempts=1)
+    with pytest.raises(worker_alerts.AlertSendFailed):
+        worker_alerts.send_due(settings)
     page = ops_client.get("/ops")
     assert page.status_code == 200
     assert 'id="alerts-table"' in page.text and "Dead letter #1 (ticket-not-found)" in page.text
+    assert 'id="undelivered-table"' in page.text and "json://127.0.0.1:9" in page.text
+    assert "could not be sent" in page.text  # in the verdict
+    assert 'id="open-escalations"' in page.text and f'href="{link.replace("&", "&amp;")}"' in page.text
+    assert "Needs attention" in page.text

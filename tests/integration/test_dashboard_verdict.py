@@ -7,6 +7,7 @@ from sqlalchemy import insert
 
 from pipelines.audit import OutboundAttempt, RejectedRequest
 from pipelines.db import engine_for, utcnow
+from pipelines.heartbeats import beat
 
 
 def _call(url: str, path: str, status: int | None) -> None:
@@ -18,6 +19,8 @@ def _call(url: str, path: str, status: int | None) -> None:
 
 def test_verdict_turns_on_what_needs_attention(ops_client: TestClient, sqlite_url: str) -> None:
     _call(sqlite_url, "/ATServicesRest/V1.0/Tickets/entityInformation/fields", 200)  # picklists loaded
+    for role in ("worker", "beat"):  # a worker and a beat alive (their heartbeats)
+        beat(sqlite_url, process_id=f"{role}:t:1", role=role, host="t", pid=1, version="t")
     page = ops_client.get("/ops").text
     assert 'http-equiv="refresh"' in page
     assert "<h2>Healthy</h2>" in page and "Needs attention" not in page
@@ -33,4 +36,7 @@ def test_verdict_turns_on_what_needs_attention(ops_client: TestClient, sqlite_ur
             body_size=2))
     page = ops_client.get("/ops").text
     assert "Autotask calls are failing" not in page
-    assert "Autotask deactivated a webhook" in page and "webhook 7 deactivated" in page
+    # An unsigned deactivation notice is a claim, not a fact: counted, never quoted, and no alarm until
+    # Autotask itself shows the webhook inactive (tests/integration/test_webhook_check.py).
+    assert "<h2>Healthy</h2>" in page and "webhook 7 deactivated" not in page
+    assert "1 deactivation notice(s) received" in page

@@ -180,8 +180,12 @@ def test_rejections_table_stays_bounded(db_url: str) -> None:
 def test_health_and_readiness(ingress: tuple[TestClient, Enqueued, str]) -> None:
     client, _, _ = ingress
     assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz")  # database and broker fine; no worker has loaded picklists yet
-    assert ready.status_code == 503 and list(ready.json()["problems"]) == ["picklists"]
+    ready = client.get("/readyz")  # database and broker fine; no worker or beat alive, no picklists loaded
+    assert ready.status_code == 503
+    assert set(ready.json()["problems"]) == {"workers", "waiting", "beat", "picklists"}
+    assert ready.json()["problems"]["workers"] == "no worker alive"
+    # The intake-only question (for a load balancer in front of the ingress): it can accept and keep events.
+    assert client.get("/readyz?scope=intake").json() == {"status": "ready"}
 
 
 def _dead_event(db: str) -> int:

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from connectors.autotask.sandbox import SandboxState
+from pipelines.heartbeats import beat
 from pipelines.process import process_event
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 from workers.ingress import create_app
@@ -50,8 +51,14 @@ def test_metrics_reflect_the_audit_log(client: TestClient, sqlite_url: str, auto
     assert ("atrelay_autotask_quota_used", ()) in samples and ("atrelay_queue_depth", ()) in samples
 
 
+def _alive(db: str, role: str) -> None:
+    beat(db, process_id=f"{role}:test:1", role=role, host="test", pid=1, version="t")
+
+
 def test_readiness_waits_for_picklists(client: TestClient, sqlite_url: str, autotask: tuple[str, SandboxState]) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+    _alive(sqlite_url, "worker")
+    _alive(sqlite_url, "beat")
     not_ready = client.get("/readyz")
     assert not_ready.status_code == 503
     assert set(not_ready.json()["problems"]) == {"picklists"}
