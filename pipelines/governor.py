@@ -9,7 +9,10 @@ governor keeps atrelay inside its share:
 * at most ``hourly_budget`` requests in any rolling hour; when it is spent, work is *parked* (a
   retryable :class:`QuotaExhausted` with the wait) rather than failed;
 * the tenant-wide count from ``ThresholdInformation`` (read every few minutes by beat): above 75 %
-  requests are paced, above 90 % work is parked, so atrelay yields to the MSP's other integrations.
+  requests are paced, above 90 % work is parked, so atrelay yields to the MSP's other integrations;
+* a share of the hourly budget kept for status writes (``write_reserve_percent``): work that only
+  observes Autotask (callout runs, reconciliation; see :func:`observing`) stops at the rest of it, so
+  a flood of callouts (a bulk edit) can never spend what the partner events' writes need.
 
 Distributed mode keeps the state in Redis (atomic Lua); the embedded default keeps it in the audit
 database, serialised by a write lock.
@@ -18,6 +21,7 @@ database, serialised by a write lock.
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,6 +45,7 @@ __all__ = [
     "SlotBusy",
     "Usage",
     "governor_for",
+    "observing",
 ]
 
 WINDOW = 3600.0
@@ -50,6 +55,21 @@ TENANT_STALE = 600.0  # an old reading is ignored rather than trusted
 
 class QuotaExhausted(RetryableError):
     code = "autotask-quota"
+
+
+_purpose = threading.local()
+
+
+@contextmanager
+def observing() -> Iterator[None]:
+    """Calls made inside only observe Autotask (a callout run, reconciliation): they may use the
+    hourly budget less the share kept for status writes. Per thread: a worker's runs are threads."""
+    before = getattr(_purpose, "observe", False)
+    _purpose.observe = True
+    try:
+        yield
+    finally:
+        _purpose.observe = before
 
 
 class SlotBusy(RetryableError):
@@ -75,16 +95,19 @@ class Governor(Protocol):
 
 class _Base:
     def __init__(self, *, max_in_flight: int, hourly_budget: int, slot_ttl: float = 120.0,
-                 wait_timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 wait_timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep,
+                 write_reserve_percent: int = 30) -> None:
         self.max_in_flight, self.budget = max_in_flight, hourly_budget
         self.slot_ttl, self.wait_timeout, self._sleep = slot_ttl, wait_timeout, sleep
+        # What observing work may use: the budget less the share kept for status writes (at least 1).
+        self.observe_budget = max(1, hourly_budget * (100 - write_reserve_percent) // 100)
 
     def _tenant_pressure(self, count: int | None, threshold: int | None, age: float | None) -> float:
         if count is None or not threshold or age is None or age > TENANT_STALE:
             return 0.0
         return count / threshold
 
-    def _try(self, endpoint: str, token: str) -> tuple[str, float]:
+    def _try(self, endpoint: str, token: str, budget: int | None = None) -> tuple[str, float]:
         raise NotImplementedError
 
     def _release(self, endpoint: str, token: str) -> None:
@@ -109,13 +132,17 @@ class _Base:
             self._sleep(1.0)  # Autotask itself adds latency from 50-75 %; we slow down further
         token = uuid.uuid4().hex
         deadline = time.monotonic() + self.wait_timeout
+        observe = getattr(_purpose, "observe", False)
+        budget = self.observe_budget if observe else self.budget
         while True:
-            outcome, wait = self._try(endpoint, token)
+            outcome, wait = self._try(endpoint, token, budget)
             if outcome == "ok":
                 break
             if outcome == "budget":
-                raise QuotaExhausted(f"atrelay's hourly Autotask budget of {self.budget} requests is spent",
-                                     retry_after=max(1.0, wait))
+                raise QuotaExhausted(
+                    f"callout work has used its {budget} of atrelay's {self.budget} Autotask requests this hour; "
+                    "the rest is kept for status writes" if observe else
+                    f"atrelay's hourly Autotask budget of {self.budget} requests is spent", retry_after=max(1.0, wait))
             if time.monotonic() >= deadline:
                 raise SlotBusy(f"no free Autotask slot for {endpoint} within {self.wait_timeout:.0f}s",
                                retry_after=1.0)
@@ -155,10 +182,10 @@ class RedisGovernor(_Base):
         self._prefix = prefix
         self._acquire = self._r.register_script(_ACQUIRE)
 
-    def _try(self, endpoint: str, token: str) -> tuple[str, float]:
+    def _try(self, endpoint: str, token: str, budget: int | None = None) -> tuple[str, float]:
         keys = [f"{self._prefix}:slots:{endpoint}", f"{self._prefix}:window"]
         outcome, wait = self._acquire(keys=keys, args=[0, self.slot_ttl, self.max_in_flight,  # 0: see TIME
-                                                       self.budget, token])
+                                                       self.budget if budget is None else budget, token])
         return outcome.decode(), float(wait)
 
     def _release(self, endpoint: str, token: str) -> None:
@@ -208,7 +235,8 @@ class DbGovernor(_Base):
         super().__init__(**kw)
         self._db = db
 
-    def _try(self, endpoint: str, token: str) -> tuple[str, float]:
+    def _try(self, endpoint: str, token: str, budget: int | None = None) -> tuple[str, float]:
+        budget = self.budget if budget is None else budget
         now = db_now(self._db)
         with session_scope(self._db) as s:
             if s.get_bind().dialect.name == "postgresql":
@@ -217,7 +245,7 @@ class DbGovernor(_Base):
             s.execute(delete(QuotaSlot).where(col(QuotaSlot.expires_at) < now))
             s.execute(delete(QuotaRequest).where(col(QuotaRequest.at) < now - timedelta(seconds=WINDOW)))
             used = s.exec(select(func.count()).select_from(QuotaRequest)).one()
-            if used >= self.budget:
+            if used >= budget:
                 oldest = s.exec(select(func.min(QuotaRequest.at))).one()
                 wait = (oldest + timedelta(seconds=WINDOW) - now).total_seconds() if oldest else WINDOW
                 return "budget", wait
@@ -256,8 +284,11 @@ class DbGovernor(_Base):
         return Usage({str(e): int(n) for e, n in rows}, int(used), self.budget, count, threshold)
 
 
-def governor_for(*, broker_url: str, db: str, max_in_flight: int, hourly_budget: int) -> Governor:
+def governor_for(*, broker_url: str, db: str, max_in_flight: int, hourly_budget: int,
+                 write_reserve_percent: int = 30) -> Governor:
     """Redis when the broker is Redis (shared by every machine), else the audit database."""
     if broker_url.startswith(("redis://", "rediss://")):
-        return RedisGovernor(broker_url, max_in_flight=max_in_flight, hourly_budget=hourly_budget)
-    return DbGovernor(db, max_in_flight=max_in_flight, hourly_budget=hourly_budget)
+        return RedisGovernor(broker_url, max_in_flight=max_in_flight, hourly_budget=hourly_budget,
+                             write_reserve_percent=write_reserve_percent)
+    return DbGovernor(db, max_in_flight=max_in_flight, hourly_budget=hourly_budget,
+                      write_reserve_percent=write_reserve_percent)

@@ -25,11 +25,12 @@ from connectors.autotask.derived import SeenInAutotask
 from connectors.autotask.models import Ticket
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import Observation, Source
-from pipelines import store
+from pipelines import store, ticket_reads
 from pipelines.audit import EventState
 from pipelines.clock import as_utc
 from pipelines.db import utcnow
 from pipelines.gate import set_to
+from pipelines.governor import observing
 from pipelines.guards import Breach, note_guard, overdue_deferred_guard, status_guard
 from pipelines.rules import WatchRule
 from pipelines.runbase import Result, RunBase
@@ -65,6 +66,11 @@ def _parse_time(value: object) -> datetime | None:
 
 
 class ObserveRun(RunBase):
+    def run(self) -> Result:
+        # What Autotask reports is observed within the budget left after the share kept for writes.
+        with observing():
+            return super().run()
+
     def execute(self) -> Result:
         try:
             payload = parse_callout(self.row.body)
@@ -107,7 +113,9 @@ class ObserveRun(RunBase):
             self._finish(EventState.RETRYING, "retry", "ticket-busy", decision="observe")
             return Result(EventState.RETRYING.value, "ticket-busy", retry_in=2.0)
         self.leased_ticket = payload.id
-        ticket = ctx.client.get_ticket(payload.id)
+        # A read sent after this callout arrived shows its change: in a flood (a bulk edit in Autotask)
+        # one query reads the tickets of the callouts waiting behind this one too.
+        ticket = ticket_reads.read_ticket(ctx, payload.id, callout_received=self.row.received_at)
         lists = ctx.lists()
         labels = lists.status
         # Nothing is recorded until the run ends: the status seen is committed in the same transaction

@@ -16,7 +16,7 @@ from connectors.autotask.errors import AutotaskError, may_have_been_applied
 from connectors.autotask.models import Ticket
 from connectors.autotask.picklists import Picklists
 from connectors.common.events import EventType, PartnerEvent, Source
-from pipelines import store, ticket_reads
+from pipelines import store, ticket_numbers, ticket_reads
 from pipelines.audit import EffectLedger, EventState, InboundEvent
 from pipelines.context import Context
 from pipelines.db import db_now, utcnow
@@ -94,55 +94,37 @@ class _Run(RunBase):
     def _resolve_ticket(self, event: PartnerEvent, *, full: bool = False) -> Ticket | None:
         """Take the ticket's lease and read it; None when another event holds the lease.
 
-        With the ticket id known the lease comes first: a busy ticket then costs no Autotask call.
-        ``full``: the whole ticket, read now (no shared read, no status a cause left).
-        """
-        client, started = self.ctx.client, utcnow()
-        if event.ticket_id is not None:
-            if not store.claim_ticket(self.ctx.db, event.ticket_id, self.event_id, self.ctx.lease_seconds):
-                return None
-            self.leased_ticket = event.ticket_id
-            if full:
-                return self.ctx.client.get_ticket(event.ticket_id)
-            if (self.known is not None and self.known[0] == event.ticket_id
-                    and ticket_reads.untouched_since(self.ctx.db, event.ticket_id, self.known[2])):
-                return Ticket(id=self.known[0], status=self.known[1])  # its cause left it so a moment ago
-            return self._read(event.ticket_id)  # read under the lease: nobody else writes meanwhile
-        else:
-            assert event.ticket_number is not None
-            ticket = client.find_ticket_by_number(event.ticket_number)
-        if not store.claim_ticket(self.ctx.db, ticket.id, self.event_id, self.ctx.lease_seconds):
-            return None
-        self.leased_ticket = ticket.id
-        state = store.ticket_state(self.ctx.db, ticket.id)
-        if state is not None and state.updated_at > started:
-            ticket = client.get_ticket(ticket.id)  # another run wrote while we read: read again
-        return ticket
-
-    def _read(self, ticket_id: int) -> Ticket:
-        """The ticket now: a fresh read shared by runs, else one query for it and the waiting events' tickets.
-
-        See pipelines.ticket_reads for why a shared read is safe to act on.
+        A ticket named by number is resolved first, in a batch with the numbers of the events waiting
+        behind this one (pipelines.ticket_numbers); then, as for one named by id, the lease comes before
+        the read: a busy ticket costs no Autotask call. ``full``: the whole ticket, read now (no shared
+        read, no status a cause left).
         """
         ctx = self.ctx
-        if ctx.read_max_age_seconds <= 0:
+        resolved: Ticket | None = None
+        started = utcnow()
+        if event.ticket_id is not None:
+            ticket_id = event.ticket_id
+        else:
+            assert event.ticket_number is not None
+            ticket_id, resolved = ticket_numbers.resolve(ctx, event.ticket_number)
+        if not store.claim_ticket(ctx.db, ticket_id, self.event_id, ctx.lease_seconds):
+            return None
+        self.leased_ticket = ticket_id
+        if full:
             return ctx.client.get_ticket(ticket_id)
-        shared = ticket_reads.fresh_read(ctx.db, ticket_id, ctx.read_max_age_seconds)
-        if shared is not None:
-            return shared
-        ids = ticket_reads.claim_reads(ctx.db, ticket_id, limit=ctx.read_batch, max_age=ctx.read_max_age_seconds)
-        if ids is None:  # another run is reading this ticket right now: its answer is as good as ours
-            shared = ticket_reads.wait_for_read(ctx.db, ticket_id, ctx.read_max_age_seconds)
-            return shared if shared is not None else ctx.client.get_ticket(ticket_id)
-        sent = db_now(ctx.db)
-        tickets: list[Ticket] = []
-        try:
-            tickets = [ctx.client.get_ticket(ticket_id)] if len(ids) == 1 else ctx.client.get_tickets(ids)
-        finally:
-            ticket_reads.keep_reads(ctx.db, tickets, sent, ids)  # also when it failed: the marks go
-        mine = next((t for t in tickets if t.id == ticket_id), None)
-        # Absent from the query's answer: the GET reports why (deleted, or not visible to the API user).
-        return mine if mine is not None else ctx.client.get_ticket(ticket_id)
+        if (self.known is not None and self.known[0] == ticket_id
+                and ticket_reads.untouched_since(ctx.db, ticket_id, self.known[2])):
+            return Ticket(id=self.known[0], status=self.known[1])  # its cause left it so a moment ago
+        if resolved is not None and ctx.read_max_age_seconds <= 0:
+            # Sharing off: the number's answer is this run's read, unless atrelay wrote meanwhile.
+            state = store.ticket_state(ctx.db, ticket_id)
+            if state is None or state.updated_at <= started:
+                return resolved
+        return self._read(ticket_id)  # read under the lease: nobody else writes meanwhile
+
+    def _read(self, ticket_id: int) -> Ticket:
+        """The ticket now (see pipelines.ticket_reads for why a shared read is safe to act on)."""
+        return ticket_reads.read_ticket(self.ctx, ticket_id)
 
     def _apply(self, event: PartnerEvent, decision: Transition) -> Result:
         ctx = self.ctx

@@ -41,7 +41,7 @@ from pipelines import intake, store
 from pipelines.audit import PollRun, TicketState
 from pipelines.clock import as_utc
 from pipelines.db import session_scope, utcnow
-from pipelines.governor import Governor
+from pipelines.governor import Governor, observing
 from pipelines.observe import OVERDUE_DEFERRED, RECONCILE_PREFIX, WINDOW_START
 
 __all__ = ["SOURCE", "ReconcileResult", "reconcile_once", "yielding_gate"]
@@ -157,7 +157,18 @@ def _overdue_body(ticket: Ticket, now: datetime) -> bytes:
 def reconcile_once(db: str, client: AutotaskClient, enqueue: intake.Enqueue, *, watched_status_ids: set[int],
                    own_resource_id: int | None, now: datetime | None = None,
                    overdue_status_id: int | None = None) -> ReconcileResult:
-    """One reconciliation; with ``overdue_status_id`` (Deferred) also the tickets whose due date passed."""
+    """One reconciliation; with ``overdue_status_id`` (Deferred) also the tickets whose due date passed.
+
+    Its reads observe: they use the hourly budget less the share kept for status writes.
+    """
+    with observing():
+        return _reconcile(db, client, enqueue, watched_status_ids=watched_status_ids,
+                          own_resource_id=own_resource_id, now=now, overdue_status_id=overdue_status_id)
+
+
+def _reconcile(db: str, client: AutotaskClient, enqueue: intake.Enqueue, *, watched_status_ids: set[int],
+               own_resource_id: int | None, now: datetime | None,
+               overdue_status_id: int | None) -> ReconcileResult:
     run_id, mark = _start(db)
     if run_id is None:
         return ReconcileResult("busy")

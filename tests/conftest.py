@@ -21,7 +21,7 @@ from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, reset_settings_cache
 #: Every table a test may fill; emptied between tests that share a PostgreSQL database.
 DATA_TABLES = ("inbound_events", "pipeline_runs", "outbound_attempts", "effects", "ticket_state", "ticket_status_changes",
                "rejected_requests", "timezest_requests", "poll_runs", "audit_seals", "quota_slots", "metric_counters",
-               "quota_requests", "tenant_usage", "alerts", "ops_sessions")
+               "quota_requests", "tenant_usage", "alerts", "ops_sessions", "ticket_numbers")
 
 
 @pytest.fixture(autouse=True)

@@ -46,7 +46,8 @@ def get_governor() -> Governor:
     settings = get_settings()
     return governor_for(broker_url=settings.effective_broker_url, db=settings.effective_database_url,
                         max_in_flight=settings.autotask_max_in_flight,
-                        hourly_budget=settings.autotask_hourly_budget)
+                        hourly_budget=settings.autotask_hourly_budget,
+                        write_reserve_percent=settings.autotask_write_reserve_percent)
 
 
 @functools.lru_cache(maxsize=1)

@@ -46,8 +46,9 @@ def matches(record: dict[str, Any], cond: dict[str, Any]) -> bool:
         "endswith": lambda: text.endswith(wtext),
         "exist": lambda: actual not in (None, ""),
         "notexist": lambda: actual in (None, ""),
-        "in": lambda: actual in (want or []),
-        "notin": lambda: actual not in (want or []),
+        # String comparisons ignore case, as eq's do (Autotask's database collation is case-insensitive).
+        "in": lambda: actual in (want or []) or text in {str(w).lower() for w in want or []},
+        "notin": lambda: not (actual in (want or []) or text in {str(w).lower() for w in want or []}),
         "gt": lambda: actual is not None and actual > want,
         "gte": lambda: actual is not None and actual >= want,
         "lt": lambda: actual is not None and actual < want,
