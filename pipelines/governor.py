@@ -4,8 +4,9 @@ Autotask allows 3 concurrent requests per integration code and endpoint (thread 
 requests per rolling hour per *database*, shared with every other integration the MSP runs. The
 governor keeps atrelay inside its share:
 
-* at most ``max_in_flight`` requests in flight per endpoint (a slot, with an expiry so a killed
-  holder cannot leak it);
+* at most ``max_in_flight`` requests in flight per endpoint (a slot, owned by a token and expiring
+  ``slot_ttl`` seconds after it was last renewed: a daemon thread renews the slots a live process holds,
+  so a killed worker's slots free themselves within that time, while a slow call keeps its own);
 * at most ``hourly_budget`` requests in any rolling hour; when it is spent, work is *parked* (a
   retryable :class:`QuotaExhausted` with the wait) rather than failed;
 * the tenant-wide count from ``ThresholdInformation`` (read every few minutes by beat): above 75 %
@@ -20,6 +21,7 @@ database, serialised by a write lock.
 
 from __future__ import annotations
 
+import logging
 import random
 import threading
 import time
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import delete, func, text
+from sqlalchemy import delete, func, text, update
 from sqlmodel import col, select
 
 from connectors.autotask.errors import RetryableError
@@ -48,6 +50,7 @@ __all__ = [
     "observing",
 ]
 
+log = logging.getLogger("atrelay.governor")
 WINDOW = 3600.0
 PACE_ABOVE, PARK_ABOVE = 0.75, 0.90
 TENANT_STALE = 600.0  # an old reading is ignored rather than trusted
@@ -93,14 +96,50 @@ class Governor(Protocol):
     def record_tenant(self, count: int, threshold: int) -> None: ...
 
 
+#: A slot lives this long past its last renewal. Short, so a killed worker's slots are free again well
+#: within the 30 s a dead worker's events must be running again (docs/reliability.md); renewed every
+#: third of it while its holder lives, so a call that takes longer keeps its slot.
+SLOT_TTL = 10.0
+
+
 class _Base:
-    def __init__(self, *, max_in_flight: int, hourly_budget: int, slot_ttl: float = 120.0,
+    def __init__(self, *, max_in_flight: int, hourly_budget: int, slot_ttl: float = SLOT_TTL,
                  wait_timeout: float = 30.0, sleep: Callable[[float], None] = time.sleep,
                  write_reserve_percent: int = 30) -> None:
         self.max_in_flight, self.budget = max_in_flight, hourly_budget
         self.slot_ttl, self.wait_timeout, self._sleep = slot_ttl, wait_timeout, sleep
         # What observing work may use: the budget less the share kept for status writes (at least 1).
         self.observe_budget = max(1, hourly_budget * (100 - write_reserve_percent) // 100)
+        self._held: dict[str, str] = {}  # token -> endpoint: the slots this process holds now
+        self._held_lock = threading.Lock()
+        self._renewer: threading.Thread | None = None
+
+    def _hold(self, endpoint: str, token: str) -> None:
+        with self._held_lock:
+            self._held[token] = endpoint
+            if self._renewer is None or not self._renewer.is_alive():
+                self._renewer = threading.Thread(target=self._renew_loop, name="governor-slots", daemon=True)
+                self._renewer.start()
+
+    def _unhold(self, token: str) -> None:
+        with self._held_lock:
+            self._held.pop(token, None)
+
+    def _renew_loop(self) -> None:
+        """Extend the expiry of every slot this process holds, while it lives (daemon: dies with it)."""
+        while True:
+            time.sleep(max(0.05, self.slot_ttl / 3))
+            with self._held_lock:
+                held = dict(self._held)
+            if not held:
+                continue
+            try:
+                self._renew(held)
+            except Exception:  # a hiccup: the slots still have two thirds of their time; try next round
+                log.warning("governor.slots.renew_failed", exc_info=True)
+
+    def _renew(self, held: dict[str, str]) -> None:
+        raise NotImplementedError
 
     def _tenant_pressure(self, count: int | None, threshold: int | None, age: float | None) -> float:
         if count is None or not threshold or age is None or age > TENANT_STALE:
@@ -147,9 +186,11 @@ class _Base:
                 raise SlotBusy(f"no free Autotask slot for {endpoint} within {self.wait_timeout:.0f}s",
                                retry_after=1.0)
             self._wait_for_release(endpoint)
+        self._hold(endpoint, token)
         try:
             yield
         finally:
+            self._unhold(token)
             self._release(endpoint, token)
 
 
@@ -173,6 +214,15 @@ return {'ok', '0'}
 """
 
 
+_RENEW = """
+-- Only slots still held (ZADD XX), to Redis's time plus the TTL.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+for i = 1, #KEYS do redis.call('ZADD', KEYS[i], 'XX', now + tonumber(ARGV[1]), ARGV[i + 1]) end
+return 0
+"""
+
+
 class RedisGovernor(_Base):
     def __init__(self, redis_url: str, *, prefix: str = "atrelay:quota", **kw: Any) -> None:
         import redis
@@ -181,6 +231,11 @@ class RedisGovernor(_Base):
         self._r = redis.Redis.from_url(redis_url)
         self._prefix = prefix
         self._acquire = self._r.register_script(_ACQUIRE)
+        self._renew_script = self._r.register_script(_RENEW)
+
+    def _renew(self, held: dict[str, str]) -> None:
+        tokens = list(held)
+        self._renew_script(keys=[f"{self._prefix}:slots:{held[t]}" for t in tokens], args=[self.slot_ttl, *tokens])
 
     def _try(self, endpoint: str, token: str, budget: int | None = None) -> tuple[str, float]:
         keys = [f"{self._prefix}:slots:{endpoint}", f"{self._prefix}:window"]
@@ -259,6 +314,11 @@ class DbGovernor(_Base):
     def _release(self, endpoint: str, token: str) -> None:
         with session_scope(self._db) as s:
             s.execute(delete(QuotaSlot).where(col(QuotaSlot.token) == token))
+
+    def _renew(self, held: dict[str, str]) -> None:
+        until = db_now(self._db) + timedelta(seconds=self.slot_ttl)
+        with session_scope(self._db) as s:
+            s.execute(update(QuotaSlot).where(col(QuotaSlot.token).in_(list(held))).values(expires_at=until))
 
     def _tenant(self) -> tuple[int | None, int | None, float | None]:
         with session_scope(self._db) as s:
