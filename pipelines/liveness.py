@@ -249,9 +249,10 @@ def _open(db: str, name: str, now: datetime, detail: str) -> datetime | None:
     """Open the incident unless it is open; return its start when this call opened it."""
     with session_scope(db) as s:
         dialect = s.get_bind().dialect.name
+        # RETURNING, not rowcount: psycopg reports no reliable rowcount for ON CONFLICT DO NOTHING.
         fresh = s.execute(insert_for(dialect)(LivenessIncident).values(name=name, opened_at=now, detail=detail[:2000])
-                          .on_conflict_do_nothing()).rowcount  # type: ignore[attr-defined]
-        if fresh:
+                          .on_conflict_do_nothing().returning(LivenessIncident.name)).first()
+        if fresh is not None:
             return now
         reopened = s.execute(update(LivenessIncident).where(
             col(LivenessIncident.name) == name, col(LivenessIncident.cleared_at).is_not(None))

@@ -60,11 +60,12 @@ class Stack:
     procs: list[Proc] = field(default_factory=list)
 
     # ---- processes ----------------------------------------------------------------------------
-    def start_worker(self, concurrency: int = 2) -> Proc:
+    def start_worker(self, concurrency: int = 2, env: dict[str, str] | None = None) -> Proc:
+        """A worker; ``env`` overrides some of the stack's settings for it alone (a wrong secret, say)."""
         n = next(_names)
         worker = Proc(f"worker-{self.mode.replace('+', '-')}-{n}",
                       ["worker", "--concurrency", str(concurrency), "-n", f"t{n}-{self.mode.replace('+', '-')}@%h"],
-                      self.env, self.tmp)
+                      {**self.env, **(env or {})}, self.tmp)
         self.procs.append(worker)
         worker.wait_log(" ready.", timeout=90)
         return worker
@@ -89,6 +90,10 @@ class Stack:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.proc.pid, signal.SIGKILL)
         proc.proc.wait(timeout=20)
+
+    def pause(self, proc: Proc, resume: bool = False) -> None:
+        """SIGSTOP a process and its children (alive to the kernel, doing nothing), or SIGCONT them."""
+        os.killpg(proc.proc.pid, signal.SIGCONT if resume else signal.SIGSTOP)
 
     def stop(self) -> None:
         for proc in self.procs:
