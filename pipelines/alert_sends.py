@@ -68,11 +68,12 @@ def mark_shown(db: str, kind: str) -> int:
 
 
 def due(db: str, kind: str, target: Target, *, digest_seconds: float, now: datetime | None = None,
-        limit: int = 200) -> list[Alert]:
-    """Pending alerts of ``kind`` owed to ``target`` now: never tried there, or a retry that is due.
+        limit: int = 200) -> list[list[Alert]]:
+    """The messages owed to ``target`` now, each a list of alerts (one alert, or a digest of several):
+    pending alerts of ``kind`` never tried there, or whose retry is due.
 
-    Empty while the target had a message of this kind within the digest interval, unless one of them
-    is critical.
+    A critical alert is a message of its own, at once. The others wait while the target had a message of
+    this kind within the digest interval, then go out together as one digest.
     """
     now = now or db_now(db)
     with session_scope(db) as s:
@@ -88,9 +89,11 @@ def due(db: str, kind: str, target: Target, *, digest_seconds: float, now: datet
                       .where(col(Alert.kind) == kind, col(AlertDelivery.target) == target.key,
                              col(AlertDelivery.state) == "sent")).one()
     waiting = last is not None and now - last < timedelta(seconds=digest_seconds)
-    if waiting and not any(a.severity == "critical" for a in owed):
-        return []
-    return owed
+    messages = [[a] for a in owed if a.severity == "critical"]
+    rest = [a for a in owed if a.severity != "critical"]
+    if rest and not waiting:
+        messages.append(rest)
+    return messages
 
 
 def record(db: str, alert_ids: list[int], target: Target, *, error: str | None, retry_seconds: float,

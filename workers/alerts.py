@@ -112,17 +112,16 @@ def send_due(settings: Settings) -> int:
                 alert_sends.mark_shown(db, kind)  # no URL: the dashboard is where it is seen
                 continue
             for target, url in targets:
-                batch = alert_sends.due(db, kind, target, digest_seconds=settings.alert_digest_seconds)
-                if not batch:
-                    continue
-                title, body, severity = render([_message(a) for a in batch], kind, as_markdown=target.markdown)
-                error = _notify(url, title, body, severity, target.markdown)
-                alert_sends.record(db, [a.id for a in batch if a.id is not None], target, error=error,
-                                   retry_seconds=settings.alert_retry_seconds, max_attempts=settings.alert_max_attempts)
-                if error is None:
-                    sent += 1
-                else:
-                    failures.append(f"{target.label}: {error}")
+                for batch in alert_sends.due(db, kind, target, digest_seconds=settings.alert_digest_seconds):
+                    title, body, severity = render([_message(a) for a in batch], kind, as_markdown=target.markdown)
+                    error = _notify(url, title, body, severity, target.markdown)
+                    alert_sends.record(db, [a.id for a in batch if a.id is not None], target, error=error,
+                                       retry_seconds=settings.alert_retry_seconds,
+                                       max_attempts=settings.alert_max_attempts)
+                    if error is None:
+                        sent += 1
+                    else:
+                        failures.append(f"{target.label}: {error}")
             alert_sends.settle(db, kind, [t for t, _ in targets])
         finally:
             alert_sends.release(db, kind, owner)
