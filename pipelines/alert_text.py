@@ -92,6 +92,12 @@ def escape_markdown(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def _ours_md(text: str) -> str:
+    """atrelay's own sentences may carry what Autotask answered (a dead letter's reason): never a ping or
+    an angle-bracket link in Slack, whatever that text holds; backticked commands are left as they are."""
+    return text.replace("<", "\u2039").replace(">", "\u203a").replace("@", "@\u200b")
+
+
 def _one_line_md(text: str) -> str:
     return escape_markdown(" ".join(text.split()))
 
@@ -127,12 +133,12 @@ def markdown(m: Message) -> str:
             out.append(f"**Company** {_one_line_md(t.company)}")
         if t.status:
             out.append(f"**Status** {_one_line_md(t.status)}")
-    out.append(f"**What happened** {m.happened}")
+    out.append(f"**What happened** {_ours_md(m.happened)}")
     for label, value in m.facts:
-        out.append(f"**{label}** {value}")
+        out.append(f"**{label}** {_ours_md(value)}")
     for who, words in m.partner:
         out.append(f"**{who} wrote** (their words, quoted):\n{_quote_md(words)}")
-    out.append(f"**What to do** {m.todo}")
+    out.append(f"**What to do** {_ours_md(m.todo)}")
     return "\n\n".join(out)
 
 

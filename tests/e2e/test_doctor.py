@@ -77,3 +77,12 @@ def test_rules_prints_the_effective_table(tmp_path: Path, autotask: tuple[str, S
     for needle in ("timezest.cancelled", "Follow Up Needed:Resource", "29682834", "mc.no_contact.follow_up",
                    "Waiting Customer"):
         assert needle in out.stdout
+
+
+def test_doctor_names_an_unreachable_autotask_by_host_and_error(tmp_path: Path, autotask: tuple[str, SandboxState],
+                                                                timezest: tuple[str, TimezestSandboxState]) -> None:
+    env = _env(tmp_path, autotask[0], timezest[0], ATRELAY_AUTOTASK_BASE_URL="http://127.0.0.9:9/ATServicesRest")
+    out = atrelay(tmp_path, "doctor", **env)
+    assert out.returncode == 1
+    (line,) = [p for p in out.stderr.splitlines() if p.startswith("problem autotask: ")]
+    assert "cannot reach Autotask" in line and "127.0.0.9" in line and "ConnectError" in line, line
