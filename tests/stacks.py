@@ -33,18 +33,25 @@ __all__ = ["Stack", "start_stack"]
 _names = itertools.count(1)
 def _stack_redis_dbs() -> list[int]:
     """Redis databases this test process may give its stacks: its own slot (tests.support.redis_dbs),
-    less the one the fixtures use. Two stacks in a row alternate, so a stopped stack's leftovers
-    never meet the next one's workers."""
+    less the one the fixtures use."""
     return list(redis_dbs()[1:])
 
 
-_redis_dbs = itertools.cycle(_stack_redis_dbs())
+#: Databases held by a live stack of this process: a package-scoped stack (the e2e ones) lives while
+#: other tests start and stop stacks of their own, and two live stacks must never share a database
+#: (one's workers would take the other's tasks, and its start-up flush would empty the other's queue).
+_redis_in_use: set[int] = set()
 
 
-def _own_redis_db(url: str) -> str:
-    """A Redis database of the stack's own, so no other stack's workers take its tasks."""
+def _own_redis_db(url: str) -> tuple[str, int]:
+    """A Redis database no live stack of this process uses."""
     base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
-    return f"{base}/{next(_redis_dbs)}"
+    free = [db for db in _stack_redis_dbs() if db not in _redis_in_use]
+    if not free:
+        raise RuntimeError("every Redis database of this test process is held by a live stack "
+                           f"({sorted(_redis_in_use)}): stop one before starting another")
+    _redis_in_use.add(free[0])
+    return f"{base}/{free[0]}", free[0]
 
 
 @dataclass
@@ -98,6 +105,9 @@ class Stack:
     def stop(self) -> None:
         for proc in self.procs:
             proc.stop()
+        if self.redis_db is not None:
+            _redis_in_use.discard(self.redis_db)
+            self.redis_db = None
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name}\n{p.log()[-4000:]}" for p in self.procs)
@@ -179,9 +189,10 @@ def start_stack(
         "PYTHONUNBUFFERED": "1",
     })
     env.update(env_extra or {})
+    held_db: int | None = None
     if mode == "redis+postgresql":
         assert pg_url and redis_url
-        redis_url = _own_redis_db(redis_url)
+        redis_url, held_db = _own_redis_db(redis_url)
         redis.Redis.from_url(redis_url).flushdb()
         env["ATRELAY_DATABASE_URL"] = pg_url
         env["ATRELAY_BROKER_URL"] = redis_url
@@ -190,7 +201,7 @@ def start_stack(
         db = f"sqlite:///{tmp / 'var' / 'atrelay.db'}"
         broker = f"sqla+sqlite:///{tmp / 'var' / 'broker.db'}"
         upgrade(db)
-    stack = Stack(mode, db, broker, "", sandbox_server.url, sandbox, env, tmp)
+    stack = Stack(mode, db, broker, "", sandbox_server.url, sandbox, env, tmp, redis_db=held_db)
     stack.clean()
     try:
         for _ in range(workers):
