@@ -65,6 +65,7 @@ class Stack:
     env: dict[str, str]
     tmp: Path
     procs: list[Proc] = field(default_factory=list)
+    redis_db: int | None = None  # the Redis database this stack holds (distributed mode)
 
     # ---- processes ----------------------------------------------------------------------------
     def start_worker(self, concurrency: int = 2, env: dict[str, str] | None = None) -> Proc:
