@@ -34,10 +34,13 @@ from pipelines.audit import EffectLedger
 from pipelines.clock import as_utc, before_last
 from pipelines.context import Context
 
-__all__ = ["ESCALATIONS", "OVERWRITABLE", "History", "Verdict", "decide_write", "patch_landed", "set_to"]
+__all__ = ["ESCALATIONS", "OVERWRITABLE", "TIMEZEST", "History", "Verdict", "decide_write", "patch_landed", "set_to",
+           "timezest_wrote"]
 
 #: Event types that report one escalation, possibly twice (MC's webhook and the status MC set).
 ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, EventType.MC_NO_CONTACT})
+#: TimeZest's events: its own PSA actions may already have written the status (and a note) for them.
+TIMEZEST = frozenset({EventType.TIMEZEST_LINK_SENT, EventType.TIMEZEST_SCHEDULED, EventType.TIMEZEST_CANCELLED})
 #: Statuses an event may overwrite even when they were set after it: Autotask's own "e-mail arrived"
 #: rule sets Note Emailed In for the very e-mail that carries the form (the knowledge base wants
 #: Received Form Response then).
@@ -110,6 +113,35 @@ def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ti
     if gone is not None:
         return Verdict("breach-gone", gone)
     return Verdict("write")
+
+
+def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, lists: Picklists,
+                   history: History) -> str | None:
+    """The label of the status TimeZest's own resource set on the ticket for a transition at ``around``
+    (within two minutes of it), if that status is still there; else None.
+
+    TimeZest's PSA actions set a status and write a note when a request is sent, scheduled or
+    cancelled, as TimeZest's API resource. A status atrelay put back after an edit form undid
+    TimeZest's (the clobber guard) counts as TimeZest's. Recorded changes first (TimeZest's callouts),
+    then TicketHistory.
+    """
+    tz = ctx.timezest_resource_id
+    label = lists.status.label(ticket.status)
+    if tz is None or label is None:
+        return None
+    recorded = [c for c in store.status_changes_between(ctx.db, ticket.id, around - _ECHO, around + _ECHO)
+                if c.to_status_id == ticket.status]
+    if any(c.by_resource_id == tz for c in recorded):
+        return label
+    own = ctx.own_resource_id()
+    rows = [e for e in history.entries() if e.is_status_change and e.when is not None and set_to(e, label)]
+    for entry in reversed(rows):
+        assert entry.when is not None
+        if entry.resource_id == tz and abs(entry.when - around) <= _ECHO:
+            return label
+        if entry.resource_id != own:
+            return None  # set by someone else since (a person, or another integration)
+    return None
 
 
 def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, *, target_id: int, lists: Picklists,

@@ -79,6 +79,10 @@ def _clobber(ctx: Context, ticket: Ticket, previous: int | None, lists: Picklist
     if rule is None or previous is None:
         return None
     since = changed_at - timedelta(seconds=ctx.clobber_window_seconds)
+    timezest = _timezest_clobbered(ctx, rule, ticket, previous, lists, by=by, changed_at=changed_at, via=via,
+                                   cause=cause, since=since)
+    if timezest is not None:
+        return timezest
     with session_scope(ctx.db) as s:
         last = s.exec(select(TicketStatusChange).where(
             TicketStatusChange.ticket_id == ticket.id, col(TicketStatusChange.by_atrelay).is_(True),
@@ -106,6 +110,31 @@ def _clobber(ctx: Context, ticket: Ticket, previous: int | None, lists: Picklist
     return Breach(rule, seen, f"{EventType.GUARD_CLOBBERED.value}:{last.event_id}",
                   f"status set by event #{last.event_id} undone within {ctx.clobber_window_seconds} s",
                   seen.found)
+
+
+def _timezest_clobbered(ctx: Context, rule: WatchRule, ticket: Ticket, previous: int, lists: Picklists, *,
+                        by: int | None, changed_at: datetime, via: str, cause: int, since: datetime) -> Breach | None:
+    """Rule 5 for TimeZest's own PSA action: a person put back exactly the status TimeZest's resource
+    replaced (an edit form opened before TimeZest set Scheduled, saved after), within the window."""
+    tz = ctx.timezest_resource_id
+    if tz is None or by == tz:
+        return None
+    with session_scope(ctx.db) as s:
+        last = s.exec(select(TicketStatusChange).where(
+            TicketStatusChange.ticket_id == ticket.id, col(TicketStatusChange.changed_at) >= since,
+            col(TicketStatusChange.changed_at) <= changed_at, TicketStatusChange.to_status_id == previous,
+        ).order_by(col(TicketStatusChange.changed_at).desc(), col(TicketStatusChange.id).desc())).first()
+    if last is None or last.by_resource_id != tz or last.from_status_id != ticket.status or last.id is None:
+        return None
+    set_label = lists.status.label(previous)
+    seen = _seen(rule, ticket, label=lists.status.label(ticket.status), by=by, changed_at=changed_at, via=via,
+                 cause=cause, reapply_status=set_label,
+                 found=[f"TimeZest set {set_label} at {last.changed_at:%H:%M:%S} UTC; it was put back to "
+                        f"{lists.status.label(ticket.status)} {int((changed_at - last.changed_at).total_seconds())} s "
+                        "later"])
+    # Keyed by TimeZest's change: re-applied once, however often the person's change is reported.
+    return Breach(rule, seen, f"{EventType.GUARD_CLOBBERED.value}:timezest:{last.id}",
+                  f"TimeZest's {set_label} undone within {ctx.clobber_window_seconds} s", seen.found)
 
 
 def _partner_set(setter: InboundEvent) -> bool:

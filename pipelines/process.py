@@ -21,7 +21,7 @@ from pipelines.audit import EffectLedger, EventState, InboundEvent
 from pipelines.context import Context
 from pipelines.db import db_now, utcnow
 from pipelines.followups import FollowUpBody
-from pipelines.gate import History, decide_write, patch_landed
+from pipelines.gate import TIMEZEST, History, decide_write, patch_landed, timezest_wrote
 from pipelines.notes import marker, render_note
 from pipelines.observe import OBSERVATIONS, ObserveRun
 from pipelines.registry import parse_stored
@@ -33,6 +33,8 @@ __all__ = ["Result", "process_event"]
 
 log = logging.getLogger("atrelay.pipeline")
 
+#: Said in atrelay's note when it sets a status TimeZest's own PSA action should have set.
+NO_TIMEZEST_UPDATE = "; TimeZest's own status update had not arrived, so atrelay set it"
 #: Guard events: their breach is judged again from the whole ticket right before they write.
 GUARDS = frozenset(t for t in EventType if t.value.startswith("guard."))
 
@@ -171,6 +173,11 @@ class _Run(RunBase):
               base: dict[str, object]) -> EffectLedger | Result:
         """Ask the gate; return the effect row to write with, or the run's ending when it says no."""
         ctx = self.ctx
+        if event.type in TIMEZEST and ctx.timezest_resource_id is not None and target_id is not None:
+            # Verify and repair, never repeat: TimeZest's own PSA action may have written this already.
+            wrote = timezest_wrote(ctx, ticket, around=event.occurred_at, lists=lists, history=history)
+            if wrote is not None and (ticket.status == target_id or event.type == EventType.TIMEZEST_CANCELLED):
+                return self._timezest_wrote(event, ticket, wrote, lists=lists, effect=effect, base=base)
         verdict = decide_write(ctx, event_id=self.event_id, event=event, ticket=ticket, target_id=target_id,
                                lists=lists, history=history,
                                observation_id=self.row.caused_by_id if event.source == Source.AUTOTASK else None)
@@ -215,6 +222,30 @@ class _Run(RunBase):
         return store.update_effect(ctx.db, effect or fresh, from_status_id=ticket.status, to_status_id=target_id,
                                    patch_started_at=None, seen_change_id=store.last_change_id(ctx.db, ticket.id))
 
+    def _timezest_wrote(self, event: PartnerEvent, ticket: Ticket, wrote: str, *, lists: Picklists,
+                        effect: EffectLedger | None, base: dict[str, object]) -> Result:
+        """TimeZest set the status itself (and wrote its note): nothing to repeat. A cancellation's own
+        status is TimeZest's choice and stays; atrelay's note is written only when it adds something
+        TimeZest's may not say (the appointment that was cancelled)."""
+        ctx = self.ctx
+        ticket_update = (ticket.id, event.occurred_at, ticket.status)
+        cancelled = dict(event.details).get("Cancelled appointment")
+        if event.type != EventType.TIMEZEST_CANCELLED or not cancelled:
+            store.drop_effect(ctx.db, self.event_id)
+            return self._finish(EventState.APPLIED, "applied", f"already-set-by-timezest: TimeZest set {wrote}",
+                                ticket_update=ticket_update, **base)
+        note = event.model_copy(update={"summary": f"{event.summary}; TimeZest set {wrote} for the cancellation "
+                                                   "itself and it stays; this note adds the appointment that was "
+                                                   "cancelled"})
+        row = effect or EffectLedger(event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status,
+                                     to_status_id=None)
+        row = store.update_effect(ctx.db, row, to_status_id=None, from_status_id=ticket.status, patch_started_at=None)
+        if row.note_id is None:
+            self._note_once(note, row, lists)
+        return self._finish(EventState.APPLIED, "applied",
+                            f"already-set-by-timezest: TimeZest set {wrote}; note with the cancelled appointment",
+                            ticket_update=ticket_update, **base)
+
     def _settle_patch(self, effect: EffectLedger, ticket: Ticket, target_id: int | None, lists: Picklists,
                       history: History) -> EffectLedger:
         """A PATCH whose outcome was never confirmed: landed, it is done; not landed, decided again."""
@@ -256,7 +287,12 @@ class _Run(RunBase):
         # A follow-up carrying its cause's note writes it even if its own rule writes none.
         wants_note = decision.note or event.carries_note_of is not None
         if wants_note and not defer and effect.note_id is None:
-            effect = self._note_once(self._with_cause(event), effect, lists)
+            told = self._with_cause(event)
+            if (event.type in TIMEZEST and ctx.timezest_resource_id is not None and target_id is not None
+                    and effect.from_status_id != target_id):
+                # TimeZest's own PSA action should have set it: say that it did not (off, failed, undone).
+                told = told.model_copy(update={"summary": told.summary + NO_TIMEZEST_UPDATE})
+            effect = self._note_once(told, effect, lists)
         derived = self._follow_up(event, decision, ticket.id, target_id, note_deferred=defer)
         reason = ("already-set: note with the follow-up" if defer and noted_only else "note with the follow-up"
                   if defer else "already-set: note only" if noted_only else None)

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_RULES",
     "DEFAULT_WATCH_RULES",
     "GUARD_RULES",
+    "TIMEZEST_CASES",
     "Ignore",
     "Rule",
     "RulesError",
@@ -76,6 +77,26 @@ DEFAULT_RULES: dict[EventType, Rule] = {
     EventType.GUARD_COMPLETE_OPEN_CHECKLIST: Rule("Incomplete - Re-opened"),
     EventType.GUARD_DEFERRED_NO_DUE_DATE: Rule("Follow Up Needed:Resource"),
     EventType.GUARD_CLOBBERED: Rule(None, reapply=True),
+}
+
+
+#: What atrelay does with a TimeZest event, by what TimeZest's own PSA actions already did to the ticket
+#: (they set a status and write a note as TimeZest's API resource, ATRELAY_TIMEZEST_RESOURCE_ID):
+#: (TimeZest wrote this status, TimeZest wrote another one, TimeZest wrote nothing). Shown by
+#: `atrelay rules` and docs/rules.md; pipelines.process does it.
+TIMEZEST_CASES: dict[EventType, tuple[str, str, str]] = {
+    EventType.TIMEZEST_LINK_SENT: (
+        "nothing: applied, already-set-by-timezest (its note says it)",
+        "the rule's status, one note (a status set after the event by a person stands: superseded)",
+        "sets the rule's status, one note saying TimeZest's own update had not arrived"),
+    EventType.TIMEZEST_SCHEDULED: (
+        "nothing: applied, already-set-by-timezest; undone by a stale edit form: restored once (guard-clobbered)",
+        "the rule's status, one note (a status set after the event by a person stands: superseded)",
+        "sets the rule's status, one note saying TimeZest's own update had not arrived"),
+    EventType.TIMEZEST_CANCELLED: (
+        "TimeZest's status stays; a note only when it adds the appointment that was cancelled",
+        "TimeZest's status stays (its choice); a note only when it adds the appointment that was cancelled",
+        "sets the rule's status (\"\" = leave the status as it is), one note"),
 }
 
 

@@ -13,7 +13,7 @@ from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import EventType
 from pipelines.rules import Rule, RulesError, load_rules
 from pipelines.schema import SchemaOutOfDate, check_schema
-from workers.doctor_autotask import check_autotask_source, watch_rules_table
+from workers.doctor_autotask import check_autotask_source, timezest_table, watch_rules_table
 from workers.settings import Settings
 from workers.startup import CREDENTIALS_HINT, autotask_problem
 from workers.status import check_broker, liveness
@@ -198,6 +198,7 @@ def print_rules(settings: Settings, console: Console) -> int:
         return 1
     lists = _load_lists(settings, report) if settings.autotask_configured else None
     console.print(_status_table(rules, lists, report))
+    console.print(timezest_table(rules))
     console.print(watch_rules_table(settings, lists))
     for line in report.problems:
         console.print(f"[red]problem[/] {escape(line)}", highlight=False)

@@ -10,8 +10,9 @@ from rich.table import Table
 from connectors.autotask.errors import AutotaskError
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.autotask.webhooks import webhook_status
+from connectors.common.events import EventType
 from pipelines.autotask_status import autotask_intake
-from pipelines.rules import RulesError, load_watch_rules
+from pipelines.rules import TIMEZEST_CASES, Rule, RulesError, load_watch_rules
 from workers.settings import Settings
 
 __all__ = ["check_autotask_source", "watch_rules_table"]
@@ -63,6 +64,18 @@ def check_autotask_source(settings: Settings, report: _Report) -> None:
         else:
             report.ok.append(f"autotask webhooks: {spec.entity} #{item.webhook.id} active and ready -> "
                              f"{item.webhook.webhook_url}{last}")
+
+
+def timezest_table(rules: dict[EventType, Rule]) -> Table:
+    """Per TimeZest event: what atrelay does when TimeZest's own PSA action wrote its status, another, or none."""
+    table = Table(title="TimeZest events: verify and repair, never repeat", header_style="bold")
+    for name in ("event", "status", "TimeZest set it", "TimeZest set another", "TimeZest set nothing"):
+        table.add_column(name)
+    for etype, (same, other, none) in TIMEZEST_CASES.items():
+        rule = rules.get(etype)
+        status = (rule.status or "(leave as it is)") if rule is not None else "(no rule)"
+        table.add_row(etype.value, escape(status), same, other, none)
+    return table
 
 
 def watch_rules_table(settings: Settings, lists: Picklists | None) -> Table:

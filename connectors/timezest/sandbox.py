@@ -13,7 +13,14 @@ id must never meet it again on a different request. `atrelay sandbox timezest` s
 and the next id under var/ (``dump``/``restore``), so a restarted sandbox continues the sequence; a
 state built in-process (tests) starts at ``sreq_SBX000001``.
 
-TQL (partner facts §1): ``attribute OPERATOR value`` with spaces or ``~``, attribute optionally
+**PSA actions** (``PUT /_sandbox/psa_actions`` ``{"autotask_url", "statuses": {"sent"?, "scheduled"?,
+"cancelled"?: label | null}, "notes"?: bool}``, or ``null`` to switch them off): TimeZest's own
+"update ticket status" and note actions, as its help centre describes them for Autotask. On each
+transition of a request that names an Autotask ticket, the sandbox sets the configured status and
+writes a note on that ticket *as TimeZest's API resource*, through the Autotask sandbox's control
+endpoints (HTTP, as a separate system would). Off by default.
+
+TQL (TimeZest's query language): ``attribute OPERATOR value`` with spaces or ``~``, attribute optionally
 prefixed ``scheduling_request.``/``scheduling_requests.``; ``EQ NOT_EQ GT GTE LT LTE LIKE NOT_LIKE IN
 NOT_IN``; predicates joined by ``AND`` (binding tighter) and ``OR``. The time attributes
 (``created_at``, ``updated_at``, ``scheduled_at``, ``selected_start_time``) compare as unix seconds
@@ -33,6 +40,7 @@ from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -66,6 +74,7 @@ class TimezestSandboxState:
         self.script: list[dict[str, Any]] = []
         self.tql_ignore: set[str] = set()
         self.tql_reject: set[str] = set()
+        self.psa_actions: dict[str, Any] | None = None
 
     def dump(self) -> dict[str, Any]:
         """Requests, the next id and the clock (`atrelay sandbox timezest` saves this under var/)."""
@@ -113,7 +122,31 @@ class TimezestSandboxState:
             req["selected_start_time"] = now + 2 * 86400
             req["selected_time_zone"] = "Eastern Time (US & Canada)"
             req["scheduled_agents"] = [{"id": "agnt_SBX01", "name": "Tech One", "object": "agent"}]
+        self._psa(req, status)
         return req
+
+    def _psa(self, req: dict[str, Any], status: str) -> None:
+        """TimeZest's PSA actions for this transition: a status and a note on the ticket, as TimeZest."""
+        psa = self.psa_actions
+        ticket = next((e.get("id") for e in req["associated_entities"] if e.get("type") == "autotask/ticket"), None)
+        if not psa or ticket is None:
+            return
+        base = str(psa["autotask_url"]).rstrip("/")
+        label = (psa.get("statuses") or {}).get(status)
+        when = (datetime.fromtimestamp(req["selected_start_time"], tz=UTC).strftime("%a %Y-%m-%d %H:%M UTC")
+                if req.get("selected_start_time") else None)
+        text = {"sent": f"TimeZest sent a scheduling link to {req['end_user_name']}.",
+                "scheduled": f"{req['end_user_name']} booked {when} with "
+                             f"{', '.join(a['name'] for a in req['scheduled_agents']) or 'the team'} (TimeZest).",
+                "cancelled": f"The TimeZest appointment{f' of {when}' if when else ''} was cancelled."}.get(status)
+        with httpx.Client(timeout=10) as client:
+            if label:
+                client.post(f"{base}/_sandbox/tickets/{ticket}/status",
+                            json={"status": label, "as": "timezest"}).raise_for_status()
+            if text and psa.get("notes", True):
+                client.post(f"{base}/_sandbox/tickets/{ticket}/notes",
+                            json={"title": f"TimeZest: scheduling request {status}", "description": text,
+                                  "as": "timezest"}).raise_for_status()
 
     def reschedule(self, rid: str, start: int | None = None, shift_seconds: int = 86400) -> dict[str, Any]:
         """The end user (or an agent) moves a booked appointment: same request, new time."""
@@ -256,6 +289,12 @@ def create_app(state: TimezestSandboxState | None = None) -> FastAPI:
         st.tql_ignore = {str(a).lower() for a in body.get("tql_ignore") or []}
         st.tql_reject = {str(a).lower() for a in body.get("tql_reject") or []}
         return {"script": st.script, "tql_ignore": sorted(st.tql_ignore), "tql_reject": sorted(st.tql_reject)}
+
+    @app.put("/_sandbox/psa_actions")
+    async def psa_actions(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        st.psa_actions = dict(body) if body else None
+        return {"psa_actions": st.psa_actions}
 
     @app.get("/_sandbox/calls")
     async def calls() -> dict[str, Any]:

@@ -76,21 +76,23 @@ def test_sent_then_scheduled_between_polls_is_one_transition(
     assert [h["to"] for h in sandbox_ticket(dist.sandbox_url, 50005)["history"]] == [SCHEDULED]
 
 
-def test_status_timezest_set_itself_gets_one_note_and_no_patch(
+def test_status_timezest_set_itself_is_verified_and_not_repeated(
     dist: Stack, timezest: tuple[str, TimezestSandboxState]
 ) -> None:
-    """TimeZest set the status in the PSA itself: atrelay does not write it again, but what the event
-    says (request, end user) still reaches the ticket as one note (issue: information is never dropped)."""
+    """TimeZest set the status in the PSA itself and wrote its note (its own PSA actions): atrelay writes
+    neither again (issue 25: verify and repair, never repeat). It used to add a second note."""
     url, tz = timezest
     req = tz.create({"ticket_id": 50006})
     _poll(dist, url)
     tz.transition(req["id"], "sent")
     dist.sandbox.set_status(50006, SCHEDULING_LINK_SENT, actor="timezest")  # TimeZest's own PSA action
+    dist.sandbox.add_note(50006, {"title": "TimeZest: scheduling request sent", "description": "Link sent.",
+                                  "noteType": 2, "publish": 1}, dist.sandbox.actor("timezest"))
     _poll(dist, url)
     (row,) = _settled(dist)
-    assert (row.state, row.reason) == ("applied", "already-set: note only")
+    assert (row.state, row.reason) == ("applied", "already-set-by-timezest: TimeZest set Scheduling Link Sent")
     view = sandbox_ticket(dist.sandbox_url, 50006)
-    assert len(view["notes"]) == 1 and req["id"] in view["notes"][0]["description"]
+    assert [n["title"] for n in view["notes"]] == ["TimeZest: scheduling request sent"]  # TimeZest's only
     assert [h["actor"] for h in view["history"]] == ["timezest"]  # no PATCH by atrelay
 
 
