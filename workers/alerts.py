@@ -153,6 +153,10 @@ def alerts_send_task() -> int:
     return send_pending(get_settings())
 
 
+#: Company names already read by this process (a company's name is a lookup per company, not per alert).
+_company_names: dict[int, str | None] = {}
+
+
 def _describer(settings: Settings, web_url: str | None):  # type: ignore[no-untyped-def]
     """Reads a ticket for an alert: number, title, company (when Autotask has its name), link, status."""
     from connectors.autotask.errors import AutotaskError
@@ -168,12 +172,14 @@ def _describer(settings: Settings, web_url: str | None):  # type: ignore[no-unty
                       else ctx.client.find_ticket_by_number(number or ""))
         except AutotaskError:
             return None  # told without the title rather than not at all
-        company = None
-        if ticket.company_id is not None:
+        company = _company_names.get(ticket.company_id) if ticket.company_id is not None else None
+        if ticket.company_id is not None and ticket.company_id not in _company_names:
             try:
                 company = ctx.client.company_name(ticket.company_id)
             except AutotaskError:
-                company = None
+                company = None  # "when known": the alert goes out without it
+            else:
+                _company_names[ticket.company_id] = company  # names hardly change: one call per company
         status = None
         try:
             status = ctx.lists().status.label(ticket.status)
