@@ -318,8 +318,11 @@ def _format_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = err.get("loc") or ()
-        name = "ATRELAY_" + str(loc[0]).upper() if loc else "ATRELAY_?"
         msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        if not loc:  # a check across settings: its message names the variables itself
+            parts.append(msg)
+            continue
+        name = "ATRELAY_" + str(loc[0]).upper()
         raw = err.get("input")
         # Secrets, and alert URLs (they carry webhook tokens), are never echoed back.
         shown = "" if name.endswith(("SECRET", "KEY", "TOKEN", "NOTIFY_URLS")) or raw is None else f" (got {raw!r})"
