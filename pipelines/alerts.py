@@ -16,16 +16,17 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Column, Index, String, Text, UniqueConstraint, and_, delete, exists
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import Field, Session, SQLModel, col, select
 
 from pipelines.alert_text import Message, TicketFacts, plain, to_fields
-from pipelines.audit import DeadLetterAlerted, InboundEvent, TicketState, TicketStatusChange
+from pipelines.audit import DeadLetterAlerted, InboundEvent, ShadowPeriod, TicketState, TicketStatusChange
 from pipelines.db import UTCDateTime, session_scope, utcnow
 
 __all__ = [
@@ -77,10 +78,28 @@ def ticket_link(web_url: str | None, ticket_number: str | None) -> str | None:
             f"&TicketNumber={ticket_number}")
 
 
+#: Said in every alert recorded while the deployment runs in shadow mode (pipelines/shadow.py).
+SHADOW_NOTE = ("atrelay runs in shadow mode: it wrote nothing to Autotask; a status or note this alert speaks of "
+               "was only recorded (`atrelay shadow report`)")
+
+
+def _shadow_on(s: Session) -> bool:
+    return s.exec(select(ShadowPeriod.id).where(col(ShadowPeriod.ended_at).is_(None)).limit(1)).first() is not None
+
+
 def _alert_row(*, kind: str, key: str, message: Message | None, title: str | None, body: str | None,
-               ticket_id: int | None, fields: dict[str, Any] | None, severity: str | None) -> Alert:
+               ticket_id: int | None, fields: dict[str, Any] | None, severity: str | None,
+               shadow: bool = False) -> Alert:
     assert kind in KINDS, kind
     extra = dict(fields or {})
+    if shadow:
+        # Shadow mode: the alert still goes out (ops should see what atrelay sees), marked, since the status
+        # change it may speak of was only recorded, never written.
+        if message is not None:
+            message = replace(message, title=f"[shadow] {message.title}",
+                              facts=[*message.facts, ("Shadow mode", SHADOW_NOTE)])
+        elif title is not None and body is not None:
+            title, body = f"[shadow] {title}", f"{body}\n\nShadow mode: {SHADOW_NOTE}"
     if message is not None:
         extra["message"] = to_fields(message)
         title, body, severity = message.title, plain(message), message.severity
@@ -99,7 +118,7 @@ def record_alert(db: str, *, kind: str, key: str, message: Message | None = None
     try:
         with session_scope(db) as s:
             row = _alert_row(kind=kind, key=key, message=message, title=title, body=body, ticket_id=ticket_id,
-                             fields=fields, severity=severity)
+                             fields=fields, severity=severity, shadow=_shadow_on(s))
             s.add(row)
             s.flush()
             return row.id
@@ -264,7 +283,7 @@ def record_dead_letters(db: str) -> list[int]:
                                message=message, title=None, body=None,
                                ticket_id=rows[0][4] if len(rows) == 1 else None,
                                fields={"kind": "dead_letter", "count": len(rows), "first": first, "last": last,
-                                       "event_ids": [r[0] for r in rows[:50]]}, severity=None)
+                                       "event_ids": [r[0] for r in rows[:50]]}, severity=None, shadow=_shadow_on(s))
             s.add(alert)
             s.flush()
             return [alert.id] if alert.id is not None else []

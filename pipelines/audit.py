@@ -48,6 +48,8 @@ __all__ = [
     "QuotaRequest",
     "QuotaSlot",
     "RejectedRequest",
+    "ShadowPeriod",
+    "ShadowWrite",
     "TenantUsage",
     "TicketNumber",
     "TicketState",
@@ -469,3 +471,46 @@ class OpsMark(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(64), primary_key=True))
     value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class ShadowPeriod(SQLModel, table=True):
+    """A stretch of time the deployment ran with ``ATRELAY_MODE=shadow`` (``ended_at`` None: still does).
+
+    Opened by the first process that starts in shadow mode, closed by the first that starts live.
+    An event received inside a period was accepted in shadow mode and is never written to Autotask,
+    whatever mode later runs it (pipelines/shadow.py).
+    """
+
+    __tablename__ = "shadow_periods"
+
+    id: int | None = Field(default=None, primary_key=True)
+    started_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    started_by: str = Field(sa_column=Column(String(160), nullable=False))
+    ended_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    ended_by: str | None = Field(default=None, sa_column=Column(String(160), nullable=True))
+
+
+class ShadowWrite(SQLModel, table=True):
+    """An Autotask write atrelay would have made and did not (shadow mode): the PATCH or the note.
+
+    One row per event and kind (``patch`` or ``note``), recorded at the moment of the write, after the
+    write gate allowed it: what live mode would have done, to set beside what people then did.
+    """
+
+    __tablename__ = "shadow_writes"
+    __table_args__ = (UniqueConstraint("event_id", "kind", name="uq_shadow_writes_event_kind"),
+                      Index("ix_shadow_writes_ticket", "ticket_id"))
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: int = Field(sa_column=Column(ForeignKey("inbound_events.id"), nullable=False))
+    kind: str = Field(sa_column=Column(String(8), nullable=False))  # patch | note
+    ticket_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    event_type: str = Field(sa_column=Column(String(64), nullable=False))
+    from_status_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    to_status_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    to_status: str | None = Field(default=None, sa_column=Column(String(100), nullable=True))
+    note_text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    # Why it was not written: this process runs in shadow mode, or the event was accepted in shadow mode
+    # and a live process reached its write afterwards.
+    why: str = Field(sa_column=Column(String(16), nullable=False))  # mode | accepted

@@ -41,6 +41,7 @@ class Context:
     read_batch: int = 1  # ATRELAY_AUTOTASK_READ_BATCH
     read_max_age_seconds: float = 0.0  # ATRELAY_AUTOTASK_READ_MAX_AGE_SECONDS
     max_crashes: int = 3  # ATRELAY_MAX_CRASHES: runs ending in an unexpected exception before a dead letter
+    shadow: bool = False  # ATRELAY_MODE=shadow: record the writes the gate allows instead of making them
     _own_resource: list[int | None] = field(default_factory=list, repr=False)
 
     def lists(self) -> Picklists:

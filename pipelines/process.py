@@ -16,7 +16,7 @@ from connectors.autotask.errors import AutotaskError, may_have_been_applied
 from connectors.autotask.models import Ticket
 from connectors.autotask.picklists import Picklists
 from connectors.common.events import EventType, PartnerEvent, Source
-from pipelines import store, ticket_numbers, ticket_reads
+from pipelines import shadow, store, ticket_numbers, ticket_reads
 from pipelines.audit import EffectLedger, EventState, InboundEvent
 from pipelines.context import Context
 from pipelines.db import db_now, utcnow
@@ -257,11 +257,29 @@ class _Run(RunBase):
             return store.update_effect(ctx.db, effect, patched_at=utcnow())  # landed; someone changed it since
         return store.update_effect(ctx.db, effect, patch_started_at=None)
 
+    def _held_back(self) -> str | None:
+        """Why this run's writes are recorded instead of made: ``mode`` (this process runs in shadow mode),
+        ``accepted`` (the event came in while the deployment ran in shadow mode), or None (write)."""
+        if self.shadow_held is None:
+            self.shadow_held = ("mode" if self.ctx.shadow else
+                                "accepted" if shadow.accepted_in_shadow(self.ctx.db, self.event_id) else "")
+        return self.shadow_held or None
+
     def _patch(self, effect: EffectLedger, ticket: Ticket, target_id: int) -> tuple[EffectLedger, int]:
         """Write the status the gate allowed (or only mark it done when the ticket already shows it)."""
         ctx = self.ctx
         if ticket.status == target_id:
             return store.update_effect(ctx.db, effect, patched_at=utcnow()), target_id
+        held = self._held_back()
+        if held:
+            # Shadow mode: the PATCH the gate allowed is recorded, not sent. The run goes on as if it had
+            # landed (an inline follow-up decides from the status atrelay would have left), while the effect
+            # ledger and the ticket's observed status keep the truth: a person who sets this status later is
+            # heard as a change, which is what the shadow report compares with.
+            shadow.record_write(ctx.db, event_id=self.event_id, kind="patch", ticket_id=ticket.id,
+                                event_type=self.row.event_type, from_status_id=ticket.status, to_status_id=target_id,
+                                to_status=ctx.lists().status.label(target_id), why=held)
+            return effect, target_id
         self.guard()
         effect = store.update_effect(ctx.db, effect, patch_started_at=utcnow())
         try:
@@ -318,6 +336,11 @@ class _Run(RunBase):
             to_status=lists.status.label(effect.to_status_id) if effect.to_status_id is not None else None,
             received_at=self.row.received_at, key=ctx.note_key,
         )
+        held = self._held_back()
+        if held:  # shadow mode: the note exactly as it would have been posted, recorded instead
+            shadow.record_write(ctx.db, event_id=self.event_id, kind="note", ticket_id=effect.ticket_id,
+                                event_type=self.row.event_type, note_text=f"{title}\n\n{description}", why=held)
+            return effect
         self.guard()
         effect = store.update_effect(ctx.db, effect, note_started_at=utcnow(), note_text=f"{title}\n\n{description}")
         note_id = client.add_ticket_note(

@@ -80,6 +80,9 @@ class RunBase:
         self.owner = owner
         self.heartbeat = Heartbeat(ctx.db, row.id, owner, ctx.lease_seconds) if owner else None
         self._leased_ticket: int | None = None
+        # Shadow mode (pipelines.shadow): None until a write point asks; "" = writes go to Autotask, else
+        # why they were recorded instead ("mode" or "accepted"). The run's reason then says so.
+        self.shadow_held: str | None = None
 
     @property
     def leased_ticket(self) -> int | None:
@@ -123,6 +126,8 @@ class RunBase:
 
     # ---- endings ----------------------------------------------------------------------------
     def _finish(self, state: EventState, outcome: str, reason: str | None = None, **kw: object) -> Result:
+        if self.shadow_held:  # nothing reached Autotask: every screen showing this reason says so
+            reason = f"shadow: nothing written ({reason or 'would apply'})"
         derived_id = store.finish_run(
             self.ctx.db, event_id=self.event_id, run_id=self.run_id, state=state, outcome=outcome,
             reason=reason, owner=self.owner, **kw,  # type: ignore[arg-type]

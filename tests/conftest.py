@@ -22,7 +22,8 @@ from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, reset_settings_cache
 DATA_TABLES = ("inbound_events", "pipeline_runs", "outbound_attempts", "effects", "ticket_state", "ticket_status_changes",
                "rejected_requests", "timezest_requests", "poll_runs", "audit_seals", "quota_slots", "metric_counters",
                "quota_requests", "tenant_usage", "alerts", "ops_sessions", "ticket_numbers", "alert_deliveries",
-               "alert_senders", "dead_letters_alerted", "liveness_incidents", "ops_marks", "process_heartbeats")
+               "alert_senders", "dead_letters_alerted", "liveness_incidents", "ops_marks", "process_heartbeats",
+               "shadow_writes", "shadow_periods")
 
 
 @pytest.fixture(autouse=True)

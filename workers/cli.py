@@ -8,15 +8,26 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
 from workers.cli_autotask import autotask_app
-from workers.settings import Settings, SettingsError, get_settings
+from workers.cli_common import embedded_settings as _embedded_settings
+from workers.cli_common import fail as _fail
+from workers.cli_common import require_schema as _require_schema
+from workers.cli_common import settings as _settings
+from workers.cli_shadow import secret_app, shadow_app
+from workers.output import Format, make_console
+from workers.settings import (
+    SANDBOX_AUTOTASK_CREDENTIALS,
+    SANDBOX_TIMEZEST_API_KEY,
+    Settings,
+    SettingsError,
+    get_settings,
+)
 
 __all__ = ["app", "main"]
 
@@ -29,58 +40,12 @@ app.add_typer(events_app, name="events")
 app.add_typer(audit_app, name="audit")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(autotask_app, name="autotask")
-console = Console()
-err = Console(stderr=True, soft_wrap=True)
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _settings() -> Settings:
-    from workers.settings import partial_autotask_credentials, unknown_variables
-
-    try:
-        settings = get_settings()
-    except SettingsError as exc:
-        _fail(str(exc))
-    unknown = unknown_variables()
-    if unknown:
-        _fail(f"unknown setting(s): {', '.join(unknown)}. Every variable is listed in infra/env.example")
-    missing = partial_autotask_credentials(settings)
-    if missing:
-        # Two of three would otherwise be ignored and the sandbox used instead of the tenant.
-        _fail(f"Autotask credentials are partly set: {', '.join(missing)} missing (set all three, or none "
-              "for the sandbox)")
-    from workers.logs import configure_logging
-
-    configure_logging(settings.log_level, json_lines=settings.json_logs)
-    return settings
-
-
-def _embedded_settings() -> Settings:
-    """The settings, completed with the sandboxes of a running `atrelay run` when none are configured."""
-    from workers.embedded import use_embedded
-
-    used = use_embedded(_settings())
-    if used.note:
-        err.print(Text(used.note))
-    return used.settings
-
-
-def _require_schema(settings: Settings) -> None:
-    from pipelines.schema import SchemaOutOfDate, check_schema
-
-    url = settings.effective_database_url
-    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-        # Opening it would create an empty database here and advise `migrate`: say which var/ is meant.
-        _fail(f"no audit database at {url.removeprefix('sqlite:///')} (var folder {settings.var_path}): run "
-              "`atrelay migrate` first (or `atrelay run`), or set ATRELAY_VAR_DIR to the var/ folder it uses")
-    try:
-        check_schema(settings.effective_database_url)
-    except SchemaOutOfDate as exc:
-        _fail(str(exc))
+app.add_typer(shadow_app, name="shadow")
+app.add_typer(secret_app, name="secret")
+console = make_console()
+err = make_console(stderr=True, soft_wrap=True)
+#: --format of the listing commands.
+_FORMAT = typer.Option("--format", help="table (default; one line per row when piped), json or csv")
 
 
 def _check_tenant_statuses(settings: Settings) -> None:
@@ -138,13 +103,15 @@ def run(
     port: int = 8000,
     autotask_sandbox_port: int = 8101,
     timezest_sandbox_port: int = 8102,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Also show Celery's banner and its per-task and "
+                                                            "scheduler lines")] = False,
 ) -> None:
     """Embedded mode: migrate, then ingress + worker + beat (+ sandboxes when unconfigured)."""
     from workers.supervisor import Supervisor
 
     settings = _settings()
     sup = Supervisor(settings, console, host=host, port=port, autotask_sandbox_port=autotask_sandbox_port,
-                     timezest_sandbox_port=timezest_sandbox_port)
+                     timezest_sandbox_port=timezest_sandbox_port, verbose=verbose)
     try:
         lines = sup.start()
     except RuntimeError as exc:
@@ -155,18 +122,31 @@ def run(
 
 
 @app.command()
-def ingress(host: str = "127.0.0.1", port: int = 8000, workers: int = 1) -> None:
+def ingress(
+    host: Annotated[str | None, typer.Option(help="Listen address (default ATRELAY_INGRESS_HOST, 127.0.0.1)")]
+    = None,
+    port: Annotated[int | None, typer.Option(help="Port (default ATRELAY_INGRESS_PORT, 8000)")] = None,
+    workers: int = 1,
+) -> None:
     """Run the HTTP ingress (webhook endpoints)."""
+    import logging
+
     import uvicorn
+
+    from workers.mode import record_start
 
     settings = _settings()
     _require_schema(settings)
+    record_start(settings, "ingress", err)
     from workers.settings import webhook_secrets
 
-    for source in ("webform", "mission-control"):
-        if webhook_secrets(settings, source)[1]:
-            err.print(f"[yellow]note:[/] no secret configured for {source}; using the generated one in "
-                      f"{settings.var_path / 'dev-secrets.json'} (atrelay send signs with it)")
+    host, port = host or settings.ingress_host, port or settings.ingress_port
+    generated = [source for source in ("webform", "mission-control") if webhook_secrets(settings, source)[1]]
+    # One line says where it listens and in which mode (uvicorn itself only logs warnings).
+    logging.getLogger("atrelay.ingress").info("ingress.listening", extra={
+        "url": f"http://{host}:{port}", "mode": settings.mode,
+        **({"generated_secrets": f"{','.join(generated)} in {settings.var_path / 'dev-secrets.json'} "
+                                 "(atrelay send signs with them)"} if generated else {})})
     # The guarded protocol bounds headers and cuts slow clients; limit_concurrency caps connections.
     # X-Forwarded-For is believed only from ATRELAY_TRUSTED_PROXIES (uvicorn's default trusts any local
     # client, and with no proxy in front that is anyone who can reach the port through one).
@@ -185,10 +165,15 @@ def worker(
     name: Annotated[str | None, typer.Option("--name", "-n", help="Celery node name")] = None,
     beat: Annotated[bool, typer.Option("--beat", help="Also run the scheduler in this process (embedded mode)")]
     = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No Celery banner, no Celery info lines (`atrelay run` "
+                                                        "without --verbose)")] = False,
 ) -> None:
     """Run a Celery worker that processes events."""
+    from workers.mode import record_start
+
     settings = _settings()
     _require_schema(settings)
+    record_start(settings, "worker", err)
     _check_tenant_statuses(settings)
     from workers.celery_app import QUEUE
     from workers.celery_app import app as celery
@@ -196,6 +181,9 @@ def worker(
     argv = ["worker", "--loglevel", settings.log_level, "-Q", QUEUE, "--pool", settings.worker_pool,
             "--concurrency", str(concurrency or settings.worker_concurrency), "--without-gossip",
             "--without-mingle"]
+    if quiet:
+        _quiet_celery()
+        argv.insert(0, "--quiet")
     if name:
         argv += ["-n", name]
     if beat:
@@ -207,11 +195,26 @@ def worker(
     celery.worker_main(argv)
 
 
+def _quiet_celery() -> None:
+    """The embedded terminal shows atrelay's lines: Celery's (connected, ready, every scheduler tick) only
+    from WARNING up, and its superuser warning not at all (`atrelay run` explains running as root once)."""
+    import logging
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
+    logging.getLogger("celery").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+
+
 @app.command()
 def beat() -> None:
     """Run the scheduler (TimeZest polls, stuck-event sweeper)."""
+    from workers.mode import record_start
+
     settings = _settings()
     _require_schema(settings)
+    record_start(settings, "beat", err)
     from workers.beat_lock import BeatLock
     from workers.celery_app import app as celery
 
@@ -236,9 +239,14 @@ def send(
     settings = _settings()
     body = file.read_bytes()
     try:
-        kind = str(json.loads(body).get("type", ""))
-    except (json.JSONDecodeError, AttributeError):
-        _fail(f"{file} is not a JSON object")
+        parsed = json.loads(body)
+    except json.JSONDecodeError as exc:  # where it breaks, as an editor counts (line and column from 1)
+        _fail(f"{file}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")
+    except UnicodeDecodeError as exc:
+        _fail(f"{file}: not UTF-8 text (byte {exc.start})")
+    if not isinstance(parsed, dict):
+        _fail(f"{file} is JSON but not an object ({type(parsed).__name__}); a partner event is an object")
+    kind = str(parsed.get("type", ""))
     source = "mission-control" if kind.startswith("mc.") else "webform"
     configured = settings.mc_webhook_secret if source == "mission-control" else settings.webform_webhook_secret
     dev_secrets = settings.var_path / "dev-secrets.json"
@@ -264,10 +272,12 @@ def send(
 @events_app.callback()
 def events(
     ctx: typer.Context,
+    *,
     limit: int = 30,
     source: str | None = None,
     state: str | None = None,
     ticket: Annotated[str | None, typer.Option(help="ticket number (T2026...) or id; includes follow-ups")] = None,
+    fmt: Annotated[Format, _FORMAT] = Format.table,
 ) -> None:
     """List recent events and outcomes (`atrelay events show ID` for one event)."""
     if ctx.invoked_subcommand is not None:
@@ -283,7 +293,8 @@ def events(
         _fail(f"--state {state!r} is not a state; use one of: {', '.join(s.value for s in EventState)}")
     settings = _settings()
     _require_schema(settings)
-    print_events(settings.effective_database_url, console, limit=limit, source=source, state=state, ticket=ticket)
+    print_events(settings.effective_database_url, console, limit=limit, source=source, state=state, ticket=ticket,
+                 fmt=fmt)
 
 
 @events_app.command("show")
@@ -314,13 +325,13 @@ def rules() -> None:
 
 
 @app.command()
-def dlq(limit: int = 100) -> None:
+def dlq(limit: int = 100, fmt: Annotated[Format, _FORMAT] = Format.table) -> None:
     """List dead letters with their reason and age."""
     from workers.reports import print_dead_letters
 
     settings = _settings()
     _require_schema(settings)
-    print_dead_letters(settings.effective_database_url, console, limit=limit)
+    print_dead_letters(settings.effective_database_url, console, limit=limit, fmt=fmt)
 
 
 @app.command()
@@ -361,23 +372,23 @@ def replay(
 
 
 @app.command()
-def rejections(limit: int = 30) -> None:
+def rejections(limit: int = 30, fmt: Annotated[Format, _FORMAT] = Format.table) -> None:
     """List recent refused requests and why."""
     from workers.reports import print_rejections
 
     settings = _settings()
     _require_schema(settings)
-    print_rejections(settings.effective_database_url, console, limit=limit)
+    print_rejections(settings.effective_database_url, console, limit=limit, fmt=fmt)
 
 
 @app.command()
-def polls(limit: int = 20) -> None:
+def polls(limit: int = 20, fmt: Annotated[Format, _FORMAT] = Format.table) -> None:
     """List recent partner polls (TimeZest) and their results."""
     from workers.reports import print_polls
 
     settings = _settings()
     _require_schema(settings)
-    print_polls(settings.effective_database_url, console, limit=limit)
+    print_polls(settings.effective_database_url, console, limit=limit, fmt=fmt)
 
 
 @audit_app.command("seal")
@@ -437,18 +448,28 @@ def _sandbox_var() -> Path:
         _fail(str(exc))
 
 
-@sandbox_app.command("autotask")
+_AUTOTASK_SANDBOX_HELP = (
+    "Serve the Autotask REST emulator; its state is kept in var/.\n\n"
+    "It accepts only its own credentials (not secrets; they open nothing else): "
+    f"ATRELAY_AUTOTASK_USERNAME={SANDBOX_AUTOTASK_CREDENTIALS['username']} "
+    f"ATRELAY_AUTOTASK_SECRET={SANDBOX_AUTOTASK_CREDENTIALS['secret']} "
+    f"ATRELAY_AUTOTASK_INTEGRATION_CODE={SANDBOX_AUTOTASK_CREDENTIALS['integration_code']} "
+    "ATRELAY_AUTOTASK_ZONE_URL=http://HOST:PORT/atservicesrest/v1.0/zoneInformation"
+)
+
+
+@sandbox_app.command("autotask", help=_AUTOTASK_SANDBOX_HELP)
 def sandbox_autotask(host: str = "127.0.0.1", port: int = 8101, fresh: Annotated[bool, _FRESH] = False) -> None:
-    """Serve the Autotask REST emulator (credentials: see README); its state is kept in var/."""
     from workers.sandbox_serve import serve_sandbox
 
     console.print(f"Autotask sandbox on http://{host}:{port} (zone lookup: /atservicesrest/v1.0/zoneInformation)")
     serve_sandbox("autotask", host, port, _sandbox_var(), fresh=fresh, console=console, err=err)
 
 
-@sandbox_app.command("timezest")
+@sandbox_app.command("timezest", help="Serve the TimeZest API emulator; its state is kept in var/.\n\n"
+                                       f"It accepts the API key ATRELAY_TIMEZEST_API_KEY={SANDBOX_TIMEZEST_API_KEY} "
+                                       "with ATRELAY_TIMEZEST_BASE_URL=http://HOST:PORT/v1 (not a secret).")
 def sandbox_timezest(host: str = "127.0.0.1", port: int = 8102, fresh: Annotated[bool, _FRESH] = False) -> None:
-    """Serve the TimeZest API emulator; its state is kept in var/."""
     from workers.sandbox_serve import serve_sandbox
 
     console.print(f"TimeZest sandbox on http://{host}:{port}/v1")

@@ -1,4 +1,8 @@
-"""``atrelay autotask webhooks install | status | remove``: Autotask's own webhooks, registered by atrelay."""
+"""``atrelay autotask webhooks install | status | remove``: Autotask's own webhooks, registered by atrelay;
+``atrelay autotask resources``: the tenant's API users, and which setting names which.
+
+With no Autotask settings of their own, these use the sandbox of a running `atrelay run` (as doctor and
+rules do), so they work on a fresh `make run`."""
 
 from __future__ import annotations
 
@@ -7,11 +11,12 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from workers.settings import Settings, SettingsError, get_settings, webhook_secrets
+from workers.cli_common import embedded_settings
+from workers.output import Format, emit, make_console
+from workers.settings import Settings, webhook_secrets
 
 if TYPE_CHECKING:
     from connectors.autotask.client import AutotaskClient
@@ -22,11 +27,12 @@ if TYPE_CHECKING:
 
 __all__ = ["autotask_app"]
 
-autotask_app = typer.Typer(help="Autotask as an event source: its ticket and note webhooks.", no_args_is_help=True)
+autotask_app = typer.Typer(help="Autotask as an event source: its ticket and note webhooks, its API resources.",
+                           no_args_is_help=True)
 webhooks_app = typer.Typer(help="atrelay's ticket and ticket-note webhooks in the tenant.", no_args_is_help=True)
 autotask_app.add_typer(webhooks_app, name="webhooks")
-console = Console()
-err = Console(stderr=True)
+console = make_console()
+err = make_console(stderr=True)
 _LOCAL = {"localhost", "127.0.0.1", "::1"}
 
 
@@ -36,10 +42,7 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _settings() -> Settings:
-    try:
-        settings = get_settings()
-    except SettingsError as exc:
-        _fail(str(exc), 2)
+    settings = embedded_settings()
     if not settings.autotask_configured:
         _fail("Autotask is not configured: set ATRELAY_AUTOTASK_USERNAME, ATRELAY_AUTOTASK_SECRET and "
               "ATRELAY_AUTOTASK_INTEGRATION_CODE (`atrelay run` registers the sandbox's webhooks itself)", 2)
@@ -140,6 +143,37 @@ def status() -> None:
                       f"{_ts(intake.last_deactivation_at)}: {escape(intake.last_deactivation or '')}")
     bad = [i for i in installed if not (i.webhook.is_active and i.webhook.is_ready)] or len(installed) < len(found)
     raise typer.Exit(1 if bad else 0)
+
+
+@autotask_app.command("resources")
+def resources(
+    every: Annotated[bool, typer.Option("--all", help="Every active resource, not only API users")] = False,
+    fmt: Annotated[Format, typer.Option("--format", help="table, json or csv")] = Format.table,
+) -> None:
+    """The tenant's API users (resources): atrelay's own, TimeZest's, Mission Control's, with the setting
+    that names each; `atrelay doctor` checks ATRELAY_TIMEZEST_RESOURCE_ID against this list."""
+    from connectors.autotask.errors import AutotaskError
+    from workers.runtime import timezest_resource_id
+    from workers.tenant_resources import check_timezest_resource, list_resources
+
+    settings = _settings()
+    with _client(settings) as client:
+        try:
+            rows = list_resources(client)
+        except AutotaskError as exc:
+            _fail(f"could not read the tenant's resources: {exc}")
+    use = {"atrelay": "atrelay's API user (ATRELAY_AUTOTASK_USERNAME; excluded from its webhooks)",
+           "timezest": "TimeZest: ATRELAY_TIMEZEST_RESOURCE_ID={id}",
+           "mission-control": "Mission Control's bridge (its changes drive the mc-* watch rules)"}
+    shown = [r for r in rows if every or r.api_user]
+    emit(console, title="Autotask resources" if every else "Autotask API users", fmt=fmt,
+         columns=("id", "name", "user name", "license", "API user", "is"),
+         rows=[(str(r.id), r.resource.name, r.resource.user_name or "-",
+                r.license or (str(r.resource.license_type) if r.resource.license_type is not None else "-"),
+                "yes" if r.api_user else "no", use[r.owner].format(id=r.id) if r.owner else "-") for r in shown])
+    if fmt == Format.table:
+        check = check_timezest_resource(timezest_resource_id(settings), rows)
+        (console if check.level == "ok" else err).print(f"{check.level}: {escape(check.message)}", highlight=False)
 
 
 @webhooks_app.command("remove")

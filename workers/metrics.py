@@ -83,6 +83,7 @@ class AuditCollector(Collector):
         yield GaugeMetricFamily("atrelay_parked", "Events parked until a later attempt",
                                 value=float(counts.get("parked", 0) + counts.get("retrying", 0)))
         yield from self._liveness()
+        yield from self._mode()
         depth = broker_queue_depth(self.settings)
         if depth is not None:
             yield GaugeMetricFamily("atrelay_queue_depth", "Messages waiting on the broker queue", value=float(depth))
@@ -100,6 +101,23 @@ class AuditCollector(Collector):
         if usage.tenant_count is not None:
             yield GaugeMetricFamily("atrelay_autotask_tenant_requests", "Tenant-wide requests this hour",
                                     value=float(usage.tenant_count))
+
+    def _mode(self) -> Iterator[_Family]:
+        """ATRELAY_MODE of the answering process, and what the current (or last) shadow period recorded."""
+        from pipelines.shadow import summary
+
+        mode = GaugeMetricFamily("atrelay_mode", "1 for the ATRELAY_MODE this process runs in (live or shadow)",
+                                 labels=["mode"])
+        mode.add_metric([self.settings.mode], 1.0)
+        yield mode
+        seen = summary(self.db, count_events=False)  # counting events would read history on every scrape
+        if seen is None:
+            return
+        held = GaugeMetricFamily("atrelay_shadow_would_writes", "Autotask writes recorded instead of made in the "
+                                 "current or last shadow period, by kind (patch, note)", labels=["kind"])
+        held.add_metric(["patch"], float(seen.would_patch))
+        held.add_metric(["note"], float(seen.would_note))
+        yield held
 
     def _liveness(self) -> Iterator[_Family]:
         """Who is alive, what waits and since when, which liveness conditions hold (pipelines/liveness.py)."""

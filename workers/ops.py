@@ -125,6 +125,7 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
     def render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         context.setdefault("msg", request.query_params.get("msg"))
         context.setdefault("csrf", csrf_for(request))
+        context.setdefault("mode", settings.mode)  # every page says when nothing is written to Autotask
         return templates.TemplateResponse(request, name, {"ts": _ts, **context}, status_code=status)
 
     def login_page(request: Request, failed: bool = False) -> HTMLResponse:
@@ -232,6 +233,17 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
         data = await run_in_threadpool(gather)
         return render(request, "index.html", sources=[s.value for s in Source], states=[s.value for s in EventState],
                       filters={"source": source, "state": state, "ticket": ticket}, **data)
+
+    @router.get("/shadow", response_class=HTMLResponse)
+    async def shadow(request: Request) -> Response:
+        """What shadow mode would have written, beside what people then set (`atrelay shadow report`)."""
+        if not await authorised(request):
+            return login_page(request)
+        from pipelines.shadow_report import shadow_report
+
+        found = await run_in_threadpool(shadow_report, db, agree_minutes=settings.shadow_agree_minutes)
+        agreed, decided = found.agreement
+        return render(request, "shadow.html", report=found, agreed=agreed, decided=decided)
 
     @router.get("/events/{event_id}", response_class=HTMLResponse)
     async def event(request: Request, event_id: int) -> Response:

@@ -17,6 +17,7 @@ from pipelines.audit import EventState, InboundEvent, PollRun, RejectedRequest
 from pipelines.clock import clamped_from, signature_form
 from pipelines.db import session_scope, utcnow
 from pipelines.store import event_story
+from workers.output import Format, emit
 
 __all__ = ["print_dead_letters", "print_event", "print_events", "print_polls", "print_rejections"]
 
@@ -25,17 +26,16 @@ def _ts(value: object) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if hasattr(value, "strftime") else "-"
 
 
-def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    table = Table(title=title, header_style="bold")
-    for name in columns:
-        table.add_column(name, overflow="fold")
-    for row in rows:
-        table.add_row(*(Text(cell) for cell in row))
-    console.print(table)
+_COLOURS = {"applied": "green", "dead": "red", "invalid": "red", "retrying": "yellow", "parked": "yellow",
+            "skipped": "cyan"}
+
+
+def _state_colour(column: str, value: str) -> str:
+    return _COLOURS.get(value, "") if column == "state" else ""
 
 
 def print_events(db: str, console: Console, *, limit: int, source: str | None, state: str | None,
-                 ticket: str | None = None) -> None:
+                 ticket: str | None = None, fmt: Format = Format.table) -> None:
     with session_scope(db) as s:
         q = select(InboundEvent).order_by(col(InboundEvent.id).desc()).limit(limit)
         if source:
@@ -50,19 +50,12 @@ def print_events(db: str, console: Console, *, limit: int, source: str | None, s
             # Follow-ups (MC No Contact -> Waiting Customer) may carry only the resolved ticket id.
             q = q.where(on_ticket | col(InboundEvent.caused_by_id).in_(select(InboundEvent.id).where(on_ticket)))
         rows = list(s.exec(q).all())
-    table = Table(title=f"Recent events ({len(rows)})", header_style="bold")
-    for name in ("id", "received (UTC)", "source", "type", "ticket", "state", "reason", "tries"):
-        table.add_column(name, overflow="fold")
-    colours = {"applied": "green", "dead": "red", "invalid": "red", "retrying": "yellow", "parked": "yellow",
-               "skipped": "cyan"}
-    for r in rows:
-        ticket = str(r.ticket_id or r.ticket_number or "-")
-        style = colours.get(r.state, "")
-        table.add_row(
-            str(r.id), _ts(r.received_at), Text(r.source), Text(r.event_type), Text(ticket),
-            Text(r.state, style=style), Text((r.reason or "")[:80]), str(r.attempts),
-        )
-    console.print(table)
+    # The table shortens a reason to a line; json and csv carry it whole (`events show` has the rest).
+    cut = 80 if fmt == Format.table else None
+    emit(console, title=f"Recent events ({len(rows)})", fmt=fmt, style=_state_colour,
+         columns=("id", "received (UTC)", "source", "type", "ticket", "state", "reason", "tries"),
+         rows=[(str(r.id), _ts(r.received_at), r.source, r.event_type, str(r.ticket_id or r.ticket_number or "-"),
+                r.state, (r.reason or "")[:cut], str(r.attempts)) for r in rows])
 
 
 def print_event(db: str, console: Console, event_id: int) -> bool:
@@ -119,29 +112,31 @@ def _age(value: object) -> str:
     return f"{seconds}s"
 
 
-def print_dead_letters(db: str, console: Console, *, limit: int) -> None:
+def print_dead_letters(db: str, console: Console, *, limit: int, fmt: Format = Format.table) -> None:
     with session_scope(db) as s:
         # Invalid events (signed bodies that failed validation) wait for a fix and a replay just like
         # dead letters, so they are listed here too, with their state.
         rows = list(s.exec(select(InboundEvent).where(col(InboundEvent.state).in_(_DLQ_STATES))
                            .order_by(col(InboundEvent.id).desc()).limit(limit)).all())
-    _print_table(console, f"Dead letters ({len(rows)}); replay with `atrelay replay ID`",
-                 ("id", "age", "source", "type", "ticket", "state", "tries", "reason"),
-                 [(str(r.id), _age(r.updated_at), r.source, r.event_type, str(r.ticket_id or r.ticket_number or "-"),
-                   r.state, str(r.attempts), r.reason or "") for r in rows])
+    emit(console, title=f"Dead letters ({len(rows)}); replay with `atrelay replay ID`", fmt=fmt,
+         columns=("id", "age", "source", "type", "ticket", "state", "tries", "reason"),
+         rows=[(str(r.id), _age(r.updated_at), r.source, r.event_type, str(r.ticket_id or r.ticket_number or "-"),
+                r.state, str(r.attempts), r.reason or "") for r in rows])
 
 
-def print_rejections(db: str, console: Console, *, limit: int) -> None:
+def print_rejections(db: str, console: Console, *, limit: int, fmt: Format = Format.table) -> None:
     with session_scope(db) as s:
         rows = list(s.exec(select(RejectedRequest).order_by(col(RejectedRequest.id).desc()).limit(limit)).all())
-    _print_table(console, "Rejected requests", ("id", "at", "source", "status", "reason", "webhook-id", "from"),
-                 [(str(r.id), _ts(r.at), r.source, str(r.status_code), r.reason, r.webhook_id or "-",
-                   r.remote or "-") for r in rows])
+    emit(console, title="Rejected requests", fmt=fmt,
+         columns=("id", "at", "source", "status", "reason", "webhook-id", "from"),
+         rows=[(str(r.id), _ts(r.at), r.source, str(r.status_code), r.reason, r.webhook_id or "-", r.remote or "-")
+               for r in rows])
 
 
-def print_polls(db: str, console: Console, *, limit: int) -> None:
+def print_polls(db: str, console: Console, *, limit: int, fmt: Format = Format.table) -> None:
     with session_scope(db) as s:
         rows = list(s.exec(select(PollRun).order_by(col(PollRun.id).desc()).limit(limit)).all())
-    _print_table(console, "Partner polls", ("id", "source", "started", "outcome", "seen", "emitted", "error"),
-                 [(str(r.id), r.source, _ts(r.started_at), r.outcome, str(r.requests_seen), str(r.events_emitted),
-                   (r.error or "")[:120]) for r in rows])
+    emit(console, title="Partner polls", fmt=fmt,
+         columns=("id", "source", "started", "outcome", "seen", "emitted", "error"),
+         rows=[(str(r.id), r.source, _ts(r.started_at), r.outcome, str(r.requests_seen), str(r.events_emitted),
+                (r.error or "")[:120]) for r in rows])

@@ -97,6 +97,7 @@ def _build_context() -> Context:
         read_batch=settings.autotask_read_batch,
         read_max_age_seconds=settings.autotask_read_max_age_seconds,
         max_crashes=settings.max_crashes,
+        shadow=settings.mode == "shadow",
     )
 
 

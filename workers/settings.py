@@ -103,6 +103,14 @@ class Settings(BaseSettings):
     )
 
     var_dir: Path = Field(default_factory=_default_var_dir, description="Folder for embedded-mode files.")
+    # shadow: everything runs except Autotask writes, which are recorded for `atrelay shadow report`
+    # (pipelines/shadow.py); events accepted in shadow mode are never written, even after going live.
+    mode: Literal["live", "shadow"] = "live"
+    # The shadow report counts a person's status change this soon after atrelay's would-be write.
+    shadow_agree_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    # `atrelay ingress` listens here unless --host/--port say otherwise (the systemd unit sets neither).
+    ingress_host: str = "127.0.0.1"
+    ingress_port: int = Field(default=8000, ge=1, le=65535)
     database_url: str | None = None
     broker_url: str | None = None
     log_level: str = "INFO"
@@ -330,22 +338,35 @@ def _format_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def unknown_variables(environ: dict[str, str] | None = None) -> list[str]:
-    """``ATRELAY_*`` names in the environment that no setting reads, each with its likely intended name.
+def _dotenv_names(env_file: Path) -> list[str]:
+    """The variable names a ``.env`` file sets (the file Settings reads, relative to the working folder)."""
+    if not env_file.is_file():
+        return []
+    from dotenv import dotenv_values  # pydantic-settings reads .env with it too
+
+    return [name for name in dotenv_values(env_file) if name]
+
+
+def unknown_variables(environ: dict[str, str] | None = None, env_file: Path | None = Path(".env")) -> list[str]:
+    """``ATRELAY_*`` names in the environment or in ``.env`` that no setting reads, each with its likely
+    intended name.
 
     A typo (``ATRELAY_AUTOTASK_USER``) would otherwise be ignored and atrelay would quietly fall back
-    to the sandbox.
+    to the sandbox; in ``.env`` just as in the environment (Settings ignores unknown names in both).
     """
     import difflib
 
     known = {"ATRELAY_" + name.upper() for name in Settings.model_fields}
+    names = [(name, "") for name in sorted(environ if environ is not None else os.environ)]
+    if env_file is not None:
+        names += [(name, f" in {env_file}") for name in _dotenv_names(env_file)]
     problems = []
-    for name in sorted(environ if environ is not None else os.environ):
+    for name, where in names:
         upper = name.upper()
         # ATRELAY_TEST_* belong to the test suite (e.g. ATRELAY_TEST_PG), not to atrelay.
         if upper.startswith("ATRELAY_") and not upper.startswith("ATRELAY_TEST_") and upper not in known:
             close = difflib.get_close_matches(upper, sorted(known), n=1)
-            problems.append(f"{name} (did you mean {close[0]}?)" if close else name)
+            problems.append(f"{name}{where} (did you mean {close[0]}?)" if close else f"{name}{where}")
     return problems
 
 

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.panel import Panel
 
 from workers.embedded import forget_embedded, write_embedded
+from workers.mode import mode_line
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY, Settings, dev_admin_token
 
 __all__ = ["Supervisor"]
@@ -28,6 +29,7 @@ class Supervisor:
     port: int = 8000
     autotask_sandbox_port: int = 8101
     timezest_sandbox_port: int = 8102
+    verbose: bool = False  # Celery's banner and info lines in the terminal too
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
 
@@ -60,6 +62,9 @@ class Supervisor:
             wanted.append(("127.0.0.1", self.timezest_sandbox_port, "--timezest-sandbox-port"))
         for host, port, flag in wanted:
             with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+                # As the servers bind (uvicorn sets SO_REUSEADDR): a port whose last connections are only in
+                # TCP's wait after close (a restart right after Ctrl-C) is free; only a listener holds it.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind((host, port))
                 except OSError as exc:
@@ -104,6 +109,10 @@ class Supervisor:
             self.env.pop("ATRELAY_AUTOTASK_BASE_URL", None)
             lines.append(f"[yellow]No Autotask credentials set: using the bundled Autotask sandbox at {url}[/]")
             lines.append(f"  sandbox tickets: {url}/_sandbox/tickets/50001 (T20261126.0001 ... .0006)")
+            # Not secrets (they open only the emulator): for a script or a client of one's own against it.
+            lines.append(f"  its credentials: username {SANDBOX_AUTOTASK_CREDENTIALS['username']}  secret "
+                         f"{SANDBOX_AUTOTASK_CREDENTIALS['secret']}  integration code "
+                         f"{SANDBOX_AUTOTASK_CREDENTIALS['integration_code']}")
         else:
             lines.append(f"Autotask: {s.autotask_base_url or 'zone lookup for ' + str(s.autotask_username)}")
         if s.timezest_api_key is None:
@@ -113,6 +122,7 @@ class Supervisor:
             self.env.update({"ATRELAY_TIMEZEST_API_KEY": SANDBOX_TIMEZEST_API_KEY,
                              "ATRELAY_TIMEZEST_BASE_URL": f"{url}/v1"})
             lines.append(f"[yellow]No TimeZest API key set: polling the bundled TimeZest sandbox at {url}[/]")
+            lines.append(f"  its API key: {SANDBOX_TIMEZEST_API_KEY}")
         else:
             lines.append(f"TimeZest: {s.timezest_base_url}")
         if not s.autotask_configured or s.timezest_api_key is None:
@@ -130,12 +140,13 @@ class Supervisor:
         else:
             token_lines = [f"Dashboard: {base}/ops  (sign in with ATRELAY_ADMIN_TOKEN)"]
         # Beat runs inside the worker process here (one process fewer); `atrelay beat` is for deployments.
-        self._spawn("worker", "worker", "--beat")
+        self._spawn("worker", "worker", "--beat", *(() if self.verbose else ("--quiet",)))
         self._spawn("ingress", "ingress", "--host", self.host, "--port", str(self.port))
         self._wait_http("ingress", f"http://{self.host}:{self.port}/healthz")
         if not s.autotask_configured:
             lines += self._register_sandbox_webhooks()
         lines += [
+            f"Mode:     {mode_line(s)}",
             f"Ingress: {base}  (POST {base}/webhooks/webform, {base}/webhooks/mission-control)",
             *token_lines,
             f"Metrics: {base}/metrics   API docs: {base}/docs   health: {base}/healthz   ready: {base}/readyz",
@@ -143,6 +154,11 @@ class Supervisor:
             f"Broker:   {s.effective_broker_url}",
             "Try:      atrelay send samples/webform-new-user.json   then   atrelay events",
         ]
+        if hasattr(os, "geteuid") and os.geteuid() == 0 and not self.verbose:
+            # Celery warns about superuser privileges on every start; said once here instead, with why.
+            lines.append("[yellow]Running as root:[/] fine for a trial; Celery's warning about it is left out (atrelay "
+                         "accepts JSON messages only, never pickle). In production run atrelay as its own user "
+                         "(docs/deploy.md).")
         return lines
 
     def _register_sandbox_webhooks(self) -> list[str]:

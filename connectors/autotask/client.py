@@ -367,6 +367,16 @@ class AutotaskClient:
         items = (self._call("POST", "Resources/query", json=query) or {}).get("items") or []
         return Resource.model_validate(items[0]) if items else None
 
+    def resources(self) -> list[Resource]:
+        """The tenant's active resources (people and API users): ``Resources/query``, paged."""
+        items = self.query_all("Resources", [{"op": "eq", "field": "isActive", "value": True}])
+        return [Resource.model_validate(item) for item in items]
+
+    def resource_fields(self) -> list[FieldInfo]:
+        """``Resources/entityInformation/fields``: the ``licenseType`` picklist tells API users by label."""
+        body = self._call("GET", "Resources/entityInformation/fields")
+        return [FieldInfo.model_validate(f) for f in body.get("fields") or []]
+
     @property
     def username(self) -> str:
         return self._username

@@ -64,6 +64,12 @@ class Resource(_Model):
     last_name: str | None = Field(default=None, alias="lastName")
     email: str | None = None
     is_active: bool = Field(default=True, alias="isActive")
+    title: str | None = None
+    license_type: int | None = Field(default=None, alias="licenseType")
+
+    @property
+    def name(self) -> str:
+        return " ".join(p for p in (self.first_name, self.last_name) if p) or self.user_name or f"#{self.id}"
 
 
 class Webhook(_Model):

@@ -20,6 +20,7 @@ __all__ = [
     "ACT_AS",
     "API_ONLY_RESOURCES",
     "COMPANIES",
+    "LICENSE_TYPES",
     "NOTE_TYPES",
     "NOTE_WEBHOOK_FIELDS",
     "PUBLISH",
@@ -98,6 +99,12 @@ SANDBOX_RESOURCES: dict[str, int] = {
 API_ONLY_RESOURCES: frozenset[int] = frozenset(
     SANDBOX_RESOURCES[k] for k in ("atrelay", "mission_control", "timezest")
 )
+#: (value, label, is_default) of the Resources ``licenseType`` picklist. Real tenants' values are their own:
+#: atrelay tells an API user by the label (``atrelay autotask resources``), never by the number.
+LICENSE_TYPES: list[tuple[int, str, bool]] = [
+    (1, "Professional", True),
+    (7, "API User", False),
+]
 #: Names a test may act as (``"as"`` on the sandbox control endpoints) -> resource id.
 ACT_AS: dict[str, int] = {
     "atrelay": SANDBOX_RESOURCES["atrelay"],

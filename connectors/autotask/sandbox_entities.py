@@ -1,7 +1,8 @@
 """Companies, Resources, TicketHistory and TicketChecklistItems of the Autotask sandbox.
 
 * ``GET /V1.0/Companies/{id}`` (``{"item": null}`` for an unknown id, as Autotask answers).
-* ``POST /V1.0/Resources/query`` (filter grammar), ``GET /V1.0/Resources/{id}``.
+* ``POST /V1.0/Resources/query`` (filter grammar), ``GET /V1.0/Resources/{id}``,
+  ``GET /V1.0/Resources/entityInformation/fields`` (the ``licenseType`` picklist).
 * ``POST /V1.0/TicketHistory/query``: Autotask only lets TicketHistory be queried by ``ticketID`` with
   ``eq``; anything else is a 500 here. Items are ``{id, ticketID, action, detail, date, resourceID}``,
   oldest first. The real ``action``/``detail`` texts are not documented; the sandbox writes
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from connectors.autotask.sandbox_data import COMPANIES
+from connectors.autotask.sandbox_data import COMPANIES, LICENSE_TYPES
 from connectors.autotask.sandbox_query import errors, lowered, now, run_query
 
 if TYPE_CHECKING:
@@ -103,6 +104,18 @@ def add_entity_routes(app: FastAPI, st: SandboxState, api: str) -> None:
             return JSONResponse(run_query(list(st.resources.values()), await request.json()))
         except ValueError as exc:
             return errors(500, str(exc))
+
+    @app.get(f"{api}/resources/entityinformation/fields")
+    async def resource_fields() -> dict[str, Any]:
+        picklist = [{"value": str(v), "label": label, "isDefaultValue": default, "sortOrder": i, "parentValue": "",
+                     "isActive": True, "isSystem": True} for i, (v, label, default) in enumerate(LICENSE_TYPES)]
+        return {"fields": [
+            {"name": name, "dataType": kind, "length": 0, "isRequired": False, "isReadOnly": name == "id",
+             "isQueryable": True, "isReference": False, "referenceEntityType": "", "isPickList": values is not None,
+             "picklistValues": values, "picklistParentValueField": "", "isSupportedWebhookField": False}
+            for name, kind, values in (("id", "long", None), ("userName", "string", None),
+                                       ("firstName", "string", None), ("lastName", "string", None),
+                                       ("licenseType", "integer", picklist), ("isActive", "boolean", None))]}
 
     @app.get(f"{api}/resources/{{resource_id}}")
     async def get_resource(resource_id: int) -> dict[str, Any]:
