@@ -24,6 +24,9 @@ from pipelines.db import session_scope, utcnow
 
 __all__ = ["EventLine", "RuleLine", "ShadowReport", "shadow_report"]
 
+#: Autotask times a callout to the second (``EventTime``): a change in the same second as the event's
+#: receipt may carry a time just before it.
+CLOCK_SLACK = timedelta(seconds=2)
 VERDICTS = ("agree", "disagree", "no-change", "pending", "note-only", "skipped", "waiting")
 
 
@@ -119,7 +122,7 @@ def _judge(e: InboundEvent, mine: dict[str, ShadowWrite], loaded: _Loaded, *, la
     if patch is not None:
         ticket = e.ticket_number or str(patch.ticket_id)
         seen = [c for c in loaded.changes if c.ticket_id == patch.ticket_id
-                and e.received_at <= c.changed_at <= patch.at + window]
+                and e.received_at - CLOCK_SLACK <= c.changed_at <= patch.at + window]
         if any(c.to_status_id == patch.to_status_id for c in seen):
             verdict, people = "agree", patch.to_status
         elif seen:

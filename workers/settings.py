@@ -85,7 +85,8 @@ def _check_whsec(value: SecretStr | None) -> SecretStr | None:
         return None
     for part in parts:
         if not part.startswith("whsec_"):
-            raise ValueError("each secret must start with 'whsec_' (Standard Webhooks format)")
+            raise ValueError("each secret must start with 'whsec_' (Standard Webhooks format; `atrelay secret new` "
+                             "makes one)")
         try:
             raw = base64.b64decode(part[len("whsec_") :] + "==", validate=False)
         except (binascii.Error, ValueError) as exc:
@@ -223,7 +224,7 @@ class Settings(BaseSettings):
         if any(len(part) > 64 for part in parts):
             raise ValueError("Autotask accepts a webhook secretKey of at most 64 characters")
         if any(len(part) < 16 for part in parts):
-            raise ValueError("use at least 16 random characters (e.g. `openssl rand -hex 24`)")
+            raise ValueError("use at least 16 random characters (`atrelay secret new --kind autotask` makes one)")
         return value
 
     @field_validator("notify_urls")
@@ -262,7 +263,8 @@ class Settings(BaseSettings):
     def _strong_token(cls, value: SecretStr | None) -> SecretStr | None:
         # It opens the dashboard and the replay API to whoever guesses it: refuse guessable ones.
         if value is not None and len(value.get_secret_value().strip()) < MIN_ADMIN_TOKEN_CHARS:
-            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (e.g. `openssl rand -hex 24`)")
+            raise ValueError(f"must be at least {MIN_ADMIN_TOKEN_CHARS} characters (`atrelay secret new --kind "
+                             "admin-token` makes one)")
         return value
 
     @field_validator("rules_file")

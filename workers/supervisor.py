@@ -8,10 +8,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 
 from workers.embedded import forget_embedded, write_embedded
@@ -145,6 +147,7 @@ class Supervisor:
         self._wait_http("ingress", f"http://{self.host}:{self.port}/healthz")
         if not s.autotask_configured:
             lines += self._register_sandbox_webhooks()
+        lines += self._wait_ready(f"http://{self.host}:{self.port}/readyz")
         lines += [
             f"Mode:     {mode_line(s)}",
             f"Ingress: {base}  (POST {base}/webhooks/webform, {base}/webhooks/mission-control)",
@@ -160,6 +163,26 @@ class Supervisor:
                          "accepts JSON messages only, never pickle). In production run atrelay as its own user "
                          "(docs/deploy.md).")
         return lines
+
+    def _wait_ready(self, url: str, timeout: float = 30.0) -> list[str]:
+        """Wait until the ingress says an event accepted now would be applied (a worker and the beat alive and
+        ready): the banner then means it, and `atrelay doctor` run right after it finds them. Not ready in
+        time: the banner says why rather than hide it."""
+        deadline = time.monotonic() + timeout
+        why = ""
+        while time.monotonic() < deadline:
+            if any(p.poll() is not None for p in self.procs.values()):
+                return []  # a child died: watch() says which
+            try:
+                with urllib.request.urlopen(url, timeout=2.0) as response:  # noqa: S310 (our own localhost URL)
+                    if response.status == 200:
+                        return []
+            except urllib.error.HTTPError as exc:
+                why = exc.read().decode("utf-8", "replace")[:300]
+            except OSError as exc:
+                why = str(exc)
+            time.sleep(0.2)
+        return [f"[yellow]Not ready after {timeout:.0f} s:[/] {escape(why)} (`atrelay doctor` says more)"]
 
     def _register_sandbox_webhooks(self) -> list[str]:
         """Point the Autotask sandbox's ticket and note webhooks at this ingress, as an operator would."""
