@@ -231,8 +231,8 @@ def _run_the_units(prefix: Path, units: dict[str, dict[str, list[str]]], port: i
                 return False
 
         wait_for(up, timeout=60, what="the ingress unit on ATRELAY_INGRESS_PORT")
-        for name in procs:  # each runs as the atrelay user, not root
-            assert pwd.getpwuid(Path(f"/proc/{_child(procs[name].pid)}").stat().st_uid).pw_name == USER, name
+        for name, proc in procs.items():  # each runs as the atrelay user, not root
+            assert pwd.getpwuid(Path(f"/proc/{_child(proc.pid)}").stat().st_uid).pw_name == USER, name
         sent = subprocess.run([str(admin), "send", str(ROOT / "samples" / "webform-new-user.json"), "--url",
                                f"http://127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, check=False)
         assert sent.returncode == 0 and "accepted" in sent.stdout, sent.stdout + sent.stderr
