@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# RUN_ARGS: options for `atrelay run` (e.g. RUN_ARGS="--port 8080 --verbose").
 run: $(STAMP)
-	$(BIN)/atrelay run
+	$(BIN)/atrelay run $(RUN_ARGS)
 
 # pytest runs on two workers: most tests wait on real processes (workers, sandboxes, a browser), so
 # the two cores overlap those waits; each worker gets its own Redis databases (tests/stacks.py).
