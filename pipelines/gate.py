@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 from connectors.autotask.history import HistoryEntry, status_changes_after
 from connectors.autotask.models import Ticket
-from connectors.autotask.picklists import Picklists
+from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import EventType, PartnerEvent
 from pipelines import guards, store
 from pipelines.audit import EffectLedger
@@ -115,33 +115,40 @@ def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ti
     return Verdict("write")
 
 
-def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, lists: Picklists,
-                   history: History) -> str | None:
-    """The label of the status TimeZest's own resource set on the ticket for a transition at ``around``
-    (within two minutes of it), if that status is still there; else None.
+def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id: int, lists: Picklists,
+                   history: History) -> list[int]:
+    """The statuses TimeZest's own resource set on the ticket for a transition at ``around`` (within two
+    minutes of it), oldest first, whether or not they are still there.
 
     TimeZest's PSA actions set a status and write a note when a request is sent, scheduled or
-    cancelled, as TimeZest's API resource. A status atrelay put back after an edit form undid
-    TimeZest's (the clobber guard) counts as TimeZest's. Recorded changes first (TimeZest's callouts),
-    then TicketHistory.
+    cancelled, as TimeZest's API resource. A status TimeZest sets again unchanged leaves no history
+    row, so TimeZest's note at that moment on a ticket showing the status counts as its writing it.
+    What happened to the ticket since is someone else's doing: a person's later change stands, and an
+    edit form undoing TimeZest's change is the clobber guard's. Recorded changes settle it when they
+    show ``target_id`` (TimeZest's callouts); otherwise TicketHistory does (a callout run after
+    TimeZest had moved on again records only the status it saw then).
     """
     tz = ctx.timezest_resource_id
-    label = lists.status.label(ticket.status)
-    if tz is None or label is None:
-        return None
-    recorded = [c for c in store.status_changes_between(ctx.db, ticket.id, around - _ECHO, around + _ECHO)
-                if c.to_status_id == ticket.status]
-    if any(c.by_resource_id == tz for c in recorded):
-        return label
-    own = ctx.own_resource_id()
-    rows = [e for e in history.entries() if e.is_status_change and e.when is not None and set_to(e, label)]
-    for entry in reversed(rows):
-        assert entry.when is not None
-        if entry.resource_id == tz and abs(entry.when - around) <= _ECHO:
-            return label
-        if entry.resource_id != own:
-            return None  # set by someone else since (a person, or another integration)
-    return None
+    if tz is None:
+        return []
+    recorded = [c.to_status_id for c in store.status_changes_between(ctx.db, ticket.id, around - _ECHO, around + _ECHO)
+                if c.by_resource_id == tz]
+    if target_id in recorded:
+        return recorded
+    out: list[int] = []
+    noted = False
+    for e in history.entries():
+        if e.resource_id != tz or e.when is None or abs(e.when - around) > _ECHO:
+            continue
+        if not e.is_status_change:
+            noted = noted or "note" in (e.action or "").lower()
+            continue
+        text = (e.detail or e.action or "").rsplit(" to ", 1)[-1].strip()
+        try:
+            out.append(lists.status.resolve(text))
+        except UnknownPicklistValue:
+            continue  # a history text atrelay cannot read: no claim about it
+    return out or ([ticket.status] if noted else [])
 
 
 def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, *, target_id: int, lists: Picklists,

@@ -175,9 +175,14 @@ class _Run(RunBase):
         ctx = self.ctx
         if event.type in TIMEZEST and ctx.timezest_resource_id is not None and target_id is not None:
             # Verify and repair, never repeat: TimeZest's own PSA action may have written this already.
-            wrote = timezest_wrote(ctx, ticket, around=event.occurred_at, lists=lists, history=history)
-            if wrote is not None and (ticket.status == target_id or event.type == EventType.TIMEZEST_CANCELLED):
-                return self._timezest_wrote(event, ticket, wrote, lists=lists, effect=effect, base=base)
+            wrote = timezest_wrote(ctx, ticket, around=event.occurred_at, target_id=target_id, lists=lists,
+                                   history=history)
+            # Its own status for this transition, or (a cancellation) whatever TimeZest chose to set.
+            cancelled = event.type == EventType.TIMEZEST_CANCELLED
+            chosen = target_id if target_id in wrote else wrote[-1] if wrote and cancelled else None
+            if chosen is not None:
+                return self._timezest_wrote(event, ticket, lists.status.label(chosen) or f"#{chosen}", lists=lists,
+                                            effect=effect, base=base)
         verdict = decide_write(ctx, event_id=self.event_id, event=event, ticket=ticket, target_id=target_id,
                                lists=lists, history=history,
                                observation_id=self.row.caused_by_id if event.source == Source.AUTOTASK else None)

@@ -36,7 +36,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from connectors.common.events import Source
 from pipelines.audit import EventState
@@ -80,6 +87,7 @@ class Day(RuleBasedStateMachine):
         self.world: World = shared_world()
         self.world.fresh()
         self.sequence: list[str] = []
+        self.psa = False
         STATS["examples"] += 1
 
     def _step(self) -> None:
@@ -98,7 +106,7 @@ class Day(RuleBasedStateMachine):
                                else {"ticket_id": ticket})
         event_id = self.world.webhook(Source.WEBFORM, {"type": "form.submitted", "timestamp": when.isoformat(),
                                                        "data": {"form": "new-user", **ref, "answers": {"Name": "Sam"}}})
-        self.world.reports[f"form #{event_id}"] = lambda: {event_id}
+        self.world.reports[f"form #{event_id}"] = (lambda: {event_id}, 1)
 
     @rule(ticket=TICKETS, kind=st.sampled_from(sorted(MC_TYPES)), via=st.sampled_from(["webhook", "autotask", "both"]),
           age=st.integers(0, 900))
@@ -115,12 +123,28 @@ class Day(RuleBasedStateMachine):
                 "type": kind, "timestamp": iso_ms(when),
                 "data": {"ticket_id": ticket, "summary": "User did not answer", "technician": "Alex"}})
 
+    @initialize(psa=st.booleans())
+    def timezest_is_configured(self, psa: bool) -> None:
+        """The MSP's TimeZest either has its PSA actions on (it sets the status and writes a note itself)
+        or off, for the whole day."""
+        self.psa = psa
+
+    @rule(ticket=TICKETS, kind=st.sampled_from(["sent", "scheduled"]))
+    def timezest_moves_a_request(self, ticket: int, kind: str) -> None:
+        """TimeZest sends a link or the client books; with its PSA actions on, TimeZest itself sets the
+        status and writes its note. atrelay must then verify and never repeat it: no atrelay note for a
+        transition TimeZest wrote (one when it wrote nothing)."""
+        self._step()
+        event_id, _changed = self.world.timezest(ticket, kind, self.psa)
+        self.world.reports[f"timezest event #{event_id} ({kind} on {ticket}, PSA actions {'on' if self.psa else 'off'})"] = (
+            lambda: {event_id}, 0 if self.psa else 1)
+
     @rule(ticket=TICKETS)
     def form_emailed_in(self, ticket: int) -> None:
         self._step()
         note_id = self.world.email_form(ticket)
         world = self.world
-        self.world.reports[f"emailed form (note {note_id})"] = lambda: world.derived_from_note(note_id)
+        self.world.reports[f"emailed form (note {note_id})"] = (lambda: world.derived_from_note(note_id), 1)
 
     # ---- people -----------------------------------------------------------------------------------
     @rule(ticket=TICKETS, status=st.sampled_from([IN_PROGRESS, COMPLETE, WAITING_CUSTOMER, DEFERRED]))
@@ -220,7 +244,7 @@ class Day(RuleBasedStateMachine):
             silent = [(r.id, r.state) for r in rows if r.state != EventState.APPLIED and not r.reason]
             if silent:
                 raise Violation(f"(d) events ended without a reason: {silent}")
-            groups = {name: (find(), 1) for name, find in world.reports.items()}
+            groups = {name: (find(), owed) for name, (find, owed) in world.reports.items()}
             groups |= escalation_groups(world.state, world.escalation_reports())
             check_notes(atrelay_notes(world.state), groups)
         except Violation:

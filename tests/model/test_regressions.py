@@ -65,3 +65,45 @@ def test_an_escalation_after_a_person_moved_the_ticket_on_is_new_though_the_call
     state.autotask_calls_out(pick=0, then="deliver")
     state.worker_runs(pick=0, fault="none", call=("GET", "/tickets/"))
     state.teardown()
+
+
+def test_timezests_own_link_sent_stays_its_own_when_the_booking_follows() -> None:
+    """(b) TimeZest's PSA actions set Scheduling Link Sent and then Scheduled, each with its note; the
+    poller's two events then run. Neither gets an atrelay note (the link-sent one used to be judged
+    superseded by TimeZest's own next change, and wrote a "not applied" note)."""
+    state = Day()
+    state.timezest_is_configured(psa=True)
+    state.timezest_moves_a_request(kind="sent", ticket=50002)
+    state.reconciliation()
+    state.timezest_moves_a_request(kind="scheduled", ticket=50002)
+    state.teardown()
+
+
+def test_timezest_setting_its_status_again_unchanged_is_still_its_own() -> None:
+    """(b) A second scheduling request on a ticket TimeZest already put in Scheduling Link Sent: TimeZest
+    sets the status again (no history row, the value is the same) and writes its note. atrelay tells it
+    by that note and writes nothing (found by the model: it used to repeat TimeZest's note)."""
+    state = Day()
+    state.timezest_is_configured(psa=True)
+    state.timezest_moves_a_request(kind="sent", ticket=50002)
+    for _ in range(200):
+        state.world.tick()  # two minutes and more pass: the first change is out of the window
+    state.timezest_moves_a_request(kind="sent", ticket=50002)
+    state.teardown()
+
+
+def test_a_timezest_change_seen_late_is_found_in_ticket_history() -> None:
+    """(b) TimeZest sets Scheduled (and writes its note), then seconds later moves another request to sent
+    and sets Scheduling Link Sent. The callout about Scheduled runs after that, sees Scheduling Link Sent
+    and records only it. The scheduled event must still be known as TimeZest's own: TicketHistory says
+    so (found by the model: recorded changes were taken as the whole story, and a note was repeated)."""
+    state = Day()
+    state.timezest_is_configured(psa=True)
+    state.timezest_moves_a_request(kind="sent", ticket=50003)
+    state.autotask_calls_out(pick=0, then="deliver")
+    state.worker_runs(pick=0, fault="none", call=("GET", "/tickets/"))
+    state.worker_runs(pick=0, fault="none", call=("GET", "/tickets/"))
+    state.timezest_moves_a_request(kind="scheduled", ticket=50003)
+    state.timezest_moves_a_request(kind="sent", ticket=50003)
+    state.autotask_calls_out(pick=0, then="deliver")
+    state.teardown()

@@ -39,6 +39,8 @@ from tests.conftest import DATA_TABLES
 from tests.model.harness import (
     MC_NO_CONTACT,
     OUT_OF_SCOPE,
+    SCHEDULED,
+    SCHEDULING_LINK_SENT,
     SENT_FROM_MC,
     Wire,
     Witness,
@@ -85,8 +87,8 @@ class World:
     wire: Wire = field(default_factory=Wire)
     queue: list[int] = field(default_factory=list)
     pending: list[Pending] = field(default_factory=list)
-    #: partner report -> how to find the events atrelay recorded for it (resolved at the end)
-    reports: dict[str, Callable[[], set[int]]] = field(default_factory=dict)
+    #: partner report -> (how to find the events atrelay recorded for it, the atrelay notes it owes)
+    reports: dict[str, tuple[Callable[[], set[int]], int]] = field(default_factory=dict)
     reconciled: bool = False
     crashes: int = 0
     steps: int = 0
@@ -166,6 +168,30 @@ class World:
         raw = json.dumps(body).encode()
         self.pending.append(Pending(dedupe_key(parse_callout(raw), raw), raw, ticket, note=True))
         return int(note["id"])
+
+    def timezest(self, ticket: int, kind: str, psa: bool) -> tuple[int, bool]:
+        """TimeZest moves a scheduling request for the ticket (``sent`` or ``scheduled``); with its PSA
+        actions on, it first sets the status and writes its note as its own API resource. The poller's
+        event for the move is recorded as the poller would. Returns (event id, TimeZest changed the status)."""
+        status = {"sent": SCHEDULING_LINK_SENT, "scheduled": SCHEDULED}[kind]
+        changed = False
+        if psa:
+            changed = self.change_status(ticket, status, "timezest") is not None
+            self.state.add_note(ticket, {"title": f"TimeZest: scheduling request {kind}", "description":
+                                         "TimeZest's own note.", "noteType": 2, "publish": 1}, self.state.actor("timezest"))
+        now = int(datetime.now(UTC).timestamp())
+        rid = f"sreq_MODEL{uuid.uuid4().hex[:8]}"
+        body = {"id": rid, "status": kind, "associated_entities": [{"type": "autotask/ticket", "id": ticket}],
+                "end_user_name": "Jane Example", "created_at": now - 60, "updated_at": now,
+                "scheduled_at": now if kind == "scheduled" else None,
+                "selected_start_time": now + 86400 if kind == "scheduled" else None}
+        event_id, created = store.insert_event(self.db, store.NewEvent(
+            source=Source.TIMEZEST.value, external_id=f"{rid}:{kind}", event_type=f"timezest.{'link_sent' if kind == 'sent' else 'scheduled'}",
+            body=json.dumps(body).encode(), headers={}, ticket_id=ticket,
+            occurred_at=datetime.fromtimestamp(now, tz=UTC)))
+        assert created
+        self.queue.append(event_id)
+        return event_id, changed
 
     def deliver(self, index: int) -> None:
         """Autotask delivers a pending callout (a repeat is the same callout: one event at intake)."""
