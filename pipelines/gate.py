@@ -135,6 +135,9 @@ def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id:
                 if c.by_resource_id == tz]
     if target_id in recorded:
         return recorded
+    last_activity = as_utc(ticket.last_activity_date)
+    if last_activity is not None and last_activity < around - _ECHO:
+        return recorded  # nothing happened on the ticket near the transition: TimeZest did not act on it
     out: list[int] = []
     noted = False
     for e in history.entries():
