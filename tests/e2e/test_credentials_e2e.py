@@ -66,7 +66,7 @@ def test_a_wrong_password_holds_events_says_so_everywhere_and_the_fix_applies_th
              timeout=30, what="the not-ready alert")
     (alert,) = [m for m in receiver.got if m["title"] == "atrelay workers are running but cannot work"]
     assert alert["type"] == "failure" and "ATRELAY_AUTOTASK_SECRET" in alert["message"]
-    assert "Resources (Users)" in alert["message"]  # where the API user is made ("Admin › Resources" in markdown)
+    assert "Resources (Users)" in alert["message"]  # where the API user is made ("Admin > Resources" in markdown)
     page = dashboard(stack)
     assert "Needs attention" in page and "ATRELAY_AUTOTASK_SECRET" in page
     doctor = subprocess.run([sys.executable, "-m", "workers.cli", "doctor"], env={**stack.env, **WRONG,
