@@ -1,0 +1,102 @@
+"""The first day with `make run` (issue 22, part 4): a fresh clone's `make run`, a quiet terminal, commands
+from another terminal against its sandbox, Ctrl-C, and `make run` again starting at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from connectors.common.sandbox_server import free_port
+from tests.support import ROOT, wait_for
+from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY
+
+#: A restart must not wait for TCP's wait after close (about a minute): it has this long to show its banner.
+RESTART_SECONDS = 15
+
+
+def _make_run(clone: Path, ports: list[int], log: Path) -> subprocess.Popen[bytes]:
+    """`make run` in the clone, with the test checkout's installed venv (no second install)."""
+    venv = ROOT / ".venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATRELAY_") and k != "COLUMNS"}
+    env.update({"ATRELAY_VAR_DIR": str(clone / "var"), "PYTHONUNBUFFERED": "1"})
+    args = f"--port {ports[0]} --autotask-sandbox-port {ports[1]} --timezest-sandbox-port {ports[2]}"
+    with log.open("wb") as out:
+        # Its own process group, as a terminal's foreground job: Ctrl-C reaches make, atrelay and its children.
+        return subprocess.Popen(["make", "--no-print-directory", "-C", str(clone), "-o", f"{venv}/.installed",
+                                 f"VENV={venv}", "run", f"RUN_ARGS={args}"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _banner(proc: subprocess.Popen[bytes], log: Path, timeout: float) -> str:
+    def shown() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"make run exited {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
+        return "atrelay is running" in log.read_text(errors="replace")
+
+    wait_for(shown, timeout=timeout, what=f"the banner\n{log.read_text(errors='replace')[-3000:]}")
+    return log.read_text(errors="replace")
+
+
+def _ctrl_c(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C: SIGINT to the whole foreground group; then every process of it is gone (make itself ends
+    "interrupted", as in a terminal)."""
+    os.killpg(proc.pid, signal.SIGINT)
+    proc.wait(timeout=60)
+
+    def gone() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, timeout=30, what="atrelay run and its children to stop after Ctrl-C")
+
+
+def _cli(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATRELAY_")}
+    return subprocess.run([str(ROOT / ".venv" / "bin" / "atrelay"), *args], cwd=clone, capture_output=True,
+                          text=True, timeout=120, check=False, env={**env, "ATRELAY_VAR_DIR": str(clone / "var"),
+                                                                    "COLUMNS": "200"})
+
+
+def test_make_run_is_quiet_serves_other_terminals_and_restarts_at_once(tmp_path: Path) -> None:
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
+    ports = [free_port(), free_port(), free_port()]
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    first = _make_run(clone, ports, first_log)
+    try:
+        banner = _banner(first, first_log, timeout=120)
+        # The sandboxes' credentials and the mode are on the banner.
+        assert all(value in banner for value in (*SANDBOX_AUTOTASK_CREDENTIALS.values(), SANDBOX_TIMEZEST_API_KEY))
+        assert "Mode:     live" in banner
+        # Another terminal: Autotask's webhooks and the tenant's API users, against `make run`'s sandbox.
+        status = _cli(clone, "autotask", "webhooks", "status")
+        assert status.returncode == 0 and "active" in status.stdout.lower(), status.stdout + status.stderr
+        assert "using the Autotask sandbox" in status.stderr
+        resources = _cli(clone, "autotask", "resources")
+        assert resources.returncode == 0, resources.stdout + resources.stderr
+        assert "ATRELAY_TIMEZEST_RESOURCE_ID=29683155" in resources.stdout and "ok:" in resources.stdout
+        time.sleep(6)  # past a sweep (every 5 s), which used to print a line each time
+        terminal = first_log.read_text(errors="replace")
+    finally:
+        _ctrl_c(first)
+    assert "Sending due task" not in terminal and "celery@" not in terminal and "[tasks]" not in terminal, terminal
+    assert "superuser privileges" not in terminal, terminal
+    if os.geteuid() == 0:
+        assert terminal.count("Running as root") == 1, terminal
+    (listening,) = [line for line in terminal.splitlines() if "ingress.listening" in line]
+    assert f"url=http://127.0.0.1:{ports[0]}" in listening and "mode=live" in listening, listening
+    # Right after Ctrl-C, on the same ports: no "is another atrelay running?" for a minute.
+    started = time.monotonic()
+    second = _make_run(clone, ports, second_log)
+    try:
+        _banner(second, second_log, timeout=RESTART_SECONDS)
+        assert time.monotonic() - started < RESTART_SECONDS
+    finally:
+        _ctrl_c(second)
+    assert "is another atrelay running" not in second_log.read_text(errors="replace")
