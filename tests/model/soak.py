@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from tests.support import fresh_pg_database, require_service
@@ -45,6 +46,8 @@ def main() -> int:
                 [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-p", "no:logging",
                  "tests/model/test_model.py"], cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT),
                 stats, log)
+        _progress(args.examples, {name: stats for name, (_proc, stats, _log) in procs.items()},
+                  [proc for proc, _stats, _log in procs.values()])
         failed = False
         print(f"{'database':<12}{'examples':>10}{'steps':>10}{'interleavings':>15}{'violations':>12}{'minutes':>9}")
         for name, (proc, stats, log) in procs.items():
@@ -57,6 +60,26 @@ def main() -> int:
                 failed = True
                 print(f"soak: {name} failed (exit {code}); the shrunk example is in {log}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _progress(goal: int, stats: dict[str, Path], procs: list[subprocess.Popen[bytes]],
+              every: float = 60.0) -> None:
+    """A line per database every ``every`` seconds until the runs end: examples so far, violations, an ETA."""
+    while any(proc.poll() is None for proc in procs):
+        deadline = time.monotonic() + every
+        while time.monotonic() < deadline and any(proc.poll() is None for proc in procs):
+            time.sleep(1)
+        parts = []
+        for name, path in stats.items():
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                parts.append(f"{name}: starting")
+                continue
+            done, seconds = data.get("examples", 0), data.get("seconds", 0.0)
+            eta = f", about {(goal - done) * seconds / done / 60:.0f} min left" if 0 < done < goal else ""
+            parts.append(f"{name}: {done}/{goal} examples, {data.get('violations', 0)} violations{eta}")
+        print("soak: " + "; ".join(parts), flush=True)
 
 
 class _databases:

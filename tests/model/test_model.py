@@ -89,6 +89,8 @@ class Day(RuleBasedStateMachine):
         self.sequence: list[str] = []
         self.psa = False
         STATS["examples"] += 1
+        if STATS_FILE and STATS["examples"] % 25 == 0:  # make soak's progress line reads it
+            _write_stats(running=True)
 
     def _step(self) -> None:
         self.world.tick()
@@ -258,6 +260,7 @@ class Day(RuleBasedStateMachine):
 # Read at import: the tests' autouse fixture clears ATRELAY_* variables before each test runs.
 EXAMPLES = int(os.environ.get("ATRELAY_MODEL_EXAMPLES", "200"))
 STATS_FILE = os.environ.get("ATRELAY_MODEL_STATS")
+STARTED = [time.monotonic()]  # when this run began (a list: the test sets it)
 SETTINGS = settings(
     max_examples=EXAMPLES, stateful_step_count=int(os.environ.get("ATRELAY_MODEL_STEPS", "25")), deadline=None,
     # make test: the same examples every run (a fixed seed set); make soak: fresh ones each time.
@@ -268,11 +271,19 @@ SETTINGS = settings(
 
 @pytest.mark.timeout(int(os.environ.get("ATRELAY_MODEL_TIMEOUT", "1200")))
 def test_a_day_at_the_msp_keeps_every_invariant() -> None:
-    started = time.monotonic()
+    STARTED[0] = time.monotonic()
     try:
         run_state_machine_as_test(Day, settings=SETTINGS)
     finally:
         if STATS_FILE:  # make soak's report
-            Path(STATS_FILE).write_text(json.dumps({**STATS, "interleavings": len(SEQUENCES),
-                                             "seconds": round(time.monotonic() - started, 1),
-                                             "database": shared_world().db.split(":", 1)[0]}))
+            _write_stats(running=False)
+
+
+def _write_stats(running: bool) -> None:
+    """The figures so far, for make soak (replaced whole, so a reader never sees half a file)."""
+    assert STATS_FILE
+    data = {**STATS, "interleavings": len(SEQUENCES), "seconds": round(time.monotonic() - STARTED[0], 1),
+            "database": shared_world().db.split(":", 1)[0], "running": running}
+    partial = Path(STATS_FILE + ".part")
+    partial.write_text(json.dumps(data))
+    partial.replace(STATS_FILE)
