@@ -24,8 +24,8 @@ run: $(STAMP)
 # the two cores overlap those waits; each worker gets its own Redis databases (tests/stacks.py).
 test: $(STAMP)
 	@scripts/install-browser
-	$(BIN)/ruff check connectors pipelines workers tests bench
-	$(BIN)/mypy connectors pipelines workers
+	$(BIN)/ruff check connectors pipelines sandboxes workers tests bench
+	$(BIN)/mypy connectors pipelines sandboxes workers
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
@@ -40,8 +40,8 @@ browser:
 	@scripts/install-browser
 
 lint: $(STAMP)
-	$(BIN)/ruff check connectors pipelines workers tests bench
-	$(BIN)/mypy connectors pipelines workers
+	$(BIN)/ruff check connectors pipelines sandboxes workers tests bench
+	$(BIN)/mypy connectors pipelines sandboxes workers
 	$(BIN)/lint-imports
 
 clean:

@@ -19,10 +19,10 @@ from typing import Any
 import redis
 from sqlmodel import col, select
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer, free_port
 from pipelines.audit import InboundEvent, PipelineRun
 from pipelines.db import session_scope
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer, free_port
 from tests.stacks import Stack, start_stack
 from tests.support import ROOT, wait_for
 

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 
 from bench.common import ROOT, cpu_seconds, loadgen, log, stack, summary
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer, free_port
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer, free_port
 from tests.support import AUTOTASK_HOOK_SECRET, WEBFORM_SECRET, wait_for
 
 __all__ = ["CONCURRENCY", "floor", "intake"]

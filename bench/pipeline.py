@@ -14,13 +14,13 @@ from sqlmodel import select
 
 from bench.common import add_tickets, latencies, loadgen, log, stack, summary
 from bench.loadgen import percentile
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
 from connectors.timezest.client import TimezestClient
-from connectors.timezest.sandbox import TimezestSandboxState
 from pipelines.audit import EventState, InboundEvent, PipelineRun
 from pipelines.db import session_scope
 from pipelines.timezest_poll import poll_once
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer
+from sandboxes.timezest.app import TimezestSandboxState
 from tests.stacks import Stack
 from tests.support import MC_SECRET, WEBFORM_SECRET, wait_for
 from workers.settings import SANDBOX_TIMEZEST_API_KEY, Settings

@@ -21,11 +21,11 @@ from typing import Any
 
 from bench import intake, pipeline, refusal, report, system
 from bench.common import ROOT, log, own_redis
-from connectors.autotask.sandbox import SandboxState
-from connectors.autotask.sandbox import create_app as autotask_app
-from connectors.common.sandbox_server import ThreadedServer
-from connectors.timezest.sandbox import TimezestSandboxState
-from connectors.timezest.sandbox import create_app as timezest_app
+from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.app import create_app as autotask_app
+from sandboxes.common.server import ThreadedServer
+from sandboxes.timezest.app import TimezestSandboxState
+from sandboxes.timezest.app import create_app as timezest_app
 from tests.support import fresh_pg_database
 
 __all__ = ["main"]

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, add_tickets, cpu_seconds, loadgen, log, stack
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer, free_port
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer, free_port
 from tests.support import WEBFORM_SECRET, Proc
 
 __all__ = ["memory", "quota"]

@@ -9,12 +9,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.autotask.sandbox import create_app as create_autotask_app
-from connectors.common.sandbox_server import ThreadedServer
-from connectors.timezest.sandbox import TimezestSandboxState
-from connectors.timezest.sandbox import create_app as create_timezest_app
 from pipelines.schema import upgrade
+from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.app import create_app as create_autotask_app
+from sandboxes.common.server import ThreadedServer
+from sandboxes.timezest.app import TimezestSandboxState
+from sandboxes.timezest.app import create_app as create_timezest_app
 from tests.support import fresh_pg_database, redis_dbs, require_service
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, reset_settings_cache
 

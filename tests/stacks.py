@@ -19,12 +19,12 @@ from celery import Celery
 from sqlalchemy import text
 from sqlmodel import col, select
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer, free_port
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import engine_for, session_scope
 from pipelines.schema import upgrade
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer, free_port
 from tests.conftest import DATA_TABLES, autotask_env
 from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, WEBFORM_SECRET, Proc, redis_dbs, signed, wait_for
 

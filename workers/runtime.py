@@ -11,11 +11,11 @@ import threading
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache
-from connectors.autotask.sandbox_data import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_RESOURCES
 from pipelines import store
 from pipelines.context import Context
 from pipelines.governor import Governor, governor_for
 from pipelines.rules import load_rules, load_watch_rules
+from sandboxes.autotask.data import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_RESOURCES
 from workers.queue import enqueue_event
 from workers.settings import Settings, get_settings
 

@@ -26,7 +26,7 @@ def serve_sandbox(kind: Literal["autotask", "timezest"], host: str, port: int, v
     """Load the saved state (unless ``fresh``), serve until a signal, save once more on the way out."""
     import uvicorn
 
-    from connectors.common.state_file import PersistOnChange, StateFile
+    from sandboxes.common.state_file import PersistOnChange, StateFile
 
     def report(message: str) -> None:
         err.print(Text(f"warning: {message}", style="yellow"))  # paths and exception text are not markup
@@ -35,14 +35,14 @@ def serve_sandbox(kind: Literal["autotask", "timezest"], host: str, port: int, v
     app: Any
     close: Callable[[], None] = lambda: None  # noqa: E731 (a no-op default)
     if kind == "autotask":
-        from connectors.autotask.sandbox import SandboxState
-        from connectors.autotask.sandbox import create_app as autotask_app
+        from sandboxes.autotask.app import SandboxState
+        from sandboxes.autotask.app import create_app as autotask_app
 
         state = SandboxState()
         app, close = autotask_app(state), state.close
     else:
-        from connectors.timezest.sandbox import TimezestSandboxState
-        from connectors.timezest.sandbox import create_app as timezest_app
+        from sandboxes.timezest.app import TimezestSandboxState
+        from sandboxes.timezest.app import create_app as timezest_app
 
         state = TimezestSandboxState()
         app = timezest_app(state)

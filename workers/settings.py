@@ -21,8 +21,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from connectors.autotask.sandbox_data import SANDBOX_AUTOTASK_CREDENTIALS
-from connectors.timezest.sandbox_data import SANDBOX_TIMEZEST_API_KEY
+from sandboxes.autotask.data import SANDBOX_AUTOTASK_CREDENTIALS
+from sandboxes.timezest.data import SANDBOX_TIMEZEST_API_KEY
 
 __all__ = [
     "DEFAULT_AUTOTASK_ZONE_URL",

@@ -21,8 +21,8 @@ import vcr
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.errors import AutotaskError
-from connectors.autotask.sandbox import SandboxState, create_app
-from connectors.common.sandbox_server import ThreadedServer
+from sandboxes.autotask.app import SandboxState, create_app
+from sandboxes.common.server import ThreadedServer
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
 
 HERE = Path(__file__).parent / "autotask"
@@ -30,7 +30,7 @@ HERE = Path(__file__).parent / "autotask"
 SANDBOX_HOST = "http://sandbox.atrelay.invalid"
 ZONE_URL = f"{SANDBOX_HOST}/atservicesrest/v1.0/zoneInformation"
 BASE_URL = f"{SANDBOX_HOST}/atservicesrest/V1.0/"
-ORIGIN = ("# Recorded from atrelay's bundled Autotask sandbox (connectors/autotask/sandbox.py), NOT from\n"
+ORIGIN = ("# Recorded from atrelay's bundled Autotask sandbox (sandboxes/autotask/app.py), NOT from\n"
           "# Autotask: http://sandbox.atrelay.invalid stands for the sandbox's local address. Re-record with\n"
           "# .venv/bin/python -m tests.cassettes.record_autotask (see tests/cassettes/README.md).\n")
 FILTERED_HEADERS = [("ApiIntegrationCode", "FILTERED"), ("UserName", "FILTERED"), ("Secret", "FILTERED"),

@@ -17,16 +17,16 @@ from typing import Any
 
 import vcr
 
-from connectors.common.sandbox_server import ThreadedServer
 from connectors.timezest.client import TimezestClient, TimezestError
-from connectors.timezest.sandbox import TimezestSandboxState, create_app
+from sandboxes.common.server import ThreadedServer
+from sandboxes.timezest.app import TimezestSandboxState, create_app
 from tests.cassettes.record_autotask import SANDBOX_HOST, mark_origin
 from workers.settings import SANDBOX_TIMEZEST_API_KEY
 
 HERE = Path(__file__).parent / "timezest"
 HOST = SANDBOX_HOST
 BASE_URL = f"{HOST}/v1"
-ORIGIN = ("# Recorded from atrelay's bundled TimeZest sandbox (connectors/timezest/sandbox.py), NOT from\n"
+ORIGIN = ("# Recorded from atrelay's bundled TimeZest sandbox (sandboxes/timezest/app.py), NOT from\n"
           "# TimeZest: http://sandbox.atrelay.invalid stands for the sandbox's local address. Re-record with\n"
           "# .venv/bin/python -m tests.cassettes.record_timezest (see tests/cassettes/README.md).\n")
 

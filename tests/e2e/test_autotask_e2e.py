@@ -16,11 +16,11 @@ import httpx
 from sqlmodel import col, select
 
 from connectors.autotask.client import AutotaskClient
-from connectors.autotask.sandbox_data import SANDBOX_RESOURCES
 from connectors.autotask.webhooks import install_webhooks
 from pipelines.audit import InboundEvent, RejectedRequest, TicketStatusChange
 from pipelines.db import session_scope
 from pipelines.reconcile import reconcile_once
+from sandboxes.autotask.data import SANDBOX_RESOURCES
 from tests.integration.helpers import webform_body
 from tests.stacks import Stack
 from tests.support import AUTOTASK_HOOK_SECRET, WEBFORM_SECRET, autotask_signed, sandbox_ticket, wait_for

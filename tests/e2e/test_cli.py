@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from connectors.common.sandbox_server import free_port
 from pipelines.schema import head_revision, upgrade
+from sandboxes.common.server import free_port
 from tests.support import ROOT, Proc, wait_for
 
 

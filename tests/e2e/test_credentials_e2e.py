@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
 from pipelines import store
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer
 from tests.e2e.test_liveness_e2e import dashboard, fast, form, readyz
 from tests.integration.test_alerts import Receiver
 from tests.stacks import Stack, start_stack

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sqlmodel import col, func, select
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
 from pipelines.audit import PipelineRun
 from pipelines.db import session_scope
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer
 from tests.stacks import Proc, start_stack
 from tests.support import ROOT, WEBFORM_SECRET, signed, wait_for
 

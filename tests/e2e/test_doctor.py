@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from connectors.autotask.client import AutotaskClient
-from connectors.autotask.sandbox import SandboxState
 from connectors.autotask.webhooks import install_webhooks
-from connectors.timezest.sandbox import TimezestSandboxState
 from pipelines.schema import upgrade
+from sandboxes.autotask.app import SandboxState
+from sandboxes.timezest.app import TimezestSandboxState
 from tests.conftest import autotask_env
 from tests.e2e.test_cli import atrelay
 from tests.support import MC_SECRET, WEBFORM_SECRET

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from connectors.common.sandbox_server import free_port
+from sandboxes.common.server import free_port
 from tests.support import ROOT, wait_for
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.common.sandbox_server import free_port
+from sandboxes.common.server import free_port
 from tests.e2e.test_cli import _env, atrelay
 from tests.support import Proc
 from workers.logs import configure_logging

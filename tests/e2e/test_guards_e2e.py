@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
 from pipelines.audit import InboundEvent, TimezestRequest
 from pipelines.db import session_scope
 from pipelines.reconcile import reconcile_once
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer
 from tests.e2e.test_autotask_e2e import (
     act,
     add_note,

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer
 from tests.integration.test_alerts import Receiver
 from tests.stacks import Stack, start_stack
 from tests.support import ROOT, fresh_pg_database, wait_for

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer
 from tests.stacks import Stack, start_stack
 from tests.support import ROOT, WEBFORM_SECRET, Proc, signed, wait_for
 

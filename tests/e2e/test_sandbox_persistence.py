@@ -16,8 +16,8 @@ from typing import Any
 
 import httpx
 
-from connectors.autotask.sandbox_data import SANDBOX_AUTOTASK_CREDENTIALS
-from connectors.timezest.sandbox_data import SANDBOX_TIMEZEST_API_KEY
+from sandboxes.autotask.data import SANDBOX_AUTOTASK_CREDENTIALS
+from sandboxes.timezest.data import SANDBOX_TIMEZEST_API_KEY
 from tests.support import Proc
 
 API = "/atservicesrest/v1.0"

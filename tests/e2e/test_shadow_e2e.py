@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 from sqlmodel import select
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
 from pipelines.audit import ShadowWrite
 from pipelines.db import session_scope
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer
 from tests.e2e.test_autotask_e2e import act, idle, install
 from tests.integration.helpers import mc_body, webform_body
 from tests.stacks import Stack, start_stack

@@ -23,9 +23,9 @@ import httpx
 import pytest
 from dotenv import dotenv_values
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer, free_port
-from connectors.timezest.sandbox import TimezestSandboxState
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer, free_port
+from sandboxes.timezest.app import TimezestSandboxState
 from tests.conftest import autotask_env
 from tests.stacks import _own_redis_db, _redis_in_use
 from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, ROOT, WEBFORM_SECRET, fresh_pg_database, wait_for

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlmodel import col, select
 
 from connectors.timezest.client import TimezestClient
-from connectors.timezest.sandbox import TimezestSandboxState
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import session_scope
 from pipelines.timezest_poll import poll_once
+from sandboxes.timezest.app import TimezestSandboxState
 from tests.stacks import Stack
 from tests.support import sandbox_ticket, wait_for
 from workers.settings import SANDBOX_TIMEZEST_API_KEY

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from connectors.timezest.sandbox import TimezestSandboxState
+from sandboxes.timezest.app import TimezestSandboxState
 from tests.e2e.test_autotask_e2e import atrelay_notes, idle, install, patches, rows, status_of
 from tests.e2e.test_timezest_e2e import _poll, _settled
 from tests.stacks import Stack

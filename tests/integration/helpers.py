@@ -9,10 +9,10 @@ from typing import Any
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache
-from connectors.autotask.sandbox import SandboxState
 from pipelines import store
 from pipelines.context import Context
 from pipelines.rules import DEFAULT_RULES
+from sandboxes.autotask.app import SandboxState
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
 
 

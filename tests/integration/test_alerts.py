@@ -18,11 +18,11 @@ import pytest
 from sqlmodel import select
 
 from connectors.autotask.derived import SeenInAutotask
-from connectors.common.sandbox_server import free_port
 from pipelines import alert_sends, alerts, store
 from pipelines.audit import AlertDelivery, EventState, TicketStatusChange
 from pipelines.db import session_scope, utcnow
 from pipelines.schema import upgrade
+from sandboxes.common.server import free_port
 from workers.alerts import AlertSendFailed, send_due
 from workers.settings import Settings
 

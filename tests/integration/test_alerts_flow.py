@@ -18,12 +18,12 @@ from apprise.conversion import convert_between
 from apprise.plugins.slack import NotifySlack
 from fastapi.testclient import TestClient
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.autotask.sandbox_data import SANDBOX_RESOURCES
 from pipelines import alerts, store
 from pipelines.audit import TicketStatusChange
 from pipelines.db import session_scope, utcnow
 from pipelines.process import process_event
+from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.data import SANDBOX_RESOURCES
 from tests.conftest import autotask_env
 from tests.integration.helpers import Queue, add_event, make_context, mc_body, webform_body
 from tests.integration.test_alerts import Receiver

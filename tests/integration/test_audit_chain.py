@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import delete, update
 from sqlmodel import col, select
 
-from connectors.autotask.sandbox import SandboxState
 from pipelines import store
 from pipelines.audit import AuditAnchor, AuditSeal, EffectLedger, InboundEvent, OutboundAttempt, PipelineRun
 from pipelines.chain import prune, seal, verify
 from pipelines.db import session_scope
 from pipelines.process import process_event
+from sandboxes.autotask.app import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 
 

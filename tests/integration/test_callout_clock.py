@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from connectors.autotask.sandbox import SandboxState
 from pipelines import store
 from pipelines.process import process_event
+from sandboxes.autotask.app import SandboxState
 from tests.integration.helpers import make_context, mc_body
 from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, autotask_signed, signed
 from workers.ingress import create_app

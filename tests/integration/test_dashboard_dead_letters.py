@@ -15,11 +15,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from connectors.autotask.sandbox import SandboxState
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import engine_for
 from pipelines.process import process_event
+from sandboxes.autotask.app import SandboxState
 from tests.integration.helpers import add_event, make_context, webform_body
 from workers.dead_letters import explain
 

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer, free_port
 from pipelines.audit import EventState
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer, free_port
 from tests.integration.helpers import new_tickets
 from tests.stacks import Stack, start_stack
 from tests.support import PG_ADMIN_URL, wait_for

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
 from pipelines.audit import QuotaSlot
 from pipelines.db import session_scope
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer
 from tests.integration.helpers import new_tickets
 from tests.integration.test_faults import RECOVERY_SECONDS, assert_all_applied_once, form, post_like_a_partner
 from tests.stacks import Stack, start_stack

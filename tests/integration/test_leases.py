@@ -13,7 +13,6 @@ import pytest
 from sqlalchemy import text, update
 from sqlmodel import col
 
-from connectors.autotask.sandbox import SandboxState
 from pipelines import db as db_module
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent, PipelineRun
@@ -21,6 +20,7 @@ from pipelines.db import session_scope
 from pipelines.governor import RedisGovernor
 from pipelines.process import process_event
 from pipelines.sweeper import sweep
+from sandboxes.autotask.app import SandboxState
 from tests.integration.helpers import add_event, make_context, webform_body
 
 

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from connectors.autotask.sandbox import SandboxState
 from pipelines import store
 from pipelines.process import process_event
+from sandboxes.autotask.app import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 
 #: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.

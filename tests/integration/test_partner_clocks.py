@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from connectors.autotask.sandbox import SandboxState
 from pipelines import store
 from pipelines.clock import CLAMPED_HEADER
 from pipelines.process import process_event
+from sandboxes.autotask.app import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 from tests.support import MC_SECRET, WEBFORM_SECRET, signed
 from workers.ingress import create_app

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer
 from tests.stacks import start_stack
 from tests.support import WEBFORM_SECRET, signed
 

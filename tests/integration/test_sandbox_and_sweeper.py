@@ -9,10 +9,10 @@ import httpx
 from sqlalchemy import update
 from sqlmodel import col
 
-from connectors.autotask.sandbox import SandboxState
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import session_scope, utcnow
 from pipelines.sweeper import sweep
+from sandboxes.autotask.app import SandboxState
 from tests.integration.helpers import add_event, webform_body
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
 

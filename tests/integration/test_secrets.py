@@ -15,10 +15,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import MetaData, select
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.common.sandbox_server import ThreadedServer
-from connectors.timezest.sandbox import TimezestSandboxState
 from pipelines.db import engine_for
+from sandboxes.autotask.app import SandboxState
+from sandboxes.common.server import ThreadedServer
+from sandboxes.timezest.app import TimezestSandboxState
 from tests.stacks import start_stack
 from tests.support import ROOT, signed, wait_for
 

@@ -7,13 +7,13 @@ from datetime import timedelta
 
 from sqlmodel import select
 
-from connectors.autotask.sandbox import SandboxState
 from pipelines import shadow, store
 from pipelines.alerts import recent_alerts, record_alert
 from pipelines.audit import EffectLedger, InboundEvent, ShadowWrite
 from pipelines.db import session_scope, utcnow
 from pipelines.process import process_event
 from pipelines.shadow_report import shadow_report
+from sandboxes.autotask.app import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 
 RECEIVED_FORM, MC_NO_CONTACT, WAITING_CUSTOMER, IN_PROGRESS = 29682844, 29682847, 7, 8

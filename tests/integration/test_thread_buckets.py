@@ -8,8 +8,8 @@ from contextlib import AbstractContextManager
 
 import pytest
 
-from connectors.autotask.sandbox import SandboxState
 from pipelines.governor import DbGovernor, Governor, RedisGovernor
+from sandboxes.autotask.app import SandboxState
 from tests.conftest import autotask_env
 from workers.runtime import build_client
 from workers.settings import load_settings

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel import select
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.autotask.sandbox_data import SANDBOX_RESOURCES
 from pipelines import store
 from pipelines.audit import TicketNumber
 from pipelines.db import session_scope
 from pipelines.governor import DbGovernor
 from pipelines.process import process_event
+from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.data import SANDBOX_RESOURCES
 from tests.integration.helpers import add_event, make_context, new_tickets, webform_body
 
 RECEIVED_FORM, SENT_FROM_MC = 29682844, 29682845

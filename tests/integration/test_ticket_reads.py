@@ -13,12 +13,12 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from connectors.autotask.models import Ticket
-from connectors.autotask.sandbox import SandboxState
 from connectors.common.events import Observation
 from pipelines import store, ticket_reads
 from pipelines.audit import EffectLedger, TicketState
 from pipelines.db import session_scope
 from pipelines.process import process_event
+from sandboxes.autotask.app import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, new_tickets, webform_body
 
 #: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.

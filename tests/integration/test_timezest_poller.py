@@ -7,10 +7,10 @@ import pytest
 from sqlmodel import col, select
 
 from connectors.timezest.client import RateLimiter, TimezestClient
-from connectors.timezest.sandbox import TimezestSandboxState
 from pipelines.audit import InboundEvent, PollRun
 from pipelines.db import session_scope
 from pipelines.timezest_poll import poll_once
+from sandboxes.timezest.app import TimezestSandboxState
 from workers.settings import SANDBOX_TIMEZEST_API_KEY
 
 

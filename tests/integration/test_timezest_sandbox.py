@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from connectors.timezest.sandbox import TimezestSandboxState
+from sandboxes.timezest.app import TimezestSandboxState
 from workers.settings import SANDBOX_TIMEZEST_API_KEY
 
 AUTH = {"Authorization": f"Bearer {SANDBOX_TIMEZEST_API_KEY}"}

@@ -15,13 +15,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import insert
 
 from connectors.autotask.client import AutotaskClient
-from connectors.autotask.sandbox import SandboxState
 from connectors.autotask.webhooks import TICKET_WEBHOOK, find_webhook, install_webhooks
 from pipelines import alerts
 from pipelines.audit import OutboundAttempt
 from pipelines.db import engine_for, utcnow
 from pipelines.heartbeats import beat
 from pipelines.webhook_check import check_webhooks, last_check
+from sandboxes.autotask.app import SandboxState
 from tests.conftest import autotask_env
 from workers.ingress import create_app
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, load_settings

@@ -16,9 +16,6 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 
-from connectors.autotask.sandbox import SandboxState
-from connectors.autotask.sandbox_data import SANDBOX_RESOURCES
-from connectors.autotask.sandbox_entities import add_checklist_item, update_checklist_item
 from connectors.common.events import EventType
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent, TicketState, TicketStatusChange
@@ -26,6 +23,9 @@ from pipelines.db import session_scope
 from pipelines.process import process_event
 from pipelines.reconcile import reconcile_once
 from pipelines.rules import DEFAULT_RULES, Rule
+from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.data import SANDBOX_RESOURCES
+from sandboxes.autotask.entities import add_checklist_item, update_checklist_item
 from tests.integration.helpers import Queue, add_event, make_context, mc_body
 
 #: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.

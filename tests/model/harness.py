@@ -28,10 +28,10 @@ import httpx
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache
-from connectors.autotask.sandbox import SandboxState
-from connectors.autotask.sandbox_data import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_RESOURCES
 from pipelines.context import Context
 from pipelines.rules import DEFAULT_RULES
+from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.data import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_RESOURCES
 
 __all__ = [
     "COMPLETE",

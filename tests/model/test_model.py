@@ -172,7 +172,7 @@ class Day(RuleBasedStateMachine):
                 if item["ticketID"] == ticket:
                     item["isCompleted"] = True
         else:
-            from connectors.autotask.sandbox_entities import add_checklist_item
+            from sandboxes.autotask.entities import add_checklist_item
 
             add_checklist_item(state, ticket, {"itemname": "Wipe the old disk", "isimportant": True},
                                state.actor("technician"))

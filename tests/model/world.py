@@ -20,10 +20,7 @@ from sqlalchemy import text, update
 from sqlmodel import col, select
 
 from connectors.autotask.callouts import dedupe_key, parse_callout
-from connectors.autotask.sandbox import SandboxState, create_app
-from connectors.autotask.sandbox_data import SANDBOX_RESOURCES
 from connectors.common.events import Source
-from connectors.common.sandbox_server import ThreadedServer
 from pipelines import db as db_module
 from pipelines import store
 from pipelines.audit import EventState, InboundEvent, TicketState
@@ -35,6 +32,9 @@ from pipelines.reconcile import reconcile_once
 from pipelines.registry import WEBHOOKS
 from pipelines.schema import upgrade
 from pipelines.sweeper import sweep
+from sandboxes.autotask.app import SandboxState, create_app
+from sandboxes.autotask.data import SANDBOX_RESOURCES
+from sandboxes.common.server import ThreadedServer
 from tests.conftest import DATA_TABLES
 from tests.model.harness import (
     MC_NO_CONTACT,

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from connectors.autotask.sandbox_data import COMPANIES, LICENSE_TYPES
-from connectors.autotask.sandbox_query import errors, lowered, now, run_query
+from sandboxes.autotask.data import COMPANIES, LICENSE_TYPES
+from sandboxes.autotask.query import errors, lowered, now, run_query
 
 if TYPE_CHECKING:
-    from connectors.autotask.sandbox import Actor, SandboxState
+    from sandboxes.autotask.app import Actor, SandboxState
 
 __all__ = ["MAX_CHECKLIST_ITEMS", "add_checklist_item", "add_entity_routes", "update_checklist_item"]
 

@@ -5,15 +5,15 @@ What it reproduces: zone lookup; the three auth headers (401 otherwise); ``GET T
 ``Resources/query`` with the filter grammar; ``PATCH Tickets`` (PUT is refused, so a client that uses
 it is caught); ``POST Tickets/{id}/Notes``, ``GET TicketNotes/{id}`` and ``GET Tickets/{id}/Notes/{id}``;
 entityInformation/fields picklists with string values; 500 with ``errors[]`` for rejected writes;
-``ThresholdInformation``; ticket and note webhooks with signed callouts (``sandbox_webhooks``);
-``TicketHistory`` and ``TicketChecklistItems`` (``sandbox_entities``).
+``ThresholdInformation``; ticket and note webhooks with signed callouts (``sandboxes.autotask.webhooks``);
+``TicketHistory`` and ``TicketChecklistItems`` (``sandboxes.autotask.entities``).
 
 Attribution: every write made with the API credentials is made by atrelay's API resource
 (``SANDBOX_RESOURCES["atrelay"]``), or by the resource named in an ``ImpersonationResourceId`` header
 (then ``impersonatorCreatorResourceID`` on a note is atrelay's). Tickets carry ``lastActivityDate``,
 ``lastActivityResourceID`` and ``lastActivityPersonType`` (1 = resource, 2 = contact; for a contact
 ``lastActivityResourceID`` is null, an assumption), updated on every write. The control endpoints
-(``sandbox_control``) let a test act as the technician, Mission Control, TimeZest or a contact.
+(``sandboxes.autotask.control``) let a test act as the technician, Mission Control, TimeZest or a contact.
 
 Thread limit: Autotask limits concurrent calls per integration code and "object endpoint"; whether
 ``Tickets`` and ``Tickets/{id}/Notes`` share a bucket is not known (facts §7), so by default every
@@ -44,8 +44,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from connectors.autotask.sandbox_control import add_control_routes
-from connectors.autotask.sandbox_data import (
+from sandboxes.autotask.control import add_control_routes
+from sandboxes.autotask.data import (
     ACT_AS,
     API_ONLY_RESOURCES,
     NOTE_TYPES,
@@ -57,14 +57,14 @@ from connectors.autotask.sandbox_data import (
     seed_resources,
     seed_tickets,
 )
-from connectors.autotask.sandbox_entities import add_entity_routes
-from connectors.autotask.sandbox_query import errors as _errors
-from connectors.autotask.sandbox_query import lowered as _lower
-from connectors.autotask.sandbox_query import now as _now
-from connectors.autotask.sandbox_query import run_query as _query
-from connectors.autotask.sandbox_webhook_routes import add_webhook_routes
-from connectors.autotask.sandbox_webhooks import WebhookHub
-from connectors.common.state_file import IdSequence
+from sandboxes.autotask.entities import add_entity_routes
+from sandboxes.autotask.query import errors as _errors
+from sandboxes.autotask.query import lowered as _lower
+from sandboxes.autotask.query import now as _now
+from sandboxes.autotask.query import run_query as _query
+from sandboxes.autotask.webhook_routes import add_webhook_routes
+from sandboxes.autotask.webhooks import WebhookHub
+from sandboxes.common.state_file import IdSequence
 
 __all__ = ["ACT_AS", "Actor", "SandboxState", "create_app"]
 
@@ -141,7 +141,7 @@ class SandboxState:
         self.outage_count = 0
         self.webhooks.reset()
 
-    # ---- saved state (`atrelay sandbox autotask` keeps it in var/; see connectors/common/state_file) ----
+    # ---- saved state (`atrelay sandbox autotask` keeps it in var/; see sandboxes/common/state_file) ----
     _RECORDS = ("tickets", "notes", "resources", "contacts", "checklist")
     _SEQUENCES = ("note_ids", "ticket_ids", "checklist_ids", "history_ids")
 

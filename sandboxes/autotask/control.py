@@ -17,7 +17,7 @@ webhook callouts).
   shows the ticket, its notes, ``history`` (every status write, with who), ``changes`` (TicketHistory
   rows) and checklist; ``GET /_sandbox/actors`` maps ``as`` names to resource ids.
 * ``GET /_sandbox/calls``, ``POST /_sandbox/reset``, ``PUT /_sandbox/faults``, ``GET /_sandbox/statuses``
-  as before; webhooks' own controls are in ``sandbox_webhooks``.
+  as before; webhooks' own controls are in ``sandboxes.autotask.webhooks``.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from connectors.autotask.sandbox_data import ACT_AS, NOTE_TYPES, PUBLISH, STATUSES
-from connectors.autotask.sandbox_entities import add_checklist_item
+from sandboxes.autotask.data import ACT_AS, NOTE_TYPES, PUBLISH, STATUSES
+from sandboxes.autotask.entities import add_checklist_item
 
 if TYPE_CHECKING:
-    from connectors.autotask.sandbox import Actor, SandboxState
+    from sandboxes.autotask.app import Actor, SandboxState
 
 __all__ = ["add_control_routes"]
 

@@ -35,9 +35,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from connectors.autotask.sandbox_data import NOTE_WEBHOOK_FIELDS, TICKET_WEBHOOK_FIELDS
-from connectors.autotask.sandbox_delivery import Outbox
-from connectors.common.state_file import IdSequence
+from sandboxes.autotask.data import NOTE_WEBHOOK_FIELDS, TICKET_WEBHOOK_FIELDS
+from sandboxes.autotask.delivery import Outbox
+from sandboxes.common.state_file import IdSequence
 
 __all__ = ["ENTITIES", "WebhookError", "WebhookHub"]
 

@@ -44,8 +44,8 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from connectors.common.state_file import IdSequence
-from connectors.timezest.sandbox_data import SANDBOX_TIMEZEST_API_KEY
+from sandboxes.common.state_file import IdSequence
+from sandboxes.timezest.data import SANDBOX_TIMEZEST_API_KEY
 
 __all__ = ["TimezestSandboxState", "create_app"]
 

@@ -1,6 +1,6 @@
 """HTTP routes of the Autotask sandbox's webhook entities and of their control endpoints.
 
-Autotask side (see ``sandbox_webhooks`` for the behaviour): ``/V1.0/TicketWebhooks`` and
+Autotask side (see ``sandboxes.autotask.webhooks`` for the behaviour): ``/V1.0/TicketWebhooks`` and
 ``/V1.0/TicketNoteWebhooks`` (POST, PATCH, ``GET|DELETE /{id}``, ``POST /query``, children
 ``/{id}/Fields`` and ``/{id}/ExcludedResources``: POST, GET, ``DELETE /{childId}``), and
 ``GET /V1.0/TicketWebhookFields/entityInformation/fields`` / ``TicketNoteWebhookFields``.
@@ -21,8 +21,8 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from connectors.autotask.sandbox_query import errors, lowered
-from connectors.autotask.sandbox_webhooks import ENTITIES, WebhookError, WebhookHub
+from sandboxes.autotask.query import errors, lowered
+from sandboxes.autotask.webhooks import ENTITIES, WebhookError, WebhookHub
 
 __all__ = ["add_webhook_routes"]
 
