@@ -21,7 +21,7 @@ from sqlmodel import col, select
 
 from pipelines.audit import InboundEvent, PipelineRun
 from pipelines.db import session_scope
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer, free_port
 from tests.stacks import Stack, start_stack
 from tests.support import ROOT, wait_for

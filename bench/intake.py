@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from bench.common import ROOT, cpu_seconds, loadgen, log, stack, summary
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer, free_port
 from tests.support import AUTOTASK_HOOK_SECRET, WEBFORM_SECRET, wait_for
 

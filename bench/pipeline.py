@@ -18,7 +18,7 @@ from connectors.timezest.client import TimezestClient
 from pipelines.audit import EventState, InboundEvent, PipelineRun
 from pipelines.db import session_scope
 from pipelines.timezest_poll import poll_once
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from sandboxes.timezest.app import TimezestSandboxState
 from tests.stacks import Stack

@@ -26,7 +26,7 @@ import httpx
 from bench.common import ROOT, cpu_seconds, loadgen, log, stack
 from bench.flood import BOGUS_SIGNATURE, bogus_body
 from bench.loadgen import _autotask_sign, percentile
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from tests.support import AUTOTASK_HOOK_SECRET
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from bench import intake, pipeline, refusal, report, system
 from bench.common import ROOT, log, own_redis
-from sandboxes.autotask.app import SandboxState
 from sandboxes.autotask.app import create_app as autotask_app
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from sandboxes.timezest.app import TimezestSandboxState
 from sandboxes.timezest.app import create_app as timezest_app

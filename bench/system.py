@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, add_tickets, cpu_seconds, loadgen, log, stack
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer, free_port
 from tests.support import WEBFORM_SECRET, Proc
 

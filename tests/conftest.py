@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from pipelines.schema import upgrade
-from sandboxes.autotask.app import SandboxState
 from sandboxes.autotask.app import create_app as create_autotask_app
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from sandboxes.timezest.app import TimezestSandboxState
 from sandboxes.timezest.app import create_app as create_timezest_app

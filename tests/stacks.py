@@ -23,7 +23,7 @@ from pipelines import store
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import engine_for, session_scope
 from pipelines.schema import upgrade
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer, free_port
 from tests.conftest import DATA_TABLES, autotask_env
 from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, WEBFORM_SECRET, Proc, redis_dbs, signed, wait_for

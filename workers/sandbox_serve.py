@@ -35,8 +35,8 @@ def serve_sandbox(kind: Literal["autotask", "timezest"], host: str, port: int, v
     app: Any
     close: Callable[[], None] = lambda: None  # noqa: E731 (a no-op default)
     if kind == "autotask":
-        from sandboxes.autotask.app import SandboxState
         from sandboxes.autotask.app import create_app as autotask_app
+        from sandboxes.autotask.state import SandboxState
 
         state = SandboxState()
         app, close = autotask_app(state), state.close

@@ -23,16 +23,14 @@ webhook callouts).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from sandboxes.autotask.data import ACT_AS, NOTE_TYPES, PUBLISH, STATUSES
 from sandboxes.autotask.entities import add_checklist_item
-
-if TYPE_CHECKING:
-    from sandboxes.autotask.app import Actor, SandboxState
+from sandboxes.autotask.state import Actor, SandboxState
 
 __all__ = ["add_control_routes"]
 

@@ -19,16 +19,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
 from sandboxes.autotask.data import COMPANIES, LICENSE_TYPES
 from sandboxes.autotask.query import errors, lowered, now, run_query
-
-if TYPE_CHECKING:
-    from sandboxes.autotask.app import Actor, SandboxState
+from sandboxes.autotask.state import Actor, SandboxState
 
 __all__ = ["MAX_CHECKLIST_ITEMS", "add_checklist_item", "add_entity_routes", "update_checklist_item"]
 

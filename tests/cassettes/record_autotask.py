@@ -21,7 +21,8 @@ import vcr
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.errors import AutotaskError
-from sandboxes.autotask.app import SandboxState, create_app
+from sandboxes.autotask.app import create_app
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
 

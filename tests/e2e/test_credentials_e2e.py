@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from pipelines import store
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from tests.e2e.test_liveness_e2e import dashboard, fast, form, readyz
 from tests.integration.test_alerts import Receiver

@@ -14,7 +14,7 @@ from sqlmodel import col, func, select
 
 from pipelines.audit import PipelineRun
 from pipelines.db import session_scope
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from tests.stacks import Proc, start_stack
 from tests.support import ROOT, WEBFORM_SECRET, signed, wait_for

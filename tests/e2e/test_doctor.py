@@ -7,7 +7,7 @@ from pathlib import Path
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.webhooks import install_webhooks
 from pipelines.schema import upgrade
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.timezest.app import TimezestSandboxState
 from tests.conftest import autotask_env
 from tests.e2e.test_cli import atrelay

@@ -17,7 +17,7 @@ import pytest
 from pipelines.audit import InboundEvent, TimezestRequest
 from pipelines.db import session_scope
 from pipelines.reconcile import reconcile_once
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from tests.e2e.test_autotask_e2e import (
     act,

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from tests.integration.test_alerts import Receiver
 from tests.stacks import Stack, start_stack

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from tests.stacks import Stack, start_stack
 from tests.support import ROOT, WEBFORM_SECRET, Proc, signed, wait_for

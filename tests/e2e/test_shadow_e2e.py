@@ -14,7 +14,7 @@ from sqlmodel import select
 
 from pipelines.audit import ShadowWrite
 from pipelines.db import session_scope
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from tests.e2e.test_autotask_e2e import act, idle, install
 from tests.integration.helpers import mc_body, webform_body

@@ -23,7 +23,7 @@ import httpx
 import pytest
 from dotenv import dotenv_values
 
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer, free_port
 from sandboxes.timezest.app import TimezestSandboxState
 from tests.conftest import autotask_env

@@ -12,7 +12,7 @@ from connectors.autotask.picklists import PicklistCache
 from pipelines import store
 from pipelines.context import Context
 from pipelines.rules import DEFAULT_RULES
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
 
 

@@ -22,8 +22,8 @@ from pipelines import alerts, store
 from pipelines.audit import TicketStatusChange
 from pipelines.db import session_scope, utcnow
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
 from sandboxes.autotask.data import SANDBOX_RESOURCES
+from sandboxes.autotask.state import SandboxState
 from tests.conftest import autotask_env
 from tests.integration.helpers import Queue, add_event, make_context, mc_body, webform_body
 from tests.integration.test_alerts import Receiver

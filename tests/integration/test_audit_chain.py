@@ -13,7 +13,7 @@ from pipelines.audit import AuditAnchor, AuditSeal, EffectLedger, InboundEvent, 
 from pipelines.chain import prune, seal, verify
 from pipelines.db import session_scope
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 
 

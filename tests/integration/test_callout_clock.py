@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from pipelines import store
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import make_context, mc_body
 from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, autotask_signed, signed
 from workers.ingress import create_app

@@ -14,7 +14,7 @@ from pipelines import store
 from pipelines.audit import InboundEvent
 from pipelines.db import REPLACEMENT, session_scope
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, webform_body
 
 #: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.

@@ -19,7 +19,7 @@ from pipelines import store
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import engine_for
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, webform_body
 from workers.dead_letters import explain
 

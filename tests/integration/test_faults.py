@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from pipelines.audit import EventState
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer, free_port
 from tests.integration.helpers import new_tickets
 from tests.stacks import Stack, start_stack

@@ -23,7 +23,7 @@ from pipelines import store
 from pipelines.audit import EventState, InboundEvent, RejectedRequest
 from pipelines.db import session_scope
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import make_context, webform_body
 from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, WEBFORM_SECRET, autotask_signed, signed
 from workers.ingress import create_app

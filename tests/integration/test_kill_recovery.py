@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.audit import QuotaSlot
 from pipelines.db import session_scope
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from tests.integration.helpers import new_tickets
 from tests.integration.test_faults import RECOVERY_SECONDS, assert_all_applied_once, form, post_like_a_partner

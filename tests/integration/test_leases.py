@@ -20,7 +20,7 @@ from pipelines.db import session_scope
 from pipelines.governor import RedisGovernor
 from pipelines.process import process_event
 from pipelines.sweeper import sweep
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, webform_body
 
 

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipelines.heartbeats import beat
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 from workers.ingress import create_app
 from workers.settings import load_settings

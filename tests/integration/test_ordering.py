@@ -14,7 +14,7 @@ import pytest
 
 from pipelines import store
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 
 #: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.

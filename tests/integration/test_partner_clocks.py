@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from pipelines import store
 from pipelines.clock import CLAMPED_HEADER
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 from tests.support import MC_SECRET, WEBFORM_SECRET, signed
 from workers.ingress import create_app

@@ -18,7 +18,7 @@ from pipelines import store
 from pipelines.audit import EventState, InboundEvent, OutboundAttempt, PipelineRun
 from pipelines.db import session_scope
 from pipelines.process import _Run, process_event
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import Queue, add_event, make_context, mc_body, webform_body
 
 RECEIVED_FORM = 29682844

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from tests.stacks import start_stack
 from tests.support import WEBFORM_SECRET, signed

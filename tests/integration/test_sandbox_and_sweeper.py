@@ -12,7 +12,7 @@ from sqlmodel import col
 from pipelines.audit import EventState, InboundEvent
 from pipelines.db import session_scope, utcnow
 from pipelines.sweeper import sweep
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, webform_body
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
 

@@ -19,8 +19,8 @@ from typing import Any
 import httpx
 import pytest
 
-from sandboxes.autotask.app import SandboxState
 from sandboxes.autotask.data import SANDBOX_CONTACT_ID, SANDBOX_RESOURCES
+from sandboxes.autotask.state import SandboxState
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS
 
 HEADERS = {"ApiIntegrationCode": SANDBOX_AUTOTASK_CREDENTIALS["integration_code"],

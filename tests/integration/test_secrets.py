@@ -16,7 +16,7 @@ import httpx
 from sqlalchemy import MetaData, select
 
 from pipelines.db import engine_for
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from sandboxes.timezest.app import TimezestSandboxState
 from tests.stacks import start_stack

@@ -13,7 +13,7 @@ from pipelines.audit import EffectLedger, InboundEvent, ShadowWrite
 from pipelines.db import session_scope, utcnow
 from pipelines.process import process_event
 from pipelines.shadow_report import shadow_report
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 
 RECEIVED_FORM, MC_NO_CONTACT, WAITING_CUSTOMER, IN_PROGRESS = 29682844, 29682847, 7, 8

@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 import pytest
 
 from pipelines.governor import DbGovernor, Governor, RedisGovernor
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.conftest import autotask_env
 from workers.runtime import build_client
 from workers.settings import load_settings

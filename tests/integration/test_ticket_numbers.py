@@ -15,8 +15,8 @@ from pipelines.audit import TicketNumber
 from pipelines.db import session_scope
 from pipelines.governor import DbGovernor
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
 from sandboxes.autotask.data import SANDBOX_RESOURCES
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, new_tickets, webform_body
 
 RECEIVED_FORM, SENT_FROM_MC = 29682844, 29682845

@@ -18,7 +18,7 @@ from pipelines import store, ticket_reads
 from pipelines.audit import EffectLedger, TicketState
 from pipelines.db import session_scope
 from pipelines.process import process_event
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, new_tickets, webform_body
 
 #: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.

@@ -21,7 +21,7 @@ from pipelines.audit import OutboundAttempt
 from pipelines.db import engine_for, utcnow
 from pipelines.heartbeats import beat
 from pipelines.webhook_check import check_webhooks, last_check
-from sandboxes.autotask.app import SandboxState
+from sandboxes.autotask.state import SandboxState
 from tests.conftest import autotask_env
 from workers.ingress import create_app
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, load_settings

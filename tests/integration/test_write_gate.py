@@ -23,9 +23,9 @@ from pipelines.db import session_scope
 from pipelines.process import process_event
 from pipelines.reconcile import reconcile_once
 from pipelines.rules import DEFAULT_RULES, Rule
-from sandboxes.autotask.app import SandboxState
 from sandboxes.autotask.data import SANDBOX_RESOURCES
 from sandboxes.autotask.entities import add_checklist_item, update_checklist_item
+from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import Queue, add_event, make_context, mc_body
 
 #: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.

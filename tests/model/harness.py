@@ -30,8 +30,8 @@ from connectors.autotask.client import AutotaskClient
 from connectors.autotask.picklists import PicklistCache
 from pipelines.context import Context
 from pipelines.rules import DEFAULT_RULES
-from sandboxes.autotask.app import SandboxState
 from sandboxes.autotask.data import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_RESOURCES
+from sandboxes.autotask.state import SandboxState
 
 __all__ = [
     "COMPLETE",

@@ -32,8 +32,9 @@ from pipelines.reconcile import reconcile_once
 from pipelines.registry import WEBHOOKS
 from pipelines.schema import upgrade
 from pipelines.sweeper import sweep
-from sandboxes.autotask.app import SandboxState, create_app
+from sandboxes.autotask.app import create_app
 from sandboxes.autotask.data import SANDBOX_RESOURCES
+from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer
 from tests.conftest import DATA_TABLES
 from tests.model.harness import (
