@@ -1,4 +1,4 @@
-"""Everything a pipeline run needs, as plain typed values (``workers.runtime`` builds it from the settings)."""
+"""Everything a pipeline run needs, as plain typed values (``workers.celery.runtime`` builds it from the settings)."""
 
 from __future__ import annotations
 

@@ -142,7 +142,7 @@ def _inbound(into: Totals, at: datetime, source: str, external_id: str, *, cause
         into.add("autotask_intake", (via,))
         if via == "callout":
             into.seen("autotask_last_callout", at)
-            # Which bytes the signature covered: what the tenant really sends (workers/autotask_ingress.py).
+            # Which bytes the signature covered: what the tenant really sends (workers/http/autotask_ingress.py).
             form = (headers or {}).get(SIGNATURE_FORM_HEADER)
             if form in ("raw", "escaped"):
                 into.add("autotask_signature", (form,))

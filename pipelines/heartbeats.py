@@ -1,7 +1,7 @@
 """Process heartbeats: which atrelay processes are alive, and whether they can do their work.
 
 Every worker, beat and ingress process writes its row every ``ATRELAY_HEARTBEAT_SECONDS``
-(``workers/watchdog.py``). A process is *alive* while its last beat is younger than the timeout and it
+(``workers/celery/watchdog.py``). A process is *alive* while its last beat is younger than the timeout and it
 has not said it stopped. Rows are written on the database's clock (:func:`pipelines.db.db_now`), the one
 clock every machine shares, so a host whose clock runs ahead cannot make a dead worker look alive.
 """

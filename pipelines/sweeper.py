@@ -2,7 +2,7 @@
 
 The database, not the broker, is the record of what is owed: an event accepted but never run (the
 enqueue after commit failed, or the broker lost its queue), or held by a worker that died, is found
-here and put back on the queue by beat (``workers.beat``).
+here and put back on the queue by beat (``workers.celery.beat``).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ def test_two_ingresses_two_workers_one_redis_one_postgres(
 
         # Both workers answer the broker's control channel (what `celery inspect` and Flower read).
         def ping() -> str | None:
-            out = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.celery_app:app", "inspect", "ping",
+            out = subprocess.run([sys.executable, "-m", "celery", "-A", "workers.celery.app:app", "inspect", "ping",
                                   "--timeout", "5"], env=stack.env, cwd=ROOT, capture_output=True, text=True,
                                  timeout=60)
             names = [name for name in by_worker if name and name in out.stdout]

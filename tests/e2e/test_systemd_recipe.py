@@ -86,7 +86,7 @@ def _service_venv(prefix: Path) -> tuple[Path, bool]:
                         "-c", str(ROOT / "constraints.txt"), "--target",
                         str(venv / "lib" / version / "site-packages"), *missing], check=True, timeout=300)
     script = venv / "bin" / "atrelay"
-    script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom workers.cli import main\nsys.exit(main())\n")
+    script.write_text(f"#!{venv}/bin/python\nimport sys\nfrom workers.cli.main import main\nsys.exit(main())\n")
     script.chmod(0o755)
     return venv, False
 

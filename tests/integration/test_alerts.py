@@ -23,7 +23,7 @@ from pipelines.audit import AlertDelivery, EventState, TicketStatusChange
 from pipelines.db import session_scope, utcnow
 from pipelines.schema import upgrade
 from sandboxes.common.server import free_port
-from workers.alerts import AlertSendFailed, send_due
+from workers.celery.alerts import AlertSendFailed, send_due
 from workers.settings import Settings
 
 WEB_URL = "https://ww5.autotask.net/"

@@ -27,8 +27,8 @@ from sandboxes.autotask.state import SandboxState
 from tests.conftest import autotask_env
 from tests.integration.helpers import Queue, add_event, make_context, mc_body, webform_body
 from tests.integration.test_alerts import Receiver
-from workers import alerts as worker_alerts
-from workers.runtime import reset_runtime
+from workers.celery import alerts as worker_alerts
+from workers.celery.runtime import reset_runtime
 from workers.settings import load_settings, reset_settings_cache
 
 WEB_URL = "https://ww5.autotask.net/"

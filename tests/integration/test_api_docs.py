@@ -7,7 +7,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from workers.ingress import create_app
+from workers.http.ingress import create_app
 from workers.settings import load_settings
 
 

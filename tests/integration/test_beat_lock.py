@@ -7,7 +7,7 @@ import uuid
 
 import redis
 
-from workers.beat_lock import BeatLock
+from workers.celery.beat_lock import BeatLock
 
 
 def test_renew_keeps_retakes_a_vacant_lock_and_yields_to_another_owner(redis_url: str) -> None:

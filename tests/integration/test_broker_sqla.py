@@ -1,4 +1,4 @@
-"""Embedded mode's broker (workers/broker_sqla.py): a publish batch is one insert and one commit,
+"""Embedded mode's broker (workers/celery/broker_sqla.py): a publish batch is one insert and one commit,
 and every message of it arrives whole, in order, through kombu's own consumer side."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 from kombu import Connection, Exchange, Queue
 from sqlalchemy import create_engine, text
 
-from workers import broker_sqla
+from workers.celery import broker_sqla
 
 
 def test_a_batch_arrives_whole_and_in_order(tmp_path: Path) -> None:

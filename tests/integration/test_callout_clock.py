@@ -20,7 +20,7 @@ from pipelines.process import process_event
 from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import make_context, mc_body
 from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, autotask_signed, signed
-from workers.ingress import create_app
+from workers.http.ingress import create_app
 from workers.settings import load_settings
 
 #: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.

@@ -24,8 +24,8 @@ from connectors.autotask.callouts import parse_callout
 from pipelines.audit import InboundEvent, RejectedRequest
 from pipelines.db import session_scope
 from tests.support import AUTOTASK_HOOK_SECRET
-from workers.ingress import create_app
-from workers.reports import print_event
+from workers.cli.reports import print_event
+from workers.http.ingress import create_app
 from workers.settings import load_settings
 
 TICKETS, NOTES = "/webhooks/autotask/tickets", "/webhooks/autotask/notes"

@@ -21,7 +21,7 @@ from pipelines.db import engine_for
 from pipelines.process import process_event
 from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, webform_body
-from workers.dead_letters import explain
+from workers.http.dead_letters import explain
 
 
 def _for_ticket(db: str, number: str) -> int:

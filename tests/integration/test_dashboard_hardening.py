@@ -20,7 +20,7 @@ from sqlalchemy import update
 from pipelines import store
 from pipelines.db import session_scope
 from tests.support import MC_SECRET, WEBFORM_SECRET, Proc
-from workers import ops_throttle
+from workers.http import ops_throttle
 
 ADMIN = "dashboard-hardening-admin-token-0123"
 Start = Callable[..., tuple[str, Proc]]

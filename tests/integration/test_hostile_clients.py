@@ -28,8 +28,8 @@ from pipelines.db import session_scope
 from pipelines.schema import upgrade
 from tests.integration.helpers import webform_body
 from tests.support import MC_SECRET, WEBFORM_SECRET, Proc, signed
-from workers.ingress import create_app
-from workers.reports import print_event, print_rejections
+from workers.cli.reports import print_event, print_rejections
+from workers.http.ingress import create_app
 from workers.settings import load_settings
 
 ADMIN = "hostile-suite-admin-token-0123456789"

@@ -23,7 +23,7 @@ from pipelines.audit import InboundEvent, RejectedRequest
 from pipelines.db import session_scope
 from tests.integration.helpers import webform_body
 from tests.support import MC_SECRET, WEBFORM_OLD_SECRET, WEBFORM_SECRET, WRONG_SECRET, signed
-from workers.ingress import create_app
+from workers.http.ingress import create_app
 from workers.settings import load_settings
 
 SECRETS = {"/webhooks/webform": WEBFORM_SECRET, "/webhooks/mission-control": MC_SECRET}

@@ -26,8 +26,8 @@ from pipelines.process import process_event
 from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import make_context, webform_body
 from tests.support import AUTOTASK_HOOK_SECRET, MC_SECRET, WEBFORM_SECRET, autotask_signed, signed
-from workers.ingress import create_app
-from workers.reports import print_dead_letters, print_events
+from workers.cli.reports import print_dead_letters, print_events
+from workers.http.ingress import create_app
 from workers.settings import load_settings
 
 TOKEN = "an-admin-token-for-invalid-event-tests"

@@ -18,7 +18,7 @@ from pipelines.audit import InboundEvent, PollRun, ProcessHeartbeat
 from pipelines.db import session_scope, utcnow
 from pipelines.heartbeats import alive, beat, mark_stopped
 from pipelines.liveness import assess, open_incidents, raise_alerts
-from workers.ingress import create_app
+from workers.http.ingress import create_app
 from workers.settings import load_settings
 
 TIMEOUT = 2.0

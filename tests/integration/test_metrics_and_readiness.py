@@ -12,7 +12,7 @@ from pipelines.heartbeats import beat
 from pipelines.process import process_event
 from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
-from workers.ingress import create_app
+from workers.http.ingress import create_app
 from workers.settings import load_settings
 
 

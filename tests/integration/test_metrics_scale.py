@@ -23,7 +23,7 @@ from pipelines.audit import InboundEvent, OutboundAttempt, RejectedRequest
 from pipelines.counters import FOLD_LAG, read_totals
 from pipelines.db import engine_for, utcnow
 from pipelines.schema import alembic_config, upgrade
-from workers.ingress import create_app
+from workers.http.ingress import create_app
 from workers.settings import load_settings
 
 HISTORY_TABLES = ("inbound_events", "outbound_attempts", "pipeline_runs", "rejected_requests", "effects")

@@ -14,8 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from fastapi.testclient import TestClient
 
-from workers import ops_throttle
-from workers.ingress import create_app
+from workers.http import ops_throttle
+from workers.http.ingress import create_app
 from workers.settings import SettingsError, load_settings
 
 TOKEN = "a-dashboard-token-of-enough-length"

@@ -15,7 +15,7 @@ from pipelines.process import process_event
 from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
 from tests.support import MC_SECRET, WEBFORM_SECRET, signed
-from workers.ingress import create_app
+from workers.http.ingress import create_app
 from workers.settings import load_settings
 
 #: Its outcome depends on today's date: tests/test_clock_ahead.py runs it a year ahead too.

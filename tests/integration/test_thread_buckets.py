@@ -11,7 +11,7 @@ import pytest
 from pipelines.governor import DbGovernor, Governor, RedisGovernor
 from sandboxes.autotask.state import SandboxState
 from tests.conftest import autotask_env
-from workers.runtime import build_client
+from workers.celery.runtime import build_client
 from workers.settings import load_settings
 
 

@@ -132,7 +132,7 @@ def test_callout_work_stops_at_its_share_of_the_budget_and_writes_go_on(
     url, sandbox = autotask
     governor = DbGovernor(db_url, max_in_flight=3, hourly_budget=10, write_reserve_percent=30)
     ctx = make_context(db_url, url)
-    ctx.client._gate = governor.slot  # type: ignore[attr-defined]  (as workers.runtime builds it)
+    ctx.client._gate = governor.slot  # type: ignore[attr-defined]  (as workers.celery.runtime builds it)
     ctx.lists()  # 2 requests (ticket and note fields) ...
     ctx.own_resource_id()  # ... 3
     tickets = new_tickets(sandbox, 6)

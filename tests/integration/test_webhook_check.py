@@ -23,7 +23,7 @@ from pipelines.heartbeats import beat
 from pipelines.webhook_check import check_webhooks, last_check
 from sandboxes.autotask.state import SandboxState
 from tests.conftest import autotask_env
-from workers.ingress import create_app
+from workers.http.ingress import create_app
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, load_settings
 
 ADMIN = "webhook-check-admin-token-0123456789"

@@ -9,8 +9,8 @@ from apprise.plugins.slack import NotifySlack
 
 from connectors.autotask.errors import from_transport_error
 from pipelines.alert_text import Message, TicketFacts, escape_markdown, markdown, plain, render
-from workers.alerts import _targets
-from workers.startup import autotask_problem
+from workers.celery.alerts import _targets
+from workers.celery.startup import autotask_problem
 
 HOSTILE = "<!channel> @here <https://evil.example/x|click> [Re-login](https://evil.example/at-login) *bold* `x`"
 TICKET = TicketFacts(ticket_id=50003, number="T20261126.0003", title="Printer <!here> on fire", company="Northwind",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from tests.support import ROOT
-from workers.cli import app
+from workers.cli.main import app
 
 DOC = ROOT / "docs" / "deploy.md"
 

@@ -22,14 +22,14 @@ from rich.console import Console
 from pipelines import store
 from pipelines.schema import upgrade
 from tests.support import ROOT
-from workers.doctor import Report, _webhook_secrets
+from workers.cli.doctor import Report, _webhook_secrets
+from workers.cli.supervisor import Supervisor
 from workers.settings import (
     SANDBOX_AUTOTASK_CREDENTIALS,
     SANDBOX_TIMEZEST_API_KEY,
     load_settings,
     unknown_variables,
 )
-from workers.supervisor import Supervisor
 
 
 def _cli(cwd: Path, *args: str, **env_extra: str) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ import typer
 import yaml
 
 from tests.support import ROOT
-from workers.cli import app
+from workers.cli.main import app
 
 INFRA = ROOT / "infra"
 

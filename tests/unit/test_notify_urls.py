@@ -11,7 +11,7 @@ import re
 import pytest
 
 from tests.support import ROOT
-from workers.doctor import Report, _alerts
+from workers.cli.doctor import Report, _alerts
 from workers.notify_urls import supported_schemes
 from workers.settings import SettingsError, load_settings
 

@@ -10,7 +10,7 @@ it nor counts it toward deactivating the webhook. Which form the signature cover
 the event's headers (``x-atrelay-signature``); the signature itself is not.
 
 The CPU work on a body (signature, JSON) runs off the event loop when the body is large
-(workers/offload.py): a flood of large bogus-signature bodies must not delay the genuine callouts.
+(workers/http/offload.py): a flood of large bogus-signature bodies must not delay the genuine callouts.
 
 Deactivation notices cannot be authenticated like callouts (facts §8), so they are only recorded
 (in the capped rejections table, so an unauthenticated flood cannot grow the database) and shown
@@ -45,8 +45,8 @@ from pipelines.autotask_status import DEACTIVATION_SOURCE
 from pipelines.clock import SIGNATURE_FORM_HEADER, own_headers
 from pipelines.db import utcnow
 from pipelines.invalid import INVALID_TYPE, CheckedCallout, InvalidBody, callout_key, check_callout, ignored_key
-from workers.http_body import Refused, declared_size, read_body
-from workers.offload import Offload
+from workers.http.body import Refused, declared_size, read_body
+from workers.http.offload import Offload
 from workers.settings import Settings, webhook_secrets
 
 __all__ = ["make_autotask_router"]

@@ -6,8 +6,8 @@ after ``ATRELAY_OPS_SESSION_MINUTES`` and ends at sign-out on every ingress proc
 restarts. ``Authorization: Bearer`` works too. Every state-changing form carries a CSRF token bound to
 the session, and a cross-origin ``Origin`` is refused: SameSite alone lets a page on another port of
 the same host post as the signed-in admin. No page may be framed (``X-Frame-Options``, CSP
-``frame-ancestors``: workers/http_guard.py), so no other page can overlay the Replay button. Failed
-sign-ins are logged and slow their client address down exponentially (workers/ops_throttle.py),
+``frame-ancestors``: workers/http/guard.py), so no other page can overlay the Replay button. Failed
+sign-ins are logged and slow their client address down exponentially (workers/http/ops_throttle.py),
 never locking the right token out.
 """
 
@@ -35,11 +35,11 @@ from pipelines import ops_sessions, store
 from pipelines.audit import EventState, InboundEvent
 from pipelines.clock import clamped_from, signature_form
 from pipelines.db import session_scope
-from workers.dead_letters import explain_event
-from workers.ops_throttle import SignInThrottle, TooMany
+from workers.http.dead_letters import explain_event
+from workers.http.ops_throttle import SignInThrottle, TooMany
+from workers.http.verdict import autotask_failing, verdict
 from workers.settings import Settings
 from workers.status import health, liveness
-from workers.verdict import autotask_failing, verdict
 
 __all__ = ["make_router"]
 

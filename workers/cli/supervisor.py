@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 
-from workers.embedded import forget_embedded, write_embedded
-from workers.mode import mode_line
+from workers.cli.embedded import forget_embedded, write_embedded
+from workers.cli.mode import mode_line
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY, Settings, dev_admin_token
 
 __all__ = ["Supervisor"]
@@ -128,7 +128,7 @@ class Supervisor:
         else:
             lines.append(f"TimeZest: {s.timezest_base_url}")
         if not s.autotask_configured or s.timezest_api_key is None:
-            # For `atrelay doctor`/`rules`/... in another terminal (workers/embedded.py); removed on stop.
+            # For `atrelay doctor`/`rules`/... in another terminal (workers/cli/embedded.py); removed on stop.
             where = write_embedded(s.var_path, self.env, autotask=not s.autotask_configured,
                                    timezest=s.timezest_api_key is None)
             lines.append(f"  (sandbox settings for other atrelay commands: {where})")

@@ -43,7 +43,7 @@ def check_autotask_source(settings: Settings, report: _Report) -> None:
                          f"({intake.last_reconcile_outcome}); {intake.recovered_total} dropped callouts recovered")
     if not settings.autotask_configured:
         return
-    from workers.runtime import build_client
+    from workers.celery.runtime import build_client
 
     client = build_client(settings, max_attempts=1)
     try:

@@ -12,13 +12,15 @@ from typing import Any
 
 from celery import Celery
 
-from workers import broker_sqla
+from workers.celery import broker_sqla
 from workers.settings import get_settings
 
 __all__ = ["QUEUE", "app", "configure"]
 
 QUEUE = "atrelay"
-app = Celery("atrelay", include=["workers.tasks", "workers.beat", "workers.alerts", "workers.watchdog"])
+# Task names are explicit (``atrelay.*``), not module paths: a queued message runs whichever module holds its task.
+app = Celery("atrelay", include=["workers.celery.tasks", "workers.celery.beat", "workers.celery.alerts",
+                                 "workers.celery.watchdog"])
 
 
 def configure(celery: Celery) -> None:
@@ -32,7 +34,7 @@ def configure(celery: Celery) -> None:
         settings.var_path.mkdir(parents=True, exist_ok=True)
         # kombu hands these to create_engine(): wait out SQLite write locks instead of failing.
         transport = {"connect_args": {"timeout": 30}}
-        # Batched publishes and a 50 ms poll instead of 1 s (see workers/broker_sqla.py).
+        # Batched publishes and a 50 ms poll instead of 1 s (see workers/celery/broker_sqla.py).
         broker_sqla.use()
     celery.conf.update(
         broker_url=broker,

@@ -31,16 +31,16 @@ from pipelines.clock import own_headers
 from pipelines.db import utcnow
 from pipelines.registry import WEBHOOKS, WebhookConnector
 from pipelines.schema import SchemaOutOfDate, check_schema
-from workers.api_docs import make_docs_router
-from workers.autotask_ingress import make_autotask_router
-from workers.http_body import Refused, check_declared_size, declared_size, read_body
-from workers.http_guard import NoFraming, Refusal, RequestGuard, source_of
-from workers.metrics import AuditCollector
-from workers.offload import Offload
-from workers.ops import make_router
+from workers.celery.watchdog import Watchdog
+from workers.http.api_docs import make_docs_router
+from workers.http.autotask_ingress import make_autotask_router
+from workers.http.body import Refused, check_declared_size, declared_size, read_body
+from workers.http.guard import NoFraming, Refusal, RequestGuard, source_of
+from workers.http.metrics import AuditCollector
+from workers.http.offload import Offload
+from workers.http.ops import make_router
 from workers.settings import Settings, get_settings, webhook_secrets
 from workers.status import check_broker, liveness, picklists_fresh, picklists_loaded_at
-from workers.watchdog import Watchdog
 
 __all__ = ["create_app"]
 
@@ -51,13 +51,13 @@ MAX_WEBHOOK_ID = 200
 
 
 def _default_enqueue(event_id: int) -> None:
-    from workers.queue import enqueue_event
+    from workers.celery.queue import enqueue_event
 
     enqueue_event(event_id)
 
 
 def _default_enqueue_many(event_ids: Sequence[int]) -> None:
-    from workers.queue import enqueue_many
+    from workers.celery.queue import enqueue_many
 
     enqueue_many(event_ids)
 
@@ -69,7 +69,7 @@ def _lifespan(cfg: Settings, watch: bool) -> Callable[[FastAPI], Any]:
         # database busy; forty (anyio's default) mostly fight over the GIL and stretch tail latency.
         anyio.to_thread.current_default_thread_limiter().total_tokens = INGRESS_THREADS
         # The ingress beats too, and checks liveness: when every worker (and the beat) is stopped, it is
-        # the process left to say so (workers/watchdog.py).
+        # the process left to say so (workers/celery/watchdog.py).
         dog = Watchdog(cfg, "ingress").start() if watch else None
         # Everything loaded at start-up lives as long as the process: out of the collector's sight, a
         # full collection walks only what requests allocate, so it pauses requests for less time.
@@ -222,7 +222,7 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    # Our own script-free page, not FastAPI's Swagger UI from a CDN (see workers/api_docs.py).
+    # Our own script-free page, not FastAPI's Swagger UI from a CDN (see workers/http/api_docs.py).
     app.include_router(make_docs_router(app.openapi))
 
     app.include_router(make_router(cfg, do_enqueue))

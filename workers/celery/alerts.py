@@ -6,7 +6,7 @@ settings, asks Autotask what a message needs (the ticket's number, title and com
 URL, whether a webhook is really inactive) and hands each message to apprise, one URL at a time, in the
 markup the target renders (markdown for Slack and Teams, plain text for e-mail).
 
-Sending is also done by every process's watchdog (``workers/watchdog.py``), so alerts go out when no
+Sending is also done by every process's watchdog (``workers/celery/watchdog.py``), so alerts go out when no
 worker is alive; the per-kind lease keeps that to one sender at a time. Retries are the deliveries' own
 schedule (a growing pause, a bounded number of tries), never Celery retries.
 """
@@ -19,7 +19,7 @@ import uuid
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from workers.celery_app import app
+from workers.celery.app import app
 from workers.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ def _describer(settings: Settings, web_url: str | None):  # type: ignore[no-unty
     from connectors.autotask.errors import AutotaskError
     from pipelines.alert_text import TicketFacts
     from pipelines.alerts import ticket_link
-    from workers.runtime import get_context
+    from workers.celery.runtime import get_context
 
     ctx = get_context()
 
@@ -199,7 +199,7 @@ def _idle_escalations(settings: Settings, web_url: str | None) -> list[int]:
     from connectors.autotask.picklists import UnknownPicklistValue
     from pipelines import alerts
     from pipelines.alert_text import Message
-    from workers.runtime import get_context
+    from workers.celery.runtime import get_context
 
     ctx = get_context()
     try:
@@ -243,7 +243,7 @@ def _health(settings: Settings) -> list[int]:
     from pipelines.alert_text import Message
     from pipelines.autotask_status import autotask_intake
     from pipelines.db import utcnow
-    from workers.runtime import get_governor
+    from workers.celery.runtime import get_governor
 
     db, now, made = settings.effective_database_url, utcnow(), []
     hour = now.strftime("%Y-%m-%dT%H")
@@ -271,7 +271,7 @@ def _health(settings: Settings) -> list[int]:
 def _webhooks(settings: Settings) -> list[int]:
     """Deactivation notices verified against Autotask (rate-limited; pipelines/webhook_check.py)."""
     from pipelines.webhook_check import check_webhooks
-    from workers.runtime import build_client
+    from workers.celery.runtime import build_client
 
     client = build_client(settings, max_attempts=1)
     try:
@@ -285,7 +285,7 @@ def alerts_check_task() -> int:
     """Beat: record what is worth telling (each fact once), then send what is due."""
     from connectors.autotask.errors import AutotaskError
     from pipelines import alerts
-    from workers.runtime import get_context
+    from workers.celery.runtime import get_context
 
     settings = get_settings()
     db = settings.effective_database_url

@@ -14,8 +14,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from workers.cli_common import embedded_settings
-from workers.output import Format, emit, make_console
+from workers.cli.common import embedded_settings
+from workers.cli.output import Format, emit, make_console
 from workers.settings import Settings, webhook_secrets
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ def _settings() -> Settings:
 
 
 def _client(settings: Settings) -> AutotaskClient:
-    from workers.runtime import build_client
+    from workers.celery.runtime import build_client
 
     return build_client(settings, max_attempts=2)
 
@@ -153,8 +153,8 @@ def resources(
     """The tenant's API users (resources): atrelay's own, TimeZest's, Mission Control's, with the setting
     that names each; `atrelay doctor` checks ATRELAY_TIMEZEST_RESOURCE_ID against this list."""
     from connectors.autotask.errors import AutotaskError
-    from workers.runtime import timezest_resource_id
-    from workers.tenant_resources import check_timezest_resource, list_resources
+    from workers.celery.runtime import timezest_resource_id
+    from workers.cli.tenant_resources import check_timezest_resource, list_resources
 
     settings = _settings()
     with _client(settings) as client:

@@ -13,9 +13,9 @@ from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import EventType
 from pipelines.rules import Rule, RulesError, load_rules
 from pipelines.schema import SchemaOutOfDate, check_schema
-from workers.doctor_autotask import check_autotask_source, timezest_table, watch_rules_table
+from workers.celery.startup import CREDENTIALS_HINT, autotask_problem
+from workers.cli.doctor_autotask import check_autotask_source, timezest_table, watch_rules_table
 from workers.settings import Settings
-from workers.startup import CREDENTIALS_HINT, autotask_problem
 from workers.status import check_broker, liveness
 
 __all__ = ["Report", "print_rules", "run_doctor"]
@@ -79,7 +79,7 @@ def _mode(settings: Settings, report: Report) -> None:
 
 
 def _client(settings: Settings):  # type: ignore[no-untyped-def]
-    from workers.runtime import build_client
+    from workers.celery.runtime import build_client
 
     return build_client(settings, max_attempts=1)
 
@@ -158,8 +158,8 @@ def _timezest(settings: Settings, report: Report) -> None:
 
 def _timezest_resource(settings: Settings, report: Report) -> None:
     """ATRELAY_TIMEZEST_RESOURCE_ID against the tenant's resources (`atrelay autotask resources`)."""
-    from workers.runtime import timezest_resource_id
-    from workers.tenant_resources import check_timezest_resource, list_resources
+    from workers.celery.runtime import timezest_resource_id
+    from workers.cli.tenant_resources import check_timezest_resource, list_resources
 
     client = _client(settings)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from workers.celery_app import app
+from workers.celery.app import app
 
 __all__ = ["PROCESS_EVENT", "enqueue_event", "enqueue_many", "enqueue_now"]
 

@@ -13,9 +13,9 @@ from typing import Annotated
 
 import typer
 
-from workers.cli_common import require_schema
-from workers.cli_common import settings as cli_settings
-from workers.output import Format, emit, make_console
+from workers.cli.common import require_schema
+from workers.cli.common import settings as cli_settings
+from workers.cli.output import Format, emit, make_console
 
 __all__ = ["secret_app", "shadow_app"]
 

@@ -16,7 +16,7 @@ from pipelines.context import Context
 from pipelines.governor import Governor, governor_for
 from pipelines.rules import load_rules, load_watch_rules
 from sandboxes.autotask.data import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_RESOURCES
-from workers.queue import enqueue_event
+from workers.celery.queue import enqueue_event
 from workers.settings import Settings, get_settings
 
 __all__ = ["build_client", "get_context", "get_governor", "reset_runtime", "timezest_resource_id"]

@@ -3,7 +3,7 @@
 Every worker, beat and ingress process runs one :class:`Watchdog` thread. Each
 ``ATRELAY_HEARTBEAT_SECONDS`` it records the process's heartbeat (``pipelines.heartbeats``), then checks
 liveness (``pipelines.liveness``: no worker, no beat, stuck events, overdue polls), records an alert for
-each change, and sends the alerts that are due (``workers.alerts.send_due``, claimed per kind, so
+each change, and sends the alerts that are due (``workers.celery.alerts.send_due``, claimed per kind, so
 several processes never send one twice). So whichever process is still alive tells: the ingress says
 "no worker alive" (and names a missing beat) when every worker is stopped, a worker names a dead beat.
 
@@ -58,7 +58,7 @@ class Watchdog:
     # ---- lifecycle ------------------------------------------------------------------------------
     def start(self) -> Watchdog:
         if self.role == "worker":
-            from workers.startup import startup_problem
+            from workers.celery.startup import startup_problem
 
             self._problem = startup_problem()
             self._next_probe = time.monotonic() + self._probe_every()
@@ -114,7 +114,7 @@ class Watchdog:
 
     def assess_and_alert(self) -> None:
         from pipelines.liveness import raise_alerts
-        from workers.alerts import send_pending
+        from workers.celery.alerts import send_pending
         from workers.status import liveness
 
         made = raise_alerts(self.db, liveness(self.settings))
@@ -123,7 +123,7 @@ class Watchdog:
         send_pending(self.settings)
 
     def _probe(self) -> None:
-        from workers.startup import probe_autotask, set_startup_problem
+        from workers.celery.startup import probe_autotask, set_startup_problem
 
         self._next_probe = time.monotonic() + self._probe_every()
         problem = probe_autotask(self.settings)
@@ -134,7 +134,7 @@ class Watchdog:
 
     def _release_held(self) -> None:
         from pipelines.holds import release_credential_holds
-        from workers.queue import enqueue_event
+        from workers.celery.queue import enqueue_event
 
         ids = release_credential_holds(self.db)
         for event_id in ids:

@@ -39,7 +39,7 @@ def autotask_problem(exc: AutotaskError) -> str:
 def probe_autotask(settings: Settings) -> str | None:
     """Load the picklists as a run would (recorded like any Autotask call); None when that works."""
     from pipelines import store
-    from workers.runtime import get_context
+    from workers.celery.runtime import get_context
 
     ctx = get_context()
     db = settings.effective_database_url

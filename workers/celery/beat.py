@@ -12,8 +12,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from pipelines.sweeper import sweep
-from workers.celery_app import app
-from workers.queue import enqueue_event
+from workers.celery.app import app
+from workers.celery.queue import enqueue_event
 from workers.settings import get_settings
 
 __all__ = ["audit_seal_task", "autotask_reconcile_task", "sweep_task", "tenant_usage_task", "timezest_poll_task"]
@@ -57,7 +57,7 @@ def timezest_poll_task() -> int:
 def tenant_usage_task() -> int:
     """Read ThresholdInformation (one call every few minutes) so every worker can yield to the tenant."""
     from connectors.autotask.errors import AutotaskError
-    from workers.runtime import get_context, get_governor
+    from workers.celery.runtime import get_context, get_governor
 
     try:
         info = get_context().client.threshold_information()
@@ -95,8 +95,8 @@ def autotask_reconcile_task() -> int:
     from connectors.autotask.errors import AutotaskError
     from connectors.autotask.picklists import UnknownPicklistValue
     from pipelines.reconcile import reconcile_once, yielding_gate
-    from workers.queue import enqueue_now
-    from workers.runtime import build_client, get_context, get_governor
+    from workers.celery.queue import enqueue_now
+    from workers.celery.runtime import build_client, get_context, get_governor
 
     settings = get_settings()
     ctx = get_context()

@@ -10,7 +10,7 @@ from typing import NoReturn
 import typer
 from rich.text import Text
 
-from workers.output import make_console
+from workers.cli.output import make_console
 from workers.settings import Settings, SettingsError, get_settings
 
 __all__ = ["embedded_settings", "err", "fail", "require_schema", "settings"]
@@ -47,7 +47,7 @@ def settings() -> Settings:
 
 def embedded_settings() -> Settings:
     """The settings, completed with the sandboxes of a running `atrelay run` when none are configured."""
-    from workers.embedded import use_embedded
+    from workers.cli.embedded import use_embedded
 
     used = use_embedded(settings())
     if used.note:

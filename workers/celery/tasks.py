@@ -12,9 +12,9 @@ from celery.signals import worker_init, worker_process_init
 from pipelines.audit import EventState
 from pipelines.db import forget_engines_after_fork
 from pipelines.process import Result, process_event
-from workers.celery_app import app
-from workers.queue import PROCESS_EVENT, enqueue_event
-from workers.runtime import get_context, reset_runtime
+from workers.celery.app import app
+from workers.celery.queue import PROCESS_EVENT, enqueue_event
+from workers.celery.runtime import get_context, reset_runtime
 
 __all__ = ["process_event_task"]
 

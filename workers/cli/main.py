@@ -14,13 +14,13 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
-from workers.cli_autotask import autotask_app
-from workers.cli_common import embedded_settings as _embedded_settings
-from workers.cli_common import fail as _fail
-from workers.cli_common import require_schema as _require_schema
-from workers.cli_common import settings as _settings
-from workers.cli_shadow import secret_app, shadow_app
-from workers.output import Format, make_console
+from workers.cli.autotask import autotask_app
+from workers.cli.common import embedded_settings as _embedded_settings
+from workers.cli.common import fail as _fail
+from workers.cli.common import require_schema as _require_schema
+from workers.cli.common import settings as _settings
+from workers.cli.output import Format, make_console
+from workers.cli.shadow import secret_app, shadow_app
 from workers.settings import (
     SANDBOX_AUTOTASK_CREDENTIALS,
     SANDBOX_TIMEZEST_API_KEY,
@@ -52,7 +52,7 @@ def _check_tenant_statuses(settings: Settings) -> None:
     """Refuse to start when a status the rules name is missing from the tenant."""
     from connectors.autotask.errors import AutotaskError
     from connectors.autotask.picklists import UnknownPicklistValue
-    from workers.runtime import get_context
+    from workers.celery.runtime import get_context
 
     try:
         from pipelines import store
@@ -70,8 +70,8 @@ def _check_tenant_statuses(settings: Settings) -> None:
         _fail(f"{exc}. Fix the label in the rules file ({settings.rules_file or 'defaults'}) or in Autotask.")
     except AutotaskError as exc:
         # Keep running (seen, and working the moment Autotask answers) but not ready: the heartbeat says
-        # why on every screen, and events wait as `retrying` (workers/startup.py, pipelines/holds.py).
-        from workers.startup import autotask_problem, set_startup_problem
+        # why on every screen, and events wait as `retrying` (workers/celery/startup.py, pipelines/holds.py).
+        from workers.celery.startup import autotask_problem, set_startup_problem
 
         problem = autotask_problem(exc)
         set_startup_problem(problem)
@@ -107,7 +107,7 @@ def run(
                                                             "scheduler lines")] = False,
 ) -> None:
     """Embedded mode: migrate, then ingress + worker + beat (+ sandboxes when unconfigured)."""
-    from workers.supervisor import Supervisor
+    from workers.cli.supervisor import Supervisor
 
     settings = _settings()
     sup = Supervisor(settings, console, host=host, port=port, autotask_sandbox_port=autotask_sandbox_port,
@@ -133,7 +133,7 @@ def ingress(
 
     import uvicorn
 
-    from workers.mode import record_start
+    from workers.cli.mode import record_start
 
     settings = _settings()
     _require_schema(settings)
@@ -151,8 +151,8 @@ def ingress(
     # X-Forwarded-For is believed only from ATRELAY_TRUSTED_PROXIES (uvicorn's default trusts any local
     # client, and with no proxy in front that is anyone who can reach the port through one).
     proxies = settings.forwarded_allow_ips
-    uvicorn.run("workers.ingress:create_app", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, http="workers.http_guard:GuardedHttpToolsProtocol",
+    uvicorn.run("workers.http.ingress:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level="warning", access_log=False, http="workers.http.guard:GuardedHttpToolsProtocol",
                 limit_concurrency=settings.max_connections, timeout_keep_alive=5,
                 proxy_headers=bool(proxies), forwarded_allow_ips=proxies or None)
 
@@ -169,14 +169,14 @@ def worker(
                                                         "without --verbose)")] = False,
 ) -> None:
     """Run a Celery worker that processes events."""
-    from workers.mode import record_start
+    from workers.cli.mode import record_start
 
     settings = _settings()
     _require_schema(settings)
     record_start(settings, "worker", err)
     _check_tenant_statuses(settings)
-    from workers.celery_app import QUEUE
-    from workers.celery_app import app as celery
+    from workers.celery.app import QUEUE
+    from workers.celery.app import app as celery
 
     argv = ["worker", "--loglevel", settings.log_level, "-Q", QUEUE, "--pool", settings.worker_pool,
             "--concurrency", str(concurrency or settings.worker_concurrency), "--without-gossip",
@@ -188,7 +188,7 @@ def worker(
         argv += ["-n", name]
     if beat:
         # One process fewer for a single-machine install; the lock still keeps it the only beat.
-        from workers.beat_lock import BeatLock
+        from workers.celery.beat_lock import BeatLock
 
         BeatLock(settings).acquire()
         argv += ["--beat", "--schedule", str(settings.var_path / "celerybeat-schedule")]
@@ -210,13 +210,13 @@ def _quiet_celery() -> None:
 @app.command()
 def beat() -> None:
     """Run the scheduler (TimeZest polls, stuck-event sweeper)."""
-    from workers.mode import record_start
+    from workers.cli.mode import record_start
 
     settings = _settings()
     _require_schema(settings)
     record_start(settings, "beat", err)
-    from workers.beat_lock import BeatLock
-    from workers.celery_app import app as celery
+    from workers.celery.app import app as celery
+    from workers.celery.beat_lock import BeatLock
 
     settings.var_path.mkdir(parents=True, exist_ok=True)
     BeatLock(settings).acquire()  # safe to run twice: the second waits as standby
@@ -284,7 +284,7 @@ def events(
         return
     from connectors.common.events import Source
     from pipelines.audit import EventState
-    from workers.reports import print_events
+    from workers.cli.reports import print_events
 
     # A misspelt filter would silently match nothing: name the values that exist instead.
     if source is not None and source not in {s.value for s in Source}:
@@ -300,7 +300,7 @@ def events(
 @events_app.command("show")
 def events_show(event_id: int) -> None:
     """Print one event with its pipeline runs and Autotask attempts."""
-    from workers.reports import print_event
+    from workers.cli.reports import print_event
 
     settings = _settings()
     _require_schema(settings)
@@ -311,7 +311,7 @@ def events_show(event_id: int) -> None:
 @app.command()
 def doctor() -> None:
     """Check configuration, Autotask, the rules' statuses, TimeZest, database and broker."""
-    from workers.doctor import run_doctor
+    from workers.cli.doctor import run_doctor
 
     raise typer.Exit(run_doctor(_embedded_settings(), console, err))
 
@@ -319,7 +319,7 @@ def doctor() -> None:
 @app.command()
 def rules() -> None:
     """Print the effective table: event type -> status label -> tenant id."""
-    from workers.doctor import print_rules
+    from workers.cli.doctor import print_rules
 
     raise typer.Exit(print_rules(_embedded_settings(), console))
 
@@ -327,7 +327,7 @@ def rules() -> None:
 @app.command()
 def dlq(limit: int = 100, fmt: Annotated[Format, _FORMAT] = Format.table) -> None:
     """List dead letters with their reason and age."""
-    from workers.reports import print_dead_letters
+    from workers.cli.reports import print_dead_letters
 
     settings = _settings()
     _require_schema(settings)
@@ -344,7 +344,7 @@ def replay(
     from rich.progress import Progress
 
     from pipelines import store
-    from workers.queue import enqueue_event
+    from workers.celery.queue import enqueue_event
 
     settings = _settings()
     _require_schema(settings)
@@ -374,7 +374,7 @@ def replay(
 @app.command()
 def rejections(limit: int = 30, fmt: Annotated[Format, _FORMAT] = Format.table) -> None:
     """List recent refused requests and why."""
-    from workers.reports import print_rejections
+    from workers.cli.reports import print_rejections
 
     settings = _settings()
     _require_schema(settings)
@@ -384,7 +384,7 @@ def rejections(limit: int = 30, fmt: Annotated[Format, _FORMAT] = Format.table) 
 @app.command()
 def polls(limit: int = 20, fmt: Annotated[Format, _FORMAT] = Format.table) -> None:
     """List recent partner polls (TimeZest) and their results."""
-    from workers.reports import print_polls
+    from workers.cli.reports import print_polls
 
     settings = _settings()
     _require_schema(settings)
@@ -460,7 +460,7 @@ _AUTOTASK_SANDBOX_HELP = (
 
 @sandbox_app.command("autotask", help=_AUTOTASK_SANDBOX_HELP)
 def sandbox_autotask(host: str = "127.0.0.1", port: int = 8101, fresh: Annotated[bool, _FRESH] = False) -> None:
-    from workers.sandbox_serve import serve_sandbox
+    from workers.cli.sandbox_serve import serve_sandbox
 
     console.print(f"Autotask sandbox on http://{host}:{port} (zone lookup: /atservicesrest/v1.0/zoneInformation)")
     serve_sandbox("autotask", host, port, _sandbox_var(), fresh=fresh, console=console, err=err)
@@ -470,7 +470,7 @@ def sandbox_autotask(host: str = "127.0.0.1", port: int = 8101, fresh: Annotated
                                        f"It accepts the API key ATRELAY_TIMEZEST_API_KEY={SANDBOX_TIMEZEST_API_KEY} "
                                        "with ATRELAY_TIMEZEST_BASE_URL=http://HOST:PORT/v1 (not a secret).")
 def sandbox_timezest(host: str = "127.0.0.1", port: int = 8102, fresh: Annotated[bool, _FRESH] = False) -> None:
-    from workers.sandbox_serve import serve_sandbox
+    from workers.cli.sandbox_serve import serve_sandbox
 
     console.print(f"TimeZest sandbox on http://{host}:{port}/v1")
     serve_sandbox("timezest", host, port, _sandbox_var(), fresh=fresh, console=console, err=err)

@@ -17,7 +17,7 @@ from pipelines.audit import EventState, InboundEvent, PollRun, RejectedRequest
 from pipelines.clock import clamped_from, signature_form
 from pipelines.db import session_scope, utcnow
 from pipelines.store import event_story
-from workers.output import Format, emit
+from workers.cli.output import Format, emit
 
 __all__ = ["print_dead_letters", "print_event", "print_events", "print_polls", "print_rejections"]
 
