@@ -1,7 +1,7 @@
 """Autotask's own webhook callouts (ticket and ticket-note webhooks): verify and parse.
 
 Signature: ``X-Hook-Signature``, verified over the raw bytes or over their .NET escaping
-(connectors/autotask/signature.py, re-exported here).
+(connectors/autotask/verify.py, re-exported here).
 
 Payload: ``{"Action", "Guid", "EntityType", "Id", "Fields": {PascalCase: value}, "EventTime",
 "SequenceNumber", "PersonID"}``. Which fields appear is not documented for certain, so ``Fields`` is a
@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from connectors.autotask.signature import (
+from connectors.autotask.verify import (
     SIGNATURE_HEADER,
     CalloutVerificationFailed,
     SignatureForm,

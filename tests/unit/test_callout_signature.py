@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from connectors.autotask.signature import (
+from connectors.autotask.verify import (
     MAX_ESCAPED_BYTES,
     CalloutVerificationFailed,
     autotask_escapes,
