@@ -49,7 +49,7 @@ else
 fi
 install -d -m 0750 -o "$USER_NAME" -g "$USER_NAME" "$STATE"
 # The services run as that user: it must be able to start the venv's Python and import atrelay.
-if ! (cd "$STATE" && runuser -u "$USER_NAME" -- "$VENV/bin/python" -c "import workers.cli") >/dev/null 2>&1; then
+if ! (cd "$STATE" && runuser -u "$USER_NAME" -- "$VENV/bin/python" -c "import workers.cli.main") >/dev/null 2>&1; then
   echo "install.sh: the $USER_NAME user cannot run $VENV/bin/python ($(readlink -f "$VENV/bin/python")) or import" \
        "atrelay from it. Make the venv with a Python every user can read, e.g. in the checkout:" \
        "make clean && make install PYTHON=/usr/bin/python3.11 (a pyenv Python under /root is not readable)" >&2

@@ -1,6 +1,6 @@
 """What every `atrelay` command shares: the settings (checked once, one line per problem), the schema
-check, and how a command fails. Kept apart from ``workers.cli`` so the command groups in their own
-modules (``cli_autotask``, ``cli_shadow``) use the same checks without importing the main CLI."""
+check, and how a command fails. Kept apart from ``workers.cli.main`` so the command groups in their own
+modules (``autotask``, ``shadow``) use the same checks without importing the main CLI."""
 
 from __future__ import annotations
 
