@@ -137,7 +137,9 @@ def thread_limit(server: ThreadedServer, state: SandboxState, pg: str, count: in
             continue
         per_worker = concurrency or (default if workers == 1 else max(1, default // workers))
         events = count if by == "number" else (by_id_count or count)
-        s = stack(mode, server, state, pg if mode != "embedded" else None, workers=workers, concurrency=per_worker)
+        # With beat, as deployed: ingress, worker(s) and beat as separate processes (`atrelay run`'s layout).
+        s = stack(mode, server, state, pg if mode != "embedded" else None, workers=workers, concurrency=per_worker,
+                  beat=True)
         try:
             shares, rates, per_event, per_transition = [], [], [], []
             limit_errors, most_in_flight = 0, 0  # over every run (the sandbox's counters restart with each)

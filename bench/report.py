@@ -185,7 +185,8 @@ def _section_pipeline(res: dict[str, Any]) -> list[str]:
         lines.append(f"| `{k}` | {' | '.join(str(v) for v in cells)} |")
     lines += report_wire.section_wire(res)
     lines += ["", "## 4. The thread limit (sandbox enforcing 3 requests in flight, 150 ms per call)", "",
-              "A burst of forms posted at once (8 connections). Allowed = limit / (calls per event x latency); "
+              "A burst of forms posted at once (8 connections); ingress, worker(s) and beat as separate processes. "
+              "Allowed = limit / (calls per event x latency); "
               "events/s over the audit log's span (first event accepted to the last applied). Defaults otherwise: "
               "1 x 4 is `atrelay worker` as shipped (ATRELAY_WORKER_CONCURRENCY runs on ATRELAY_WORKER_POOL "
               "threads). By number: what the form sends (issue 21's goal, and issue 24's figure for the embedded "
