@@ -19,6 +19,7 @@ from typing import Any
 import redis
 from sqlmodel import col, select
 
+from bench.loadgen import ticket_number
 from pipelines.audit import InboundEvent, PipelineRun
 from pipelines.db import session_scope
 from sandboxes.autotask.state import SandboxState
@@ -43,13 +44,21 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def loadgen(url: str, secret: str, count: int, concurrency: int, first_ticket: int, rate: float = 0.0,
-            kind: str = "form") -> dict[str, Any]:
-    """Run bench/loadgen.py in its own process (its CPU is not the server's) and return its report."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", "--url", url, "--secret", secret, "--count", str(count),
-         "--concurrency", str(concurrency), "--first-ticket", str(first_ticket), "--rate", str(rate),
-         "--kind", kind],
-        cwd=ROOT, capture_output=True, text=True, timeout=900, check=True)
+            kind: str = "form", by: str = "number", bodies: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Run bench/loadgen.py in its own process (its CPU is not the server's) and return its report.
+
+    Forms and Mission Control webhooks name their ticket by number unless ``by="id"``; ``bodies`` are
+    documents to send as they are (Autotask callouts built from the sandbox's tickets and notes).
+    """
+    args = [sys.executable, "-m", "bench.loadgen", "--url", url, "--secret", secret, "--count", str(count),
+            "--concurrency", str(concurrency), "--first-ticket", str(first_ticket), "--rate", str(rate),
+            "--kind", kind, "--by", by]
+    with tempfile.NamedTemporaryFile("w", suffix=".json", prefix="atrelay-bench-bodies-") as file:
+        if bodies is not None:
+            json.dump(bodies, file)
+            file.flush()
+            args += ["--bodies", file.name]
+        out = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=900, check=True)
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
@@ -61,7 +70,7 @@ def add_tickets(state: SandboxState, count: int, status: int = 1) -> int:
         tid = next(state.ticket_ids)
         first = first or tid
         # Created (and last touched) an hour ago, as a ticket a partner reports on already exists.
-        state.tickets[tid] = {"id": tid, "ticketNumber": f"T20261130.{tid % 100000:05d}", "title": "bench",
+        state.tickets[tid] = {"id": tid, "ticketNumber": ticket_number(tid), "title": "bench",
                               "status": status, "createDate": created, "lastActivityDate": created}
     assert first is not None
     return first

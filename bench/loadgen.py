@@ -1,10 +1,16 @@
 """Load generator, run as its own process: sends signed webhooks and reports what it saw as JSON.
 
     python -m bench.loadgen --url http://127.0.0.1:8000/webhooks/webform --secret whsec_... \
-        --count 2000 --concurrency 32 [--rate 20] [--first-ticket 50001] [--kind form|mc|autotask]
+        --count 2000 --concurrency 32 [--rate 20] [--first-ticket 50001] [--kind form|mc|autotask] \
+        [--by number|id] [--bodies FILE]
 
+Forms and Mission Control webhooks name their ticket by **number** (``T20261130.50001``, what
+``bench.common.add_tickets`` gives ticket 50001), as the real senders do: a person filling in a form
+sees the number, not Autotask's id. ``--by id`` sends the easier input (no number to resolve).
 ``--kind autotask`` sends Autotask ticket callouts signed with ``X-Hook-Signature`` (the secret is then
-the Autotask webhook secretKey, not a ``whsec_`` one).
+the Autotask webhook secretKey, not a ``whsec_`` one); with ``--bodies`` it sends the callouts in that
+file (a JSON list of documents, built by the benchmark from the sandbox's own tickets and notes) instead
+of made-up ones.
 
 Requests are signed before the clock starts (signing is the partner's cost, not atrelay's).
 ``--rate`` sends open-loop at a fixed rate (for latency at a given load); without it, as fast as
@@ -24,19 +30,26 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
 from connectors.common.standard_webhooks import sign
 
 
-def _bodies(count: int, first_ticket: int, kind: str) -> list[bytes]:
+def ticket_number(ticket_id: int) -> str:
+    """The number ``bench.common.add_tickets`` gives sandbox ticket ``ticket_id``."""
+    return f"T20261130.{ticket_id % 100000:05d}"
+
+
+def _bodies(count: int, first_ticket: int, kind: str, by: str = "number") -> list[bytes]:
     # Stamped now, as a sender stamps what just happened (an old stamp would make every event older
     # than its ticket's last activity, and each would cost a TicketHistory read a real one does not).
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     out = []
     for i in range(count):
         ticket = first_ticket + i
+        ref: dict[str, object] = {"ticket_number": ticket_number(ticket)} if by == "number" else {"ticket_id": ticket}
         if kind == "autotask":
             # An Autotask ticket-webhook callout (tests/connectors/autotask/callouts/*.json): one webhook
             # Guid, a distinct ticket and SequenceNumber each, so every callout is a new event.
@@ -46,10 +59,10 @@ def _bodies(count: int, first_ticket: int, kind: str) -> list[bytes]:
         elif kind == "mc":
             # The three escalation kinds in turn; mc.no_contact brings its follow-up with it.
             doc = {"type": ("mc.escalated", "mc.out_of_scope", "mc.no_contact")[i % 3], "timestamp": now,
-                   "data": {"ticket_id": ticket, "summary": "bench", "technician": "bench", "contact_attempts": 1}}
+                   "data": {**ref, "summary": "bench", "technician": "bench", "contact_attempts": 1}}
         else:
             doc = {"type": "form.submitted", "timestamp": now,
-                   "data": {"form": "bench", "ticket_id": ticket, "answers": {"q1": "a", "q2": "b"}}}
+                   "data": {"form": "bench", **ref, "answers": {"q1": "a", "q2": "b"}}}
         out.append(json.dumps(doc).encode())
     return out
 
@@ -91,7 +104,11 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     so on one machine the numbers describe atrelay, not the load generator."""
     url = httpx.URL(args.url)
     host, port = url.host, url.port or 80
-    bodies = _bodies(args.count, args.first_ticket, args.kind)
+    if args.bodies:
+        bodies = [json.dumps(doc).encode() for doc in json.loads(Path(args.bodies).read_text())]
+        args.count = len(bodies)
+    else:
+        bodies = _bodies(args.count, args.first_ticket, args.kind, args.by)
     sign_one = _autotask_sign if args.kind == "autotask" else (
         lambda b, secret: sign(b, secret, msg_id=f"msg_{uuid.uuid4().hex}"))
     requests = [_request(f"{host}:{port}", url.raw_path.decode(), b, sign_one(b, args.secret)) for b in bodies]
@@ -158,6 +175,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0)
     parser.add_argument("--first-ticket", type=int, default=50001)
     parser.add_argument("--kind", choices=["form", "mc", "autotask"], default="form")
+    parser.add_argument("--by", choices=["number", "id"], default="number",
+                        help="how forms and Mission Control webhooks name their ticket")
+    parser.add_argument("--bodies", help="a JSON list of documents to send instead of generated ones")
     result = asyncio.run(run(parser.parse_args()))
     json.dump(result, sys.stdout)
 

@@ -5,7 +5,7 @@ bench/results/latest.json.
 
 Needs PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379) like the test suite. Load comes from
 a separate process (bench/loadgen.py), every request signed as its sender would sign it. The
-Autotask sandbox counts the calls it receives. About 10-12 minutes on 2 cores; --quick is a smoke run.
+Autotask sandbox counts the calls it receives. About 20 minutes on 2 cores; --quick is a smoke run.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import intake, pipeline, refusal, report, system
+from bench import intake, pipeline, recovery, refusal, report, system, wire
 from bench.common import ROOT, log, own_redis
 from sandboxes.autotask.app import create_app as autotask_app
 from sandboxes.autotask.state import SandboxState
@@ -41,10 +42,23 @@ def machine() -> dict[str, Any]:
     return {"cores": os.cpu_count(), "memory_gib": round(mem_kb / 1024 / 1024, 1), "cpu": cpu,
             "python": platform.python_version(), "platform": platform.platform(),
             "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg())}
+            "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()), "commit": commit()}
 
 
-SECTIONS = ("intake", "end_to_end", "embedded_e2e", "calls", "thread_limit", "recovery", "quota", "refusal")
+def commit() -> str:
+    """The commit the figures come from; "+changes" when the tree differs from it (or "?" outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + (" +changes" if dirty else "")
+
+
+SECTIONS = ("intake", "end_to_end", "embedded_e2e", "calls", "calls_before_21", "thread_limit", "embedded_burst",
+            "one_at_a_time", "callout_flood", "recovery", "kill_recovery", "quota", "refusal")
 
 
 def only(section: str, quick: bool) -> None:
@@ -60,8 +74,17 @@ def only(section: str, quick: bool) -> None:
                 "end_to_end": lambda: pipeline.end_to_end(server, state, pg, runs, 100, 200 if quick else 1000),
                 "embedded_e2e": lambda: pipeline.embedded_latency(server, state, runs, 50 if quick else 75),
                 "calls": lambda: pipeline.calls_mix(server, state, pg, (tz_server.url, tz_state), runs),
-                "thread_limit": lambda: pipeline.thread_limit(server, state, pg, 40 if quick else 120),
-                "recovery": lambda: pipeline.recovery(server, state, pg, runs),
+                "calls_before_21": lambda: pipeline.calls_mix(server, state, pg, (tz_server.url, tz_state), 1,
+                                                              as_sent=False),
+                "thread_limit": lambda: pipeline.thread_limit(server, state, pg, 60 if quick else 200, runs,
+                                                              by_id_count=40 if quick else 120),
+                # thread_limit's embedded burst alone (issue 24): for working on the embedded default
+                "embedded_burst": lambda: pipeline.thread_limit(server, state, pg, 60 if quick else 200, runs,
+                                                                modes=("embedded",)),
+                "one_at_a_time": lambda: wire.one_at_a_time(server, state, pg, runs, 15 if quick else 40),
+                "callout_flood": lambda: wire.callout_flood(server, state, pg, runs, 300 if quick else 1256),
+                "recovery": lambda: recovery.recovery(server, state, pg, runs),
+                "kill_recovery": lambda: recovery.kill_recovery(server, state, pg, runs),
                 "quota": lambda: system.quota(server, state, pg, 500 if quick else 2000),
                 "refusal": lambda: refusal.refusal(server, state, pg, 20 if quick else 40, 60 if quick else 120),
             }[section]()
@@ -84,6 +107,7 @@ def main() -> None:
         return
     if args.report_only:
         last = json.loads((RESULTS / "latest.json").read_text())
+        last["targets"] = report.targets(last)  # the report's rules of today over the figures of that run
         report.write_doc(last)
         report.write_readme(last)
         return
@@ -112,10 +136,20 @@ def main() -> None:
             res["embedded_e2e"] = pipeline.embedded_latency(server, state, runs, 50 if quick else 75)
             log("Autotask calls per transition")
             res["calls"] = pipeline.calls_mix(server, state, pg, (tz_server.url, tz_state), 1 if quick else 2)
+            log("Autotask calls per transition, the mix as before issue 21 (by id, no callouts)")
+            res["calls_before_21"] = pipeline.calls_mix(server, state, pg, (tz_server.url, tz_state), 1,
+                                                        as_sent=False)
             log("thread limit")
-            res["thread_limit"] = pipeline.thread_limit(server, state, pg, 40 if quick else 120)
+            res["thread_limit"] = pipeline.thread_limit(server, state, pg, 60 if quick else 200, 1 if quick else 2,
+                                                        by_id_count=40 if quick else 120)
+            log("one event at a time")
+            res["one_at_a_time"] = wire.one_at_a_time(server, state, pg, 1 if quick else 2, 15 if quick else 40)
+            log("a flood of Autotask callouts")
+            res["callout_flood"] = wire.callout_flood(server, state, pg, 1 if quick else 2, 300 if quick else 1256)
             log("recovery from a killed worker")
-            res["recovery"] = pipeline.recovery(server, state, pg, 1 if quick else 2)
+            res["recovery"] = recovery.recovery(server, state, pg, 1 if quick else 2)
+            log("recovery from a worker killed holding slots or deliveries, both modes")
+            res["kill_recovery"] = recovery.kill_recovery(server, state, pg, 1 if quick else 2)
             log("quota compliance")
             res["quota"] = system.quota(server, state, pg, 500 if quick else 2000)
             log("refusal under a bogus-signature flood")

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -173,25 +173,33 @@ class _Base:
         deadline = time.monotonic() + self.wait_timeout
         observe = getattr(_purpose, "observe", False)
         budget = self.observe_budget if observe else self.budget
-        while True:
-            outcome, wait = self._try(endpoint, token, budget)
-            if outcome == "ok":
-                break
-            if outcome == "budget":
-                raise QuotaExhausted(
-                    f"callout work has used its {budget} of atrelay's {self.budget} Autotask requests this hour; "
-                    "the rest is kept for status writes" if observe else
-                    f"atrelay's hourly Autotask budget of {self.budget} requests is spent", retry_after=max(1.0, wait))
-            if time.monotonic() >= deadline:
-                raise SlotBusy(f"no free Autotask slot for {endpoint} within {self.wait_timeout:.0f}s",
-                               retry_after=1.0)
-            self._wait_for_release(endpoint)
-        self._hold(endpoint, token)
-        try:
-            yield
-        finally:
-            self._unhold(token)
-            self._release(endpoint, token)
+        with self._admitted(endpoint, deadline):
+            while True:
+                outcome, wait = self._try(endpoint, token, budget)
+                if outcome == "ok":
+                    break
+                if outcome == "budget":
+                    raise QuotaExhausted(
+                        f"callout work has used its {budget} of atrelay's {self.budget} Autotask requests this "
+                        "hour; the rest is kept for status writes" if observe else
+                        f"atrelay's hourly Autotask budget of {self.budget} requests is spent",
+                        retry_after=max(1.0, wait))
+                if time.monotonic() >= deadline:
+                    raise self._busy(endpoint)
+                self._wait_for_release(endpoint)
+            self._hold(endpoint, token)
+            try:
+                yield
+            finally:
+                self._unhold(token)
+                self._release(endpoint, token)
+
+    def _busy(self, endpoint: str) -> SlotBusy:
+        return SlotBusy(f"no free Autotask slot for {endpoint} within {self.wait_timeout:.0f}s", retry_after=1.0)
+
+    def _admitted(self, endpoint: str, deadline: float) -> AbstractContextManager[None]:
+        """Where this process's threads queue before they look for a slot (nowhere, by default)."""
+        return nullcontext()
 
 
 _ACQUIRE = """
@@ -289,6 +297,8 @@ class DbGovernor(_Base):
     def __init__(self, db: str, **kw: Any) -> None:
         super().__init__(**kw)
         self._db = db
+        self._gates: dict[str, threading.BoundedSemaphore] = {}
+        self._gates_lock = threading.Lock()
 
     def _try(self, endpoint: str, token: str, budget: int | None = None) -> tuple[str, float]:
         budget = self.budget if budget is None else budget
@@ -314,6 +324,30 @@ class DbGovernor(_Base):
     def _release(self, endpoint: str, token: str) -> None:
         with session_scope(self._db) as s:
             s.execute(delete(QuotaSlot).where(col(QuotaSlot.token) == token))
+
+    @contextmanager
+    def _admitted(self, endpoint: str, deadline: float) -> Iterator[None]:
+        """At most ``max_in_flight`` of this process's threads look for a slot of ``endpoint`` at once.
+
+        The database has no wake-up to offer: a waiter that polled it (a write transaction each time)
+        left a freed slot idle for tens of milliseconds, a sixth of a 150 ms call, and every poll
+        queued for SQLite's one write lock behind the runs' own writes. Waiting here instead, a thread
+        of this process takes its neighbour's freed permit the moment it is released (released after
+        the slot row, so the row is free by then), and the database is asked only by threads that can
+        have a slot: in the embedded default's one worker process they find one at the first try
+        unless another process holds slots. Other processes' slots are still counted by the database,
+        which stays the only judge of the limit. Measured with the broker changes of
+        ``workers/celery/broker_sqla.py`` (issue 24, bench/changes.md): a 200-form burst went from a median
+        77 % to 83 % of what the limit allows; left out alone, the figure fell in both rounds tried.
+        """
+        with self._gates_lock:
+            gate = self._gates.setdefault(endpoint, threading.BoundedSemaphore(self.max_in_flight))
+        if not gate.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise self._busy(endpoint)
+        try:
+            yield
+        finally:
+            gate.release()
 
     def _renew(self, held: dict[str, str]) -> None:
         until = db_now(self._db) + timedelta(seconds=self.slot_ttl)

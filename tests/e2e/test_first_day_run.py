@@ -13,7 +13,9 @@ from sandboxes.common.server import free_port
 from tests.support import ROOT, wait_for
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY
 
-#: A restart must not wait for TCP's wait after close (about a minute): it has this long to show its banner.
+#: A restart must not wait for TCP's wait after close (about a minute): it has this long to show its banner,
+#: or as long as the first start took in the same test when the machine is so loaded that it took longer
+#: (a shared CI box running other suites): the restart does less than the first start (no migration).
 RESTART_SECONDS = 15
 
 
@@ -68,9 +70,11 @@ def test_make_run_is_quiet_serves_other_terminals_and_restarts_at_once(tmp_path:
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True, timeout=120)
     ports = [free_port(), free_port(), free_port()]
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    started = time.monotonic()
     first = _make_run(clone, ports, first_log)
     try:
         banner = _banner(first, first_log, timeout=120)
+        first_start = time.monotonic() - started
         # The sandboxes' credentials and the mode are on the banner.
         assert all(value in banner for value in (*SANDBOX_AUTOTASK_CREDENTIALS.values(), SANDBOX_TIMEZEST_API_KEY))
         assert "Mode:     live" in banner
@@ -92,11 +96,12 @@ def test_make_run_is_quiet_serves_other_terminals_and_restarts_at_once(tmp_path:
     (listening,) = [line for line in terminal.splitlines() if "ingress.listening" in line]
     assert f"url=http://127.0.0.1:{ports[0]}" in listening and "mode=live" in listening, listening
     # Right after Ctrl-C, on the same ports: no "is another atrelay running?" for a minute.
+    bound = max(RESTART_SECONDS, first_start)
     started = time.monotonic()
     second = _make_run(clone, ports, second_log)
     try:
-        _banner(second, second_log, timeout=RESTART_SECONDS)
-        assert time.monotonic() - started < RESTART_SECONDS
+        _banner(second, second_log, timeout=bound)
+        assert time.monotonic() - started < bound
     finally:
         _ctrl_c(second)
     assert "is another atrelay running" not in second_log.read_text(errors="replace")
