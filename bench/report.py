@@ -249,6 +249,7 @@ def write_doc(res: dict[str, Any]) -> None:
              f"{' (--quick: a smoke run, fewer runs and events)' if res.get('quick') else ''}; load average at the start "
              f"{m.get('loadavg', '?')} (other work on the machine skews every figure)",
              f"- Code: commit {m.get('commit', '?')} (the tree `make bench` ran on)",
+             *([f"- Meanwhile on the machine: {res['note']}"] if res.get("note") else []),
              f"- Configuration: {res['config']}", "",
              "## Summary against the goals (issues 14, 19, 21 and 24)", "",
              "| Goal | What | Target | Measured: median (min-max) | Met |", "|---|---|---|---|---|"]
@@ -279,14 +280,18 @@ def headline(res: dict[str, Any]) -> str:
     goals = [t for t in res["targets"] if t["goal"] != "-"]
     rp, m = _intake(res, "redis+postgresql"), res["machine"]
     emb = report_wire.embedded_burst(res)
-    return (f"Last run ({m['date']}, {m['cores']} cores): {rp['rps']['median']:.0f} signed webhooks/s on one "
+    missed = [t for t in goals if not t["met"]]
+    return (f"Last run ({m['date']}, commit {m.get('commit', '?')}, {m['cores']} cores): "
+            f"{rp['rps']['median']:.0f} signed webhooks/s on one "
             f"ingress process with p99 {rp['p99_ms']['median']:.0f} ms (Redis + PostgreSQL, 32 connections); "
             f"embedded end-to-end p99 {res['embedded_e2e']['p99_ms']['median']:.0f} ms at 5 events/s; "
             f"{res['calls']['ratio']['median']:.2f} Autotask calls per transition on a mix sent as the senders send it"
             + (f"; a burst of {emb['events']} forms by ticket number at {100 * emb['share']['median']:.0f} % of what "
                f"Autotask's thread limit allows on the embedded default" if emb else "")
             + f"; `atrelay run` idle at {res['memory']['idle_pss_mb']:.0f} MB PSS; "
-            f"{sum(1 for t in goals if t['met'])} of {len(goals)} goal rows met.")
+            f"{sum(1 for t in goals if t['met'])} of {len(goals)} goal rows met"
+            + (" (not met: " + "; ".join(f"goal {t['goal']}, {t['target']}: {t['measured']}" for t in missed) + ")"
+               if missed else "") + ".")
 
 
 _INTRO = ("`make bench` (about 20 minutes; needs PostgreSQL and Redis like the tests) measures intake against "

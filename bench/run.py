@@ -101,6 +101,8 @@ def main() -> None:
                         help="rewrite docs/benchmarks.md and the README line from the last results")
     parser.add_argument("--only", choices=sorted(SECTIONS),
                         help="run one section and print its figures (docs are not rewritten): for development")
+    parser.add_argument("--note", help="what else ran on the machine meanwhile, printed in the doc's header "
+                                       "(with --report-only: added to the last results)")
     args = parser.parse_args()
     if args.only:
         only(args.only, args.quick)
@@ -108,6 +110,9 @@ def main() -> None:
     if args.report_only:
         last = json.loads((RESULTS / "latest.json").read_text())
         last["targets"] = report.targets(last)  # the report's rules of today over the figures of that run
+        if args.note:
+            last["note"] = args.note
+            (RESULTS / "latest.json").write_text(json.dumps(last, indent=2, default=str))
         report.write_doc(last)
         report.write_readme(last)
         return
@@ -119,7 +124,7 @@ def main() -> None:
     server = ThreadedServer(autotask_app(state)).start()
     tz_state = TimezestSandboxState()
     tz_server = ThreadedServer(timezest_app(tz_state)).start()
-    res: dict[str, Any] = {"machine": machine(), "quick": quick}
+    res: dict[str, Any] = {"machine": machine(), "quick": quick, **({"note": args.note} if args.note else {})}
     res["config"] = ("uvicorn with uvloop/httptools, one ingress process; Celery workers on their default pool (threads); Redis 7 broker "
                      "(a redis-server of the benchmark's own) and PostgreSQL 15 audit DB, or the embedded default "
                      "(SQLite, kombu SQLAlchemy broker); quota governor on; the load generator, PostgreSQL and Redis share the same cores; defaults otherwise")
