@@ -13,9 +13,11 @@ from sandboxes.common.server import free_port
 from tests.support import ROOT, wait_for
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY
 
-#: A restart must not wait for TCP's wait after close (about a minute): it has this long to show its banner,
-#: or as long as the first start took in the same test when the machine is so loaded that it took longer
-#: (a shared CI box running other suites): the restart does less than the first start (no migration).
+#: A restart must not wait for TCP's wait after close (about a minute) nor for anything the first run left
+#: held: it has this long to show its banner, or twice as long as the first start took in the same test when
+#: that was longer (a CI box running another suite beside this one: the restart does less than the first
+#: start, no migration and no new sandbox state, so twice that is load, not a wait). Its time on a quiet
+#: machine is measured, not asserted (docs/benchmarks.md, notes: 9 s, the first start 16 s).
 RESTART_SECONDS = 15
 
 
@@ -38,7 +40,10 @@ def _banner(proc: subprocess.Popen[bytes], log: Path, timeout: float) -> str:
             raise AssertionError(f"make run exited {proc.returncode}:\n{log.read_text(errors='replace')[-3000:]}")
         return "atrelay is running" in log.read_text(errors="replace")
 
-    wait_for(shown, timeout=timeout, what=f"the banner\n{log.read_text(errors='replace')[-3000:]}")
+    try:
+        wait_for(shown, timeout=timeout, what=f"the banner within {timeout:.0f} s")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; make run printed:\n{log.read_text(errors='replace')[-3000:]}") from None
     return log.read_text(errors="replace")
 
 
@@ -96,7 +101,7 @@ def test_make_run_is_quiet_serves_other_terminals_and_restarts_at_once(tmp_path:
     (listening,) = [line for line in terminal.splitlines() if "ingress.listening" in line]
     assert f"url=http://127.0.0.1:{ports[0]}" in listening and "mode=live" in listening, listening
     # Right after Ctrl-C, on the same ports: no "is another atrelay running?" for a minute.
-    bound = max(RESTART_SECONDS, first_start)
+    bound = max(RESTART_SECONDS, 2 * first_start)
     started = time.monotonic()
     second = _make_run(clone, ports, second_log)
     try:
