@@ -6,8 +6,19 @@ each failed on the code before the fix named in its docstring.
 
 from __future__ import annotations
 
+from pipelines.audit import EventState
 from tests.model.harness import COMPLETE, WAITING_CUSTOMER
 from tests.model.test_model import Day
+
+
+def _day_ends(state: Day) -> None:
+    """The day's end: teardown checks invariants (a)-(e) from the sandbox's history and raises Violation
+    (an AssertionError) on a breach. Asserted here too: the example still drives events through the
+    pipeline to an end (a replay that no longer produced any would pass its invariants vacuously)."""
+    state.teardown()
+    rows = state.world.final_rows()
+    assert rows, "the example produced no event: it no longer replays what it was kept for"
+    assert all(EventState(r.state).final for r in rows), [(r.id, r.state) for r in rows]
 
 
 def test_a_late_callout_does_not_lend_its_time_to_the_status_seen_now() -> None:
@@ -22,7 +33,7 @@ def test_a_late_callout_does_not_lend_its_time_to_the_status_seen_now() -> None:
     state.worker_runs(pick=0, fault="none", call=("GET", "/tickets/"))
     state.worker_runs(pick=0, fault="none", call=("GET", "/tickets/"))
     state.writes_are_right()
-    state.teardown()
+    _day_ends(state)
 
 
 def test_a_second_report_of_an_escalation_is_a_duplicate_even_when_stale() -> None:
@@ -35,7 +46,7 @@ def test_a_second_report_of_an_escalation_is_a_duplicate_even_when_stale() -> No
     state.reconciliation()
     state.mission_control_escalates(age=0, kind="mc.no_contact", ticket=50003, via="both")
     state.reconciliation()
-    state.teardown()
+    _day_ends(state)
 
 
 def test_two_webhooks_from_mission_control_are_two_escalations() -> None:
@@ -47,7 +58,7 @@ def test_two_webhooks_from_mission_control_are_two_escalations() -> None:
     state.reconciliation()
     state.mission_control_escalates(age=0, kind="mc.no_contact", ticket=50003, via="both")
     state.autotask_calls_out(pick=0, then="deliver")
-    state.teardown()
+    _day_ends(state)
 
 
 def test_an_escalation_after_a_person_moved_the_ticket_on_is_new_though_the_callout_was_lost() -> None:
@@ -64,7 +75,7 @@ def test_an_escalation_after_a_person_moved_the_ticket_on_is_new_though_the_call
     state.autotask_calls_out(pick=0, then="lose")
     state.autotask_calls_out(pick=0, then="deliver")
     state.worker_runs(pick=0, fault="none", call=("GET", "/tickets/"))
-    state.teardown()
+    _day_ends(state)
 
 
 def test_timezests_own_link_sent_stays_its_own_when_the_booking_follows() -> None:
@@ -76,7 +87,7 @@ def test_timezests_own_link_sent_stays_its_own_when_the_booking_follows() -> Non
     state.timezest_moves_a_request(kind="sent", ticket=50002)
     state.reconciliation()
     state.timezest_moves_a_request(kind="scheduled", ticket=50002)
-    state.teardown()
+    _day_ends(state)
 
 
 def test_timezest_setting_its_status_again_unchanged_is_still_its_own() -> None:
@@ -89,7 +100,7 @@ def test_timezest_setting_its_status_again_unchanged_is_still_its_own() -> None:
     for _ in range(200):
         state.world.tick()  # two minutes and more pass: the first change is out of the window
     state.timezest_moves_a_request(kind="sent", ticket=50002)
-    state.teardown()
+    _day_ends(state)
 
 
 def test_a_timezest_change_seen_late_is_found_in_ticket_history() -> None:
@@ -106,4 +117,4 @@ def test_a_timezest_change_seen_late_is_found_in_ticket_history() -> None:
     state.timezest_moves_a_request(kind="scheduled", ticket=50003)
     state.timezest_moves_a_request(kind="sent", ticket=50003)
     state.autotask_calls_out(pick=0, then="deliver")
-    state.teardown()
+    _day_ends(state)
