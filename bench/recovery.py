@@ -32,6 +32,15 @@ def _all_final(s: Stack) -> bool:
     return all(EventState(r.state).final for r in s.all_rows())
 
 
+def _until_final(s: Stack, killed: float, timeout: float) -> float | None:
+    """Seconds from the kill until every event is final, or None when that took over ``timeout``."""
+    try:
+        wait_for(functools.partial(_all_final, s), timeout=timeout, what="the killed worker's events")
+    except AssertionError:
+        return None
+    return time.monotonic() - killed
+
+
 def recovery(server: ThreadedServer, state: SandboxState, pg: str, runs: int, timeout: float = 60.0
              ) -> dict[str, Any]:
     """Goal 5: SIGKILL a worker mid-run; how long until every event it held is applied (beat running).
@@ -57,12 +66,9 @@ def recovery(server: ThreadedServer, state: SandboxState, pg: str, runs: int, ti
             killed = time.monotonic()
             state.latency_ms = 0
 
-            try:
-                wait_for(functools.partial(_all_final, s), timeout=timeout, what="the killed worker's events")
-                times.append(time.monotonic() - killed)
-            except AssertionError:
-                times.append(timeout)
-                timed_out += 1
+            took = _until_final(s, killed, timeout)
+            times.append(timeout if took is None else took)
+            timed_out += int(took is None)
             log(f"recovery after SIGKILL: {times[-1]:.1f} s")
         finally:
             state.latency_ms = 0
@@ -122,13 +128,11 @@ def kill_recovery(server: ThreadedServer, state: SandboxState, pg: str, runs: in
                     s.kill(worker)
                     killed = time.monotonic()
                     s.start_worker(concurrency)
-                    try:
-                        wait_for(functools.partial(_all_final, s), timeout=timeout, what="the killed worker's events")
-                        times.append(time.monotonic() - killed)
+                    took = _until_final(s, killed, timeout)
+                    times.append(timeout if took is None else took)
+                    timed_out += int(took is None)
+                    if took is not None:
                         exactly_once = exactly_once and _applied_once(s, state, tickets)
-                    except AssertionError:
-                        times.append(timeout)
-                        timed_out += 1
                     log(f"kill recovery, {mode}, {held}: {times[-1]:.1f} s, load {os.getloadavg()[0]:.1f}")
                 finally:
                     state.latency_ms = 0
