@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -164,6 +165,23 @@ def _beat_started(**_kwargs: Any) -> None:
     forget_engines_after_fork()
     _current.pop("worker", None)
     _current["beat"] = Watchdog(get_settings(), "beat").start()
+    if threading.current_thread() is threading.main_thread():
+        # A beat stopped on purpose says so, as a worker does on worker_shutdown (Celery has no signal for
+        # a beat's end): else it looks alive for a heartbeat timeout after Ctrl-C or `systemctl stop`. The
+        # embedded beat is a child process that SIGTERM/SIGINT would end at once, with no cleanup at all.
+        signal.signal(signal.SIGTERM, _beat_stopping)
+        signal.signal(signal.SIGINT, _beat_stopping)
+
+
+def _beat_stopping(_signum: int, _frame: object) -> None:
+    # Ctrl-C's SIGINT is followed at once by the worker's SIGTERM to its embedded beat: a second signal
+    # must not interrupt the first one's record of the stop.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    dog = _current.pop("beat", None)
+    if dog is not None:
+        dog.stop()
+    raise SystemExit(0)  # Celery's beat loop ends on it and saves its schedule file
 
 
 # Strong references: the handlers are module functions, but say so rather than rely on it.

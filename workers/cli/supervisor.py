@@ -73,34 +73,31 @@ class Supervisor:
                     raise RuntimeError(f"port {port} on {host} is not free ({exc.strerror}); is another atrelay "
                                        f"running? Choose another with {flag} N") from None
 
-    def _child(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=self.env,  # noqa: S603 (our module)
-                              capture_output=True, text=True, check=False)
+    def _child(self, *args: str) -> subprocess.Popen[str]:
+        """A short-lived `atrelay` command, started now and read with :meth:`_finish` (so others overlap it)."""
+        return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], env=dict(self.env),  # noqa: S603
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    def _check_rules(self) -> None:
+    @staticmethod
+    def _finish(child: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+        out, err = child.communicate()
+        return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+    def _check_rules(self, child: subprocess.Popen[str]) -> None:
         """A rule naming a status the tenant lacks stops start-up here, before the banner (not in the worker)."""
-        done = self._child("rules")
+        done = self._finish(child)
         if done.returncode != 0:
             problems = [line.removeprefix("problem").strip() for line in (done.stdout + done.stderr).splitlines()
                         if "missing in the tenant" in line or line.startswith(("rules:", "error:"))]
             if problems:
                 raise RuntimeError("the rules cannot run against this tenant: " + "; ".join(problems))
 
-    def start(self) -> list[str]:
-        """Start everything; return lines describing what runs where (raise before the banner on a problem)."""
-        lines: list[str] = []
+    def _sandboxes_ready(self) -> list[str]:
+        """Wait for the sandboxes started for what is not configured; point the children's settings at them."""
         s = self.settings
-        self.env["ATRELAY_VAR_DIR"] = str(s.var_path)
-        self._check_ports()
-        # Migrations in a child process: the long-lived supervisor stays small (no SQLAlchemy/Alembic).
-        migrate = self._child("migrate")
-        if migrate.returncode != 0:
-            # The child printed one line saying why (e.g. the database is unreachable): pass it on.
-            why = (migrate.stderr or migrate.stdout).strip().splitlines()[-1:] or [f"exit {migrate.returncode}"]
-            raise RuntimeError(f"`atrelay migrate` failed: {why[0].removeprefix('error: ')}")
+        lines: list[str] = []
         if not s.autotask_configured:
             url = f"http://127.0.0.1:{self.autotask_sandbox_port}"
-            self._spawn("autotask-sandbox", "sandbox", "autotask", "--port", str(self.autotask_sandbox_port))
             self._wait_http("autotask-sandbox", f"{url}/_sandbox/calls")
             self.env.update({
                 "ATRELAY_AUTOTASK_USERNAME": SANDBOX_AUTOTASK_CREDENTIALS["username"],
@@ -119,7 +116,6 @@ class Supervisor:
             lines.append(f"Autotask: {s.autotask_base_url or 'zone lookup for ' + str(s.autotask_username)}")
         if s.timezest_api_key is None:
             url = f"http://127.0.0.1:{self.timezest_sandbox_port}"
-            self._spawn("timezest-sandbox", "sandbox", "timezest", "--port", str(self.timezest_sandbox_port))
             self._wait_http("timezest-sandbox", f"{url}/_sandbox/calls")
             self.env.update({"ATRELAY_TIMEZEST_API_KEY": SANDBOX_TIMEZEST_API_KEY,
                              "ATRELAY_TIMEZEST_BASE_URL": f"{url}/v1"})
@@ -132,7 +128,29 @@ class Supervisor:
             where = write_embedded(s.var_path, self.env, autotask=not s.autotask_configured,
                                    timezest=s.timezest_api_key is None)
             lines.append(f"  (sandbox settings for other atrelay commands: {where})")
-        self._check_rules()
+        return lines
+
+    def start(self) -> list[str]:
+        """Start everything; return lines describing what runs where (raise before the banner on a problem)."""
+        lines: list[str] = []
+        s = self.settings
+        self.env["ATRELAY_VAR_DIR"] = str(s.var_path)
+        self._check_ports()
+        # What does not depend on another step starts at once and overlaps (each is a Python start-up of a
+        # second or more, several on a loaded machine): the sandboxes, the migrations, later the rules check
+        # beside the worker's and the ingress's start.
+        if not s.autotask_configured:
+            self._spawn("autotask-sandbox", "sandbox", "autotask", "--port", str(self.autotask_sandbox_port))
+        if s.timezest_api_key is None:
+            self._spawn("timezest-sandbox", "sandbox", "timezest", "--port", str(self.timezest_sandbox_port))
+        # Migrations in a child process: the long-lived supervisor stays small (no SQLAlchemy/Alembic).
+        migrate = self._finish(self._child("migrate"))
+        if migrate.returncode != 0:
+            # The child printed one line saying why (e.g. the database is unreachable): pass it on.
+            why = (migrate.stderr or migrate.stdout).strip().splitlines()[-1:] or [f"exit {migrate.returncode}"]
+            raise RuntimeError(f"`atrelay migrate` failed: {why[0].removeprefix('error: ')}")
+        lines += self._sandboxes_ready()
+        rules = self._child("rules")
         base = f"http://{self.host}:{self.port}"
         if s.admin_token is None:
             self.env["ATRELAY_ADMIN_TOKEN"] = dev_admin_token(s)
@@ -144,6 +162,7 @@ class Supervisor:
         # Beat runs inside the worker process here (one process fewer); `atrelay beat` is for deployments.
         self._spawn("worker", "worker", "--beat", *(() if self.verbose else ("--quiet",)))
         self._spawn("ingress", "ingress", "--host", self.host, "--port", str(self.port))
+        self._check_rules(rules)  # (a problem: the caller stops what started)
         self._wait_http("ingress", f"http://{self.host}:{self.port}/healthz")
         if not s.autotask_configured:
             lines += self._register_sandbox_webhooks()
