@@ -102,6 +102,11 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
         {"goal": "6", "what": "Idle memory of `atrelay run` (PSS; USS reported)", "target": "< 250 MB PSS",
          "measured": f"{mem['idle_pss_mb']:.0f} MB PSS, {mem['idle_uss_mb']:.0f} MB USS",
          "met": mem["idle_pss_mb"] < 250},
+        *([{"goal": "22", "what": "`atrelay run` again right after Ctrl-C, to its banner (ready), sandboxes, "
+                                 "nothing configured", "target": "< 15 s",
+            "measured": f"{_s(res['restart']['restart_s'], 1, ' s')} (first start "
+                        f"{_s(res['restart']['first_start_s'], 1, ' s')})",
+            "met": res["restart"]["restart_s"]["median"] < 15}] if "restart" in res else []),
         {"goal": "-", "what": "End-to-end p99 at 20 events/s, Redis + PostgreSQL, 0 ms Autotask latency",
          "target": "< 250 ms", "measured": _s(e2e["p99_ms"], 0, " ms"), "met": e2e["p99_ms"]["median"] < 250},
         *_refusal_targets(res),

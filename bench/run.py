@@ -58,7 +58,7 @@ def commit() -> str:
 
 
 SECTIONS = ("intake", "end_to_end", "embedded_e2e", "calls", "calls_before_21", "thread_limit", "embedded_burst",
-            "one_at_a_time", "callout_flood", "recovery", "kill_recovery", "quota", "refusal")
+            "one_at_a_time", "callout_flood", "recovery", "kill_recovery", "quota", "refusal", "restart")
 
 
 def only(section: str, quick: bool) -> None:
@@ -87,6 +87,7 @@ def only(section: str, quick: bool) -> None:
                 "kill_recovery": lambda: recovery.kill_recovery(server, state, pg, runs),
                 "quota": lambda: system.quota(server, state, pg, 500 if quick else 2000),
                 "refusal": lambda: refusal.refusal(server, state, pg, 20 if quick else 40, 60 if quick else 120),
+                "restart": lambda: system.restart(1 if quick else 3),
             }[section]()
     finally:
         server.stop()
@@ -161,6 +162,8 @@ def main() -> None:
             res["refusal"] = refusal.refusal(server, state, pg, 20 if quick else 40, 60 if quick else 120)
         log("memory")
         res["memory"] = system.memory(300 if quick else 1000)
+        log("`atrelay run`: first start and restart after Ctrl-C")
+        res["restart"] = system.restart(1 if quick else 3)
     finally:
         server.stop()
         tz_server.stop()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -10,12 +12,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import ROOT, add_tickets, cpu_seconds, loadgen, log, stack
+from bench.common import ROOT, add_tickets, cpu_seconds, loadgen, log, stack, summary
 from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer, free_port
 from tests.support import WEBFORM_SECRET, Proc
 
-__all__ = ["memory", "quota"]
+__all__ = ["memory", "quota", "restart"]
 
 
 def quota(server: ThreadedServer, state: SandboxState, pg: str, count: int) -> dict[str, Any]:
@@ -115,3 +117,59 @@ def memory(count: int) -> dict[str, Any]:
         return result
     finally:
         run.stop()
+
+
+def _banner_after(cmd: list[str], env: dict[str, str], log: Path, timeout: float = 180) -> tuple[subprocess.Popen[bytes], float]:
+    """Start `atrelay run` in its own process group; seconds until its banner says it is running."""
+    started = time.monotonic()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    while "atrelay is running" not in log.read_text(errors="replace"):
+        if proc.poll() is not None or time.monotonic() - started > timeout:
+            _ctrl_c(proc)
+            raise RuntimeError(f"atrelay run gave no banner: {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    return proc, time.monotonic() - started
+
+
+def _ctrl_c(proc: subprocess.Popen[bytes]) -> None:
+    """As a terminal's Ctrl-C: SIGINT to the group, then wait until every process of it is gone."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    proc.wait(timeout=60)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def restart(runs: int) -> dict[str, Any]:
+    """`atrelay run` with nothing configured in a new var folder (migrations, sandbox seed), Ctrl-C, and
+    `atrelay run` again on the same ports: seconds from the command to the banner (which waits for /readyz),
+    each time. The venv is installed already (as after `make run`'s first install)."""
+    firsts: list[float] = []
+    restarts: list[float] = []
+    for _ in range(runs):
+        tmp = Path(tempfile.mkdtemp(prefix="atrelay-bench-restart-"))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ATRELAY_")}
+        env["ATRELAY_VAR_DIR"] = str(tmp / "var")
+        ports = [free_port(), free_port(), free_port()]
+        cmd = [sys.executable, "-m", "workers.cli", "run", "--port", str(ports[0]), "--autotask-sandbox-port",
+               str(ports[1]), "--timezest-sandbox-port", str(ports[2])]
+        proc, first = _banner_after(cmd, env, tmp / "first.log")
+        time.sleep(3)
+        _ctrl_c(proc)
+        proc, again = _banner_after(cmd, env, tmp / "second.log")
+        _ctrl_c(proc)
+        if "Not ready after" in (tmp / "second.log").read_text(errors="replace"):
+            raise RuntimeError("the restart's banner says it was not ready")
+        firsts.append(first)
+        restarts.append(again)
+    log(f"atrelay run: first start {statistics.median(firsts):.1f} s, restart {statistics.median(restarts):.1f} s")
+    return {"runs": runs, "first_start_s": summary(firsts), "restart_s": summary(restarts)}
