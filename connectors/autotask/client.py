@@ -8,7 +8,9 @@ task is rescheduled instead of holding a worker.
 
 from __future__ import annotations
 
+import functools
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +38,15 @@ _ZONE_TTL = 24 * 3600.0
 # Keyed by (zone lookup endpoint, user name): one process may talk to several tenants (or sandboxes).
 _zone_cache: dict[tuple[str, str], tuple[str, float]] = {}
 _zone_lock = threading.Lock()
+
+
+@functools.lru_cache(maxsize=1)
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every client of the process, as httpx would build it (the system's CA
+    bundle, certificates and host names verified). Building one loads the CA bundle, about 25 ms of
+    CPU; a worker builds a client per thread (its own connections), and did so on each thread's first
+    event, in the middle of a burst. An SSLContext is safe to share between threads."""
+    return httpx.create_ssl_context()
 _web_url_cache: dict[tuple[str, str], str] = {}
 _TICKET_FIELDS = ["id", "ticketNumber", "status", "title", "lastActivityDate", "lastActivityResourceID",
                   "dueDateTime", "assignedResourceID"]
@@ -102,7 +113,8 @@ class AutotaskClient:
             "Content-Type": "application/json",
             "Accept": "application/json",
         }
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._http = httpx.Client(timeout=timeout, transport=transport,
+                                  verify=_tls() if transport is None else True)
         self._max_attempts = max_attempts
         self._max_backoff = max_backoff
         self._on_attempt = on_attempt
