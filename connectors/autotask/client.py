@@ -47,6 +47,8 @@ def _tls() -> ssl.SSLContext:
     CPU; a worker builds a client per thread (its own connections), and did so on each thread's first
     event, in the middle of a burst. An SSLContext is safe to share between threads."""
     return httpx.create_ssl_context()
+
+
 _web_url_cache: dict[tuple[str, str], str] = {}
 _TICKET_FIELDS = ["id", "ticketNumber", "status", "title", "lastActivityDate", "lastActivityResourceID",
                   "dueDateTime", "assignedResourceID"]
