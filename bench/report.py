@@ -291,7 +291,7 @@ def headline(res: dict[str, Any]) -> str:
             f"ingress process with p99 {rp['p99_ms']['median']:.0f} ms (Redis + PostgreSQL, 32 connections); "
             f"embedded end-to-end p99 {res['embedded_e2e']['p99_ms']['median']:.0f} ms at 5 events/s; "
             f"{res['calls']['ratio']['median']:.2f} Autotask calls per transition on a mix sent as the senders send it"
-            + (f"; a burst of {emb['events']} forms by ticket number at {100 * emb['share']['median']:.0f} % of what "
+            + (f"; a burst of {emb['events']} forms by ticket number at {100 * emb['share']['median']:.1f} % of what "
                f"Autotask's thread limit allows on the embedded default" if emb else "")
             + f"; `atrelay run` idle at {res['memory']['idle_pss_mb']:.0f} MB PSS; "
             f"{sum(1 for t in goals if t['met'])} of {len(goals)} goal rows met"
