@@ -221,12 +221,16 @@ def assess(db: str, *, heartbeat_timeout: float, stuck_after: float, timezest_po
 def raise_alerts(db: str, state: Liveness) -> list[int]:
     """Open an incident (and record its alert) for each new condition; close (and tell) those that ended."""
     now = db_now(db)
+    # When these facts were read. Every process looks on its own beat, so a look taken just before a
+    # worker came back can arrive just after another process closed the incident: it must not reopen
+    # it (a second "no worker" alert for one outage), nor may a look older than an opening close it.
+    seen = state.workers.now
     present = {c.name: c for c in state.conditions}
     made: list[int | None] = []
     for name in NAMES:
         cond = present.get(name)
         if cond is not None:
-            opened = _open(db, name, now, cond.summary)
+            opened = _open(db, name, now, cond.summary, seen)
             if opened is not None:
                 made.append(record_alert(
                     db, kind="liveness", key=f"liveness:{name}:{opened:%Y%m%dT%H%M%S%f}", message=Message(
@@ -234,7 +238,7 @@ def raise_alerts(db: str, state: Liveness) -> list[int]:
                         facts=[("Waiting", state.waiting_line)] if name in ("no_worker", "workers_not_ready") else []),
                     fields={"kind": "liveness", "condition": name}))
         elif name not in state.suppressed:
-            was = _close(db, name, now)
+            was = _close(db, name, now, seen)
             if was is not None:
                 made.append(record_alert(
                     db, kind="liveness", key=f"liveness:{name}:{was:%Y%m%dT%H%M%S%f}:cleared", message=Message(
@@ -245,8 +249,9 @@ def raise_alerts(db: str, state: Liveness) -> list[int]:
     return [m for m in made if m is not None]
 
 
-def _open(db: str, name: str, now: datetime, detail: str) -> datetime | None:
-    """Open the incident unless it is open; return its start when this call opened it."""
+def _open(db: str, name: str, now: datetime, detail: str, seen: datetime) -> datetime | None:
+    """Open the incident unless it is open, or was closed on facts newer than ``seen``; return its start
+    when this call opened it."""
     with session_scope(db) as s:
         dialect = s.get_bind().dialect.name
         # RETURNING, not rowcount: psycopg reports no reliable rowcount for ON CONFLICT DO NOTHING.
@@ -255,16 +260,18 @@ def _open(db: str, name: str, now: datetime, detail: str) -> datetime | None:
         if fresh is not None:
             return now
         reopened = s.execute(update(LivenessIncident).where(
-            col(LivenessIncident.name) == name, col(LivenessIncident.cleared_at).is_not(None))
+            col(LivenessIncident.name) == name, col(LivenessIncident.cleared_at).is_not(None),
+            col(LivenessIncident.cleared_at) <= seen)
             .values(opened_at=now, cleared_at=None, detail=detail[:2000])).rowcount  # type: ignore[attr-defined]
     return now if reopened else None
 
 
-def _close(db: str, name: str, now: datetime) -> datetime | None:
-    """Close the incident if open; return when it had opened (for the alert's key) when this call closed it."""
+def _close(db: str, name: str, now: datetime, seen: datetime) -> datetime | None:
+    """Close the incident if open since before ``seen``; return when it had opened (for the alert's key)
+    when this call closed it."""
     with session_scope(db) as s:
         row = s.get(LivenessIncident, name)
-        if row is None or row.cleared_at is not None:
+        if row is None or row.cleared_at is not None or row.opened_at > seen:
             return None
         closed = s.execute(update(LivenessIncident).where(
             col(LivenessIncident.name) == name, col(LivenessIncident.opened_at) == row.opened_at,

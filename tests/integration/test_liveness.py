@@ -77,6 +77,31 @@ def test_a_condition_is_one_incident_and_one_alert_however_many_look(db_url: str
     assert [i.name for i in open_incidents(db_url)] == ["stuck:accepted"]
 
 
+def test_a_look_taken_before_a_change_does_not_undo_it(db_url: str) -> None:
+    """Each process looks on its own beat: a look taken just before a worker came back, raised just after
+    another process closed the incident, must not reopen it (a second alert for one outage), and a look
+    taken before an incident opened must not close it. (Seen in the SIGSTOP end-to-end test: two "No
+    atrelay worker is alive" alerts for one pause.)"""
+    _beat(db_url, "beat")
+    assert len(raise_alerts(db_url, assess(db_url, heartbeat_timeout=TIMEOUT, stuck_after=30))) == 1  # opened
+    stale = assess(db_url, heartbeat_timeout=TIMEOUT, stuck_after=30)  # still no worker, as read now
+    time.sleep(0.05)
+    _beat(db_url, "worker")
+    assert len(raise_alerts(db_url, assess(db_url, heartbeat_timeout=TIMEOUT, stuck_after=30))) == 1  # resolved
+    assert raise_alerts(db_url, stale) == []  # the older look arrives late: nothing reopens, nothing is sent
+    assert open_incidents(db_url) == []
+    titles = [a.title for a in alerts.recent_alerts(db_url)]
+    assert sorted(titles) == ["No atrelay worker is alive", "Resolved: no worker"]
+    # The other way round: a look that saw the worker, raised after a newer one opened an incident.
+    fine = assess(db_url, heartbeat_timeout=TIMEOUT, stuck_after=30)
+    with session_scope(db_url) as s:  # the worker stops (said so), and a newer look tells it
+        s.execute(update(ProcessHeartbeat).where(col(ProcessHeartbeat.role) == "worker").values(stopped_at=utcnow()))
+    time.sleep(0.05)
+    assert len(raise_alerts(db_url, assess(db_url, heartbeat_timeout=TIMEOUT, stuck_after=30))) == 1  # reopened
+    assert raise_alerts(db_url, fine) == []
+    assert [i.name for i in open_incidents(db_url)] == ["no_worker"]
+
+
 def test_overdue_polls_and_workers_that_cannot_work(db_url: str) -> None:
     _beat(db_url, "beat")
     _beat(db_url, "worker", ready=False, problem="Autotask refused atrelay's credentials (HTTP 401)")
