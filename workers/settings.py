@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fcntl
 import functools
 import ipaddress
 import json
 import os
 import re
 import secrets
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -398,23 +401,30 @@ def reset_settings_cache() -> None:
     get_settings.cache_clear()
 
 
-def _dev_secret(var_path: Path, name: str) -> str:
+def _dev_secret(var_path: Path, name: str, rewrite: Callable[[str], str] | None = None) -> str:
     """A generated secret kept in the var folder, so embedded mode works with no configuration.
 
-    Only used when no secret is configured; ``atrelay send`` reads the same file to sign.
+    Only used when no secret is configured; ``atrelay send`` reads the same file to sign. Created under
+    a lock on the folder's ``dev-secrets.lock``: the ingress, the worker and two requests at once may
+    all ask first, and before the lock two of them could write at once (one answered 500 as the other's
+    temporary file moved away beneath it; a process could keep a secret another had overwritten).
+    ``rewrite``: a change to a stored value, made under the same lock.
     """
     var_path.mkdir(parents=True, exist_ok=True)
     path = var_path / "dev-secrets.json"
-    data: dict[str, str] = {}
-    if path.exists():
-        data = json.loads(path.read_text())
-    if name not in data:
-        data[name] = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
-    return data[name]
+    with (var_path / "dev-secrets.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        data: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        value = data.get(name) or "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        if rewrite is not None:
+            value = rewrite(value)
+        if data.get(name) != value:
+            data[name] = value
+            fd, tmp = tempfile.mkstemp(prefix=".dev-secrets-", dir=var_path)  # mode 600
+            with os.fdopen(fd, "w") as out:
+                out.write(json.dumps(data, indent=2))
+            os.replace(tmp, path)
+    return value
 
 
 def dev_admin_token(settings: Settings) -> str:
@@ -423,16 +433,7 @@ def dev_admin_token(settings: Settings) -> str:
     Stored without the ``whsec_`` prefix the webhook secrets carry, so the value in the file is the
     value that signs in (older files stored it prefixed: rewritten once here).
     """
-    value = _dev_secret(settings.var_path, "admin-token")
-    if value.startswith("whsec_"):
-        path = settings.var_path / "dev-secrets.json"
-        data = json.loads(path.read_text())
-        value = data["admin-token"] = value.removeprefix("whsec_")
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2))
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
-    return value
+    return _dev_secret(settings.var_path, "admin-token", rewrite=lambda value: value.removeprefix("whsec_"))
 
 
 def webhook_secrets(settings: Settings, source: str) -> tuple[list[str], bool]:
