@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -15,7 +13,7 @@ from typing import Any
 from bench.common import ROOT, add_tickets, cpu_seconds, loadgen, log, stack, summary
 from sandboxes.autotask.state import SandboxState
 from sandboxes.common.server import ThreadedServer, free_port
-from tests.support import WEBFORM_SECRET, Proc
+from tests.support import WEBFORM_SECRET, Proc, ctrl_c
 
 __all__ = ["memory", "quota", "restart"]
 
@@ -127,26 +125,10 @@ def _banner_after(cmd: list[str], env: dict[str, str], log: Path, timeout: float
                                 start_new_session=True)
     while "atrelay is running" not in log.read_text(errors="replace"):
         if proc.poll() is not None or time.monotonic() - started > timeout:
-            _ctrl_c(proc)
+            ctrl_c(proc)
             raise RuntimeError(f"atrelay run gave no banner: {log.read_text(errors='replace')[-2000:]}")
         time.sleep(0.05)
     return proc, time.monotonic() - started
-
-
-def _ctrl_c(proc: subprocess.Popen[bytes]) -> None:
-    """As a terminal's Ctrl-C: SIGINT to the group, then wait until every process of it is gone."""
-    try:
-        os.killpg(proc.pid, signal.SIGINT)
-    except ProcessLookupError:
-        return
-    proc.wait(timeout=60)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
 
 
 def restart(runs: int) -> dict[str, Any]:
@@ -164,12 +146,13 @@ def restart(runs: int) -> dict[str, Any]:
                str(ports[1]), "--timezest-sandbox-port", str(ports[2])]
         proc, first = _banner_after(cmd, env, tmp / "first.log")
         time.sleep(3)
-        _ctrl_c(proc)
+        ctrl_c(proc)
         proc, again = _banner_after(cmd, env, tmp / "second.log")
-        _ctrl_c(proc)
+        ctrl_c(proc)
         if "Not ready after" in (tmp / "second.log").read_text(errors="replace"):
             raise RuntimeError("the restart's banner says it was not ready")
         firsts.append(first)
         restarts.append(again)
-    log(f"atrelay run: first start {statistics.median(firsts):.1f} s, restart {statistics.median(restarts):.1f} s")
-    return {"runs": runs, "first_start_s": summary(firsts), "restart_s": summary(restarts)}
+    started, restarted = summary(firsts), summary(restarts)
+    log(f"atrelay run: first start {started['median']:.1f} s, restart {restarted['median']:.1f} s")
+    return {"runs": runs, "first_start_s": started, "restart_s": restarted}

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -128,6 +129,25 @@ def wait_for(check: Callable[[], T | None], *, timeout: float = 30.0, what: str 
 
 def signed(body: bytes, secret: str, msg_id: str | None = None, timestamp: float | None = None) -> dict[str, str]:
     return sign(body, secret, msg_id=msg_id or f"msg_{uuid.uuid4().hex}", timestamp=timestamp)
+
+
+def ctrl_c(proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """A terminal's Ctrl-C: SIGINT to the process's group (started with ``start_new_session``), then wait
+    until every process of the group is gone (``make`` itself ends "interrupted", as in a terminal)."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+    except ProcessLookupError:
+        return
+    proc.wait(timeout=timeout)
+
+    def gone() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    wait_for(gone, timeout=30, what="the process group to stop after Ctrl-C")
 
 
 class Proc:

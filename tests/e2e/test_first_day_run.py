@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import sqlite3
 import subprocess
 import time
@@ -15,7 +14,7 @@ from contextlib import closing
 from pathlib import Path
 
 from sandboxes.common.server import free_port
-from tests.support import ROOT, wait_for
+from tests.support import ROOT, ctrl_c, wait_for
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, SANDBOX_TIMEZEST_API_KEY
 
 #: A restart must not wait for TCP's wait after close (about a minute) nor for anything the first run left
@@ -70,22 +69,6 @@ def _banner(proc: subprocess.Popen[bytes], log: Path, timeout: float, port: int)
     return log.read_text(errors="replace")
 
 
-def _ctrl_c(proc: subprocess.Popen[bytes]) -> None:
-    """Ctrl-C: SIGINT to the whole foreground group; then every process of it is gone (make itself ends
-    "interrupted", as in a terminal)."""
-    os.killpg(proc.pid, signal.SIGINT)
-    proc.wait(timeout=60)
-
-    def gone() -> bool:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
-    wait_for(gone, timeout=30, what="atrelay run and its children to stop after Ctrl-C")
-
-
 def _cli(clone: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATRELAY_")}
     return subprocess.run([str(ROOT / ".venv" / "bin" / "atrelay"), *args], cwd=clone, capture_output=True,
@@ -114,7 +97,7 @@ def test_make_run_is_quiet_serves_other_terminals_and_restarts_at_once(tmp_path:
         time.sleep(6)  # past a sweep (every 5 s), which used to print a line each time
         terminal = first_log.read_text(errors="replace")
     finally:
-        _ctrl_c(first)
+        ctrl_c(first)
     assert "Sending due task" not in terminal and "celery@" not in terminal and "[tasks]" not in terminal, terminal
     assert "superuser privileges" not in terminal, terminal
     if os.geteuid() == 0:
@@ -127,7 +110,7 @@ def test_make_run_is_quiet_serves_other_terminals_and_restarts_at_once(tmp_path:
     try:
         restarted = _banner(second, second_log, timeout=RESTART_PATIENCE, port=ports[0])
     finally:
-        _ctrl_c(second)
+        ctrl_c(second)
     assert "is another atrelay running" not in second_log.read_text(errors="replace")
     assert "Not ready after" not in restarted, restarted
     _nothing_held(clone / "var")

@@ -13,14 +13,12 @@ import stat
 import threading
 from pathlib import Path
 
-from workers.settings import webhook_secrets
+from workers.settings import Settings, webhook_secrets
 
 SOURCES = ("autotask", "webform", "mission-control")
 
 
 def _ask(var: str, out: list[str] | None = None) -> list[str]:
-    from workers.settings import Settings
-
     settings = Settings(_env_file=None, var_dir=Path(var))  # type: ignore[call-arg]
     got = [webhook_secrets(settings, source)[0][0] for source in SOURCES]
     if out is not None:
