@@ -39,7 +39,7 @@ from connectors.common.events import PartnerEvent
 
 __all__ = ["DESCRIPTION_BUDGET", "marker", "render_note"]
 
-DESCRIPTION_BUDGET = 32_000  # Autotask's note description limit (facts §5)
+DESCRIPTION_BUDGET = 32_000  # Autotask's note description limit (REST docs, TicketNotes entity)
 _MARKERISH = re.compile(r"\[\s*atrelay\s*:[^\]]*\]?", re.IGNORECASE)
 _SPACES = re.compile(r"\s+")
 

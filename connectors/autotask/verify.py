@@ -1,6 +1,7 @@
 """``X-Hook-Signature`` on Autotask's callouts: verified over the raw bytes, or over their .NET escaping.
 
-Autotask signs *its own* serialization (facts §8): .NET's default JSON encoder, which writes, inside
+Autotask signs *its own* serialization (Autotask REST docs, "Secret key payload verification"): .NET's
+default JSON encoder, which writes, inside
 strings, ``" & ' + < > ``` `` (and DEL) and every non-ASCII character as ``\\uXXXX`` (UTF-16 code units,
 so a character beyond the BMP is a surrogate pair). A proxy, or Autotask itself on some tenants, may
 deliver the same JSON with those characters as they are: the signature then matches only once the

@@ -1,4 +1,5 @@
-"""Registering atrelay's ticket and ticket-note webhooks in an Autotask tenant (facts §8).
+"""Registering atrelay's ticket and ticket-note webhooks in an Autotask tenant (Autotask REST docs,
+"Webhooks" and "Creating webhooks").
 
 Idempotent: a webhook is found by its name (or by its URL, which Autotask refuses to duplicate) and
 updated in place, its fields and excluded resources brought to what :data:`SPECS` says. Field ids

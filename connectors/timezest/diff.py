@@ -56,7 +56,8 @@ def listing_floor(high_water: int | None) -> int | None:
 
 
 def watch_filter(now: int) -> str:
-    """TQL (facts §1) for the requests worth re-reading: appointment still ahead, or changed lately."""
+    """TQL (TimeZest's query language, https://developer.timezest.com/tql/) for the requests worth
+    re-reading: appointment still ahead, or changed lately."""
     since = now - WATCH_DAYS * 86400
     return f"scheduling_request.selected_start_time GTE {now} OR scheduling_request.updated_at GTE {since}"
 

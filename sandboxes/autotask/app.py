@@ -16,7 +16,8 @@ Attribution: every write made with the API credentials is made by atrelay's API 
 (``sandboxes.autotask.control``) let a test act as the technician, Mission Control, TimeZest or a contact.
 
 Thread limit: Autotask limits concurrent calls per integration code and "object endpoint"; whether
-``Tickets`` and ``Tickets/{id}/Notes`` share a bucket is not known (facts §7), so by default every
+``Tickets`` and ``Tickets/{id}/Notes`` share a bucket is not said by Autotask's thread-limiting
+documentation, so by default every
 API call of the tenant counts against ONE bucket (the stricter reading). ``PUT /_sandbox/faults``
 with ``"thread_buckets": "entity"`` splits the buckets per entity path (``tickets``,
 ``tickets/notes``, ``ticketnotes``, ...).

@@ -12,7 +12,8 @@ webhook callouts).
   contact's note is an e-mailed reply: noteType defaults to "Note Emailed In", ``createdByContactID``
   is set and ``creatorResourceID`` is null.
 * ``POST /_sandbox/tickets/{id}/checklist`` one item ``{"itemName", "isImportant"?, "isCompleted"?}``
-  or ``{"items": [...]}``; no webhook fires (facts §8/§9).
+  or ``{"items": [...]}``; no webhook fires (Autotask's webhooks fire only for the entity they watch, and a
+  checklist item is not a ticket field).
 * ``POST /_sandbox/tickets`` creates a ticket (fires Create callouts); ``GET /_sandbox/tickets/{id}``
   shows the ticket, its notes, ``history`` (every status write, with who), ``changes`` (TicketHistory
   rows) and checklist; ``GET /_sandbox/actors`` maps ``as`` names to resource ids.

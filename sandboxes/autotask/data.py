@@ -6,7 +6,8 @@ old "Scheduled" value is kept so the client's active-only mapping is exercised.
 
 Resources and contacts carry tenant-style ids (large, not 1..N). Four of the resources are API-only
 users (atrelay's own, Mission Control's bridge, TimeZest's integration): Autotask lets them create and
-change records but never be assigned to a ticket (facts §2), so ``API_ONLY_RESOURCES`` lists them.
+change records but never be assigned to a ticket (Autotask help, "Define API user"), so
+``API_ONLY_RESOURCES`` lists them.
 Webhook field ids (the ``fieldID`` picklist of ``TicketWebhookFields``/``TicketNoteWebhookFields``) are
 tenant-specific too; a client must look them up by label, never assume them.
 """

@@ -12,7 +12,8 @@
   ``resourceID`` is null when a contact acted.
 * ``POST /V1.0/TicketChecklistItems/query`` (filter on ``ticketID``, ``isCompleted``, ``isImportant``,
   ...), ``GET /V1.0/TicketChecklistItems/{id}``; ``POST|PATCH /V1.0/Tickets/{id}/ChecklistItems`` and
-  ``DELETE /V1.0/Tickets/{id}/ChecklistItems/{itemId}`` (facts §9: at most 40 items, ``itemName``
+  ``DELETE /V1.0/Tickets/{id}/ChecklistItems/{itemId}`` (Autotask REST docs, TicketChecklistItems entity: at
+  most 40 items, ``itemName``
   <= 600, the root is read-only). Completing sets ``completedByResourceID``/``completedDateTime``,
   un-completing clears them. Checklist changes fire no webhook and leave the ticket untouched.
 """

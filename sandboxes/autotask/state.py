@@ -231,7 +231,7 @@ class SandboxState:
                     parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
                 except ValueError:
                     raise ValueError(f"Value {value} is not a valid value for field dueDateTime.") from None
-                at = parsed.astimezone(UTC) if parsed.tzinfo else parsed  # UTC on the way in (facts §3)
+                at = parsed.astimezone(UTC) if parsed.tzinfo else parsed  # UTC on the way in, as Autotask keeps it
                 value = at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
             if field in ("priority", "queueID") and not isinstance(value, int):
                 raise ValueError(f"Value {value} is not a valid value for field {field}.")

@@ -1,4 +1,5 @@
-"""Ticket and ticket-note webhooks of the Autotask sandbox: the entities (facts §8) and when they fire.
+"""Ticket and ticket-note webhooks of the Autotask sandbox: the entities (Autotask REST docs, "Webhooks":
+TicketWebhooks and its child entities) and when they fire.
 
 Entities, for ``TicketWebhooks`` and ``TicketNoteWebhooks`` alike (paths are matched lower-cased):
 

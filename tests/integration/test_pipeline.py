@@ -1,6 +1,6 @@
 """The pipeline against the Autotask sandbox and a real audit DB (SQLite and PostgreSQL).
 
-Covers DESIGN.md steps 1-7 and the crash-replay guarantee: a run that dies after the PATCH, after the
+Covers the event's path end to end (docs/architecture.md) and the crash-replay guarantee: a run that dies after the PATCH, after the
 note, or before the audit commit can be run again and writes no second status change and no second note.
 """
 

@@ -216,7 +216,7 @@ def test_refused_watch_filter_falls_back_to_reading_each_watched_request(
     db_url: str, timezest: tuple[str, TimezestSandboxState]
 ) -> None:
     url, tz = timezest
-    tz.tql_reject = {"updated_at"}  # TimeZest's updated_at filtering is unverified (facts §1)
+    tz.tql_reject = {"updated_at"}  # TimeZest's updated_at filtering is not documented, so the poller must cope without it
     rid = _booked_long_ago(tz, 50004)
     client, queue = tz_client(url), Queue()
     assert poll_once(db_url, client, queue).outcome == "ok"

@@ -12,7 +12,8 @@ the event's headers (``x-atrelay-signature``); the signature itself is not.
 The CPU work on a body (signature, JSON) runs off the event loop when the body is large
 (workers/http/offload.py): a flood of large bogus-signature bodies must not delay the genuine callouts.
 
-Deactivation notices cannot be authenticated like callouts (facts §8), so they are only recorded
+Deactivation notices cannot be authenticated like callouts (Autotask signs callouts, not deactivation
+notices), so they are only recorded
 (in the capped rejections table, so an unauthenticated flood cannot grow the database) and shown
 by ``atrelay doctor`` and ``atrelay autotask webhooks status``; they never change any state.
 """
