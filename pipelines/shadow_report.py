@@ -28,6 +28,7 @@ __all__ = ["EventLine", "RuleLine", "ShadowReport", "shadow_report"]
 #: receipt may carry a time just before it.
 CLOCK_SLACK = timedelta(seconds=2)
 VERDICTS = ("agree", "disagree", "no-change", "pending", "note-only", "skipped", "waiting")
+_HELD = "shadow: nothing written ("
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,12 @@ class ShadowReport:
 
 def _short(reason: str | None) -> str:
     """A skip reason's kind (``superseded``, ``stale``, ``already-set``...), without its particulars."""
-    text = (reason or "-").removeprefix("shadow: ")
+    text = reason or "-"
+    # A run that held a write back says so around its own reason (pipelines.runbase: "shadow: nothing
+    # written (stale: ...; note written)"): the kind is the inner reason's.
+    if text.startswith(_HELD) and text.endswith(")"):
+        text = text[len(_HELD):-1]
+    text = text.removeprefix("shadow: ")
     return re.split(r"[:;(]", text, maxsplit=1)[0].strip()[:40] or "-"
 
 
@@ -130,8 +136,8 @@ def _judge(e: InboundEvent, mine: dict[str, ShadowWrite], loaded: _Loaded, *, la
             people = labels.get(seen[0].to_status_id) or f"status #{seen[0].to_status_id}"
         else:
             verdict = "pending" if now < patch.at + window else "no-change"
-    elif note is not None:
-        verdict = "note-only"
+    elif note is not None and e.state != EventState.SKIPPED:
+        verdict = "note-only"  # the rule writes a note only; a skip that still notes (stale...) is a skip
     else:
         verdict = "skipped" if EventState(e.state).final else "waiting"
     return EventLine(e.id, e.event_type, e.source, ticket, e.state, verdict,

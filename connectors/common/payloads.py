@@ -20,7 +20,7 @@ def normalise_ticket_number(value: str) -> str:
 
     Why: partners type or template these by hand; ``" T20261126.0001"``, ``"t20261126.0001"`` and
     ``"T20261126.1"`` can only mean T20261126.0001 (Autotask writes ``TYYYYMMDD.NNNN``, the daily
-    sequence padded to four digits: autotask-rest-facts.md, Ticket fields), and refusing them loses
+    sequence padded to four digits: the Tickets entity's ticketNumber field), and refusing them loses
     the event. Only what is unambiguous is fixed: surrounding whitespace, the letter's case, a short
     sequence. Anything else (no ``T``, a date of another length, inner spaces) is left for the
     pattern to refuse.

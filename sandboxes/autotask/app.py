@@ -1,4 +1,4 @@
-"""An Autotask REST emulator, faithful to the reference facts, for tests, benchmarks and `atrelay run`.
+"""An Autotask REST emulator, faithful to Autotask's REST documentation, for tests, benchmarks and `atrelay run`.
 
 What it reproduces: zone lookup; the three auth headers (401 otherwise); ``GET Tickets/{id}`` with
 ``200 {"item": null}`` for a missing id; ``POST Tickets/query``, ``TicketNotes/query`` and

@@ -1,6 +1,7 @@
 """Webhook callout delivery for the Autotask sandbox: Autotask's JSON escaping, the signature, the queue.
 
-Written from the reference facts (§8), independently of atrelay's verifier on purpose: a test whose
+Written from Autotask's webhook documentation ("Secret key payload verification"), independently of atrelay's
+verifier on purpose: a test whose
 sender and receiver share code cannot catch a wrong escape or a wrong key.
 
 * Body: compact JSON where, inside strings, ``" & < > ' ` +`` and every non-ASCII character are

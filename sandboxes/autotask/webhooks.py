@@ -19,8 +19,8 @@ Entities, for ``TicketWebhooks`` and ``TicketNoteWebhooks`` alike (paths are mat
 
 Callouts: an update fires for an active, ready webhook subscribed to updates when one of its
 subscribed fields changed and the acting resource is not excluded; ``Fields`` holds the changed
-subscribed fields plus the display-always ones (whether Autotask sends only changed fields is open
-item 4 of the facts; this models "changed only"). A create fires for webhooks subscribed to creates,
+subscribed fields plus the display-always ones (Autotask's documentation does not say whether it sends
+only changed fields; this models "changed only"). A create fires for webhooks subscribed to creates,
 with every subscribed and display-always field. Payload keys are PascalCase; ``PersonID`` is the
 acting resource, ``null`` for a contact. Deactivation (PATCH ``isActive: false``, DELETE, or 25
 consecutive failures) POSTs ``{"Action": "Deactivated", "Guid", "EntityType", "Id": <webhook id>,

@@ -1,8 +1,9 @@
 """Contract tests from Autotask's documented examples, not from atrelay's own sandbox.
 
-Each answer below is quoted from ``/work/shared/reference/autotask-rest-facts.md`` (itself quoting
-Datto's developer help, the official Postman collection and the Swagger, see its source keys), and
-each test names the section it quotes. They are served by an ``httpx.MockTransport``, so the client
+Each answer below is quoted from Datto's Autotask REST API developer help, the official Postman
+collection and the Swagger, and each test names the topic it quotes: §1 zone discovery, §2
+authentication, §3 the Tickets entity, §4 picklists, §5 TicketNotes, §6 errors, §7 rate and thread
+limits, §8 webhooks. They are served by an ``httpx.MockTransport``, so the client
 is checked against something it did not write: the sandbox and the cassettes recorded from it are
 atrelay's own emulator (``tests/cassettes/README.md``).
 """

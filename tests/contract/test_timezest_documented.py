@@ -1,8 +1,8 @@
 """Contract tests from TimeZest's documented examples, not from atrelay's own sandbox.
 
-Each answer is quoted from ``/work/shared/reference/partner-facts.md`` §1 (TimeZest's developer docs,
-marked [V] there, and one real API response saved in a public repository, marked [C]) and each test
-names the section it quotes. Served by an ``httpx.MockTransport``: the client is checked against
+Each answer is quoted from TimeZest's developer docs (§1.1: base URL, authentication, pagination,
+filtering) or from one real API response saved in a public repository (§1.2: the object's shape), and
+each test names the part it quotes. Served by an ``httpx.MockTransport``: the client is checked against
 something it did not write (the cassettes are recorded from atrelay's TimeZest sandbox).
 """
 

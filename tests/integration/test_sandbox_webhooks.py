@@ -1,6 +1,6 @@
 """The Autotask sandbox's webhooks, attribution, TicketHistory and checklist, over real HTTP.
 
-The receiver and the signature check are written here, from the facts (§8), and share nothing with
+The receiver and the signature check are written here, from Autotask's webhook documentation, and share nothing with
 atrelay's verifier or the sandbox's signer: they are the independent side of the oracle.
 """
 

@@ -1,5 +1,5 @@
 """Issue 11 item 10: with the default ATRELAY_AUTOTASK_THREAD_GROUPS the governor sees one bucket for
-Tickets and Tickets/{id}/Notes (the facts leave open whether Autotask counts them apart); ``entity``
+Tickets and Tickets/{id}/Notes (Autotask's documentation leaves open whether it counts them apart); ``entity``
 splits them. The real settings, client and governor (database and Redis) against the sandbox."""
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ repository."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -82,16 +83,43 @@ def test_every_command_in_the_guide_is_run_by_a_test() -> None:
         assert f"def {function}(" in (ROOT / path).read_text(), f"{command}: {node} does not exist"
 
 
+#: A citation of a document that is not in the repository: the shared design and reference files by path
+#: or by name ("DESIGN.md step 4", "facts §8", "the reference facts (§8)", "partner facts §2.2", "item 4
+#: of the facts"). Plain words ("the facts every screen shows", an alert's ``facts``) are not.
+OUTSIDE = re.compile(
+    r"\.\./shared|/work/shared|shared/reference|shared/DESIGN|\bDESIGN\.md|\bfacts\W{0,3}§|partner[ -]facts|"
+    r"reference facts|facts open item|\bitem \d+ of the facts|facts leave open|"
+    r"partner-facts\.md|autotask-rest-facts", re.I)
+
+
 def _documents() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "infra").rglob("*")),
-            *sorted((ROOT / "tests").rglob("README.md"))]
+    """README.md, docs/**, infra/** and every tracked source file, this one excepted (it names the patterns)."""
+    tracked = subprocess.run(["git", "ls-files", "*.py", "*.md", "*.html", "*.sh", "*.toml"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "workers/cli/main.py" in tracked, tracked[:5]
+    found = {ROOT / "README.md", *(ROOT / "docs").rglob("*"), *(ROOT / "infra").rglob("*"),
+             *(ROOT / name for name in tracked)}
+    return sorted(p for p in found if p.is_file() and p != Path(__file__).resolve())
 
 
-def test_the_readme_links_the_guide_and_no_document_cites_outside_the_repository() -> None:
+def test_the_citation_check_knows_a_citation_from_a_word() -> None:
+    cited = ["The write gate (DESIGN.md step 4)", "see ../shared/DESIGN.md", "quoted from facts §8",
+             "written from the reference facts (§8)", "as partner facts §2.2 says", "per partner-facts.md §1",
+             "facts open item 5", "open item 4 of the facts", "The facts leave open whether", "autotask-rest-facts.md",
+             "written here, from the facts (§8)"]
+    plain = ["The facts every screen shows", "facts=[(label, value)]", "design notes in docs/architecture.md",
+             "Deactivation notices are claims, not facts", "§ 3 of RFC 9110", "an open item 5 on the list"]
+    assert [c for c in cited if not OUTSIDE.search(c)] == []
+    assert [w for w in plain if OUTSIDE.search(w)] == []
+
+
+def test_the_readme_links_the_guide_and_no_file_cites_outside_the_repository() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "](docs/deploy.md)" in readme
-    outside = re.compile(r"\.\./shared|/work/shared|shared/reference|shared/DESIGN|\bfacts §|partner facts|"
-                         r"facts open item|partner-facts\.md|autotask-rest-facts")
-    cited = [f"{p.relative_to(ROOT)}: {m.group(0)}" for p in _documents() if p.is_file()
-             for m in outside.finditer(p.read_text(errors="replace"))]
-    assert cited == []
+    documents = _documents()
+    assert {ROOT / "README.md", ROOT / "docs" / "deploy.md", ROOT / "pipelines" / "gate.py",
+            ROOT / "workers" / "http" / "templates" / "base.html", ROOT / "pyproject.toml"} <= set(documents)
+    cited = [f"{p.relative_to(ROOT)}:{n}: {m.group(0)}" for p in documents
+             for n, line in enumerate(p.read_text(errors="replace").splitlines(), 1)
+             for m in OUTSIDE.finditer(line)]
+    assert cited == [], "files cite documents outside the repository:\n" + "\n".join(cited)

@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,53 @@ def test_a_truncated_sample_names_the_line_and_column(tmp_path: Path) -> None:
     listed = tmp_path / "list.json"
     listed.write_text("[1, 2]")
     assert "not an object" in _cli(tmp_path, "send", str(listed)).stderr
+
+
+# ---- the mode on `atrelay run`'s banner (issue 22, shadow mode) --------------------------------------
+
+@dataclass
+class _NoChildren(Supervisor):
+    """`atrelay run`'s own start-up and banner, with the processes it would start left out (none is)."""
+
+    spawned: list[str] = field(default_factory=list)
+
+    def _check_ports(self) -> None:
+        pass
+
+    def _spawn(self, name: str, *args: str) -> None:
+        self.spawned.append(name)
+
+    def _child(self, *args: str) -> subprocess.Popen[str]:
+        return None  # type: ignore[return-value]  # read only by _finish below: `migrate` and `rules` succeed
+
+    @staticmethod
+    def _finish(child: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess([], 0, "", "")
+
+    def _wait_http(self, name: str, url: str, timeout: float = 30.0) -> None:
+        pass
+
+    def _register_sandbox_webhooks(self) -> list[str]:
+        return []
+
+    def _wait_ready(self, url: str, timeout: float = 30.0) -> list[str]:
+        return []
+
+
+def _banner(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    sup = _NoChildren(load_settings(), Console())
+    lines = sup.start()
+    assert sup.spawned == ["autotask-sandbox", "timezest-sandbox", "worker", "ingress"]
+    shown = Console(record=True, width=400)
+    shown.print(sup.banner(lines))  # what `atrelay run` prints (workers/cli/main.py: run)
+    return shown.export_text()
+
+
+def test_the_banner_says_shadow_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    shadow = _banner(monkeypatch, ATRELAY_MODE="shadow")
+    assert ("Mode:     SHADOW: nothing is written to Autotask; each write atrelay would make is recorded "
+            "(`atrelay shadow report`, /ops/shadow)") in shadow, shadow
+    live = _banner(monkeypatch, ATRELAY_MODE="live")
+    assert "Mode:     live " in live and "SHADOW" not in live, live
