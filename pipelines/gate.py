@@ -1,4 +1,4 @@
-"""The write gate (DESIGN.md step 4): every Autotask status write is decided right before its PATCH.
+"""The write gate: every Autotask status write is decided right before its PATCH, from the ticket as it is then.
 
 Why: a check made at one moment and a write made at another is a wrong status waiting for a retry.
 A PATCH that got a 429 and waited for its retry while a technician completed the ticket must not
@@ -22,11 +22,12 @@ PATCH whose outcome is unknown is first resolved from the ticket and its history
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from connectors.autotask.history import HistoryEntry, status_changes_after
-from connectors.autotask.models import Ticket
+from connectors.autotask.models import Ticket, TicketNote
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import EventType, PartnerEvent
 from pipelines import guards, store
@@ -34,13 +35,31 @@ from pipelines.audit import EffectLedger
 from pipelines.clock import as_utc, before_last
 from pipelines.context import Context
 
-__all__ = ["ESCALATIONS", "OVERWRITABLE", "TIMEZEST", "History", "Verdict", "decide_write", "patch_landed", "set_to",
-           "timezest_wrote"]
+__all__ = ["ESCALATIONS", "OVERWRITABLE", "TIMEZEST", "TIMEZEST_FACTS", "History", "Verdict", "decide_write",
+           "patch_landed", "set_to", "timezest_facts", "timezest_note", "timezest_wrote"]
 
 #: Event types that report one escalation, possibly twice (MC's webhook and the status MC set).
 ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, EventType.MC_NO_CONTACT})
-#: TimeZest's events: its own PSA actions may already have written the status (and a note) for them.
-TIMEZEST = frozenset({EventType.TIMEZEST_LINK_SENT, EventType.TIMEZEST_SCHEDULED, EventType.TIMEZEST_CANCELLED})
+#: TimeZest's events: its own PSA actions may already have written the status (and a note) for them. TimeZest
+#: notes a reschedule on the ticket too (help.timezest.com, "Rescheduling and Cancellation": it "will ...
+#: leave internal notes on the ticket"), though it sets no status for one.
+TIMEZEST = frozenset({EventType.TIMEZEST_LINK_SENT, EventType.TIMEZEST_SCHEDULED, EventType.TIMEZEST_CANCELLED,
+                      EventType.TIMEZEST_RESCHEDULED})
+#: How TimeZest's note for a transition speaks of it (title or text): what tells its note for this
+#: transition from its notes for the same request's earlier ones, written moments before.
+_TZ_KIND: dict[EventType, re.Pattern[str]] = {
+    EventType.TIMEZEST_LINK_SENT: re.compile(r"\bsent\b|\blink\b", re.I),
+    EventType.TIMEZEST_SCHEDULED: re.compile(r"\bbooked\b|\bscheduled\b", re.I),
+    EventType.TIMEZEST_CANCELLED: re.compile(r"cancel", re.I),
+    EventType.TIMEZEST_RESCHEDULED: re.compile(r"resched|\bmoved\b|\bnew time\b", re.I),
+}
+#: The facts of a TimeZest event (its details' labels) that atrelay's note adds when TimeZest's own note
+#: does not say them. Who cancelled is not among them: TimeZest's API does not say (a client's reason
+#: for cancelling goes into TimeZest's own note, per its help centre).
+TIMEZEST_FACTS: dict[EventType, tuple[str, ...]] = {
+    EventType.TIMEZEST_CANCELLED: ("Cancelled appointment",),
+    EventType.TIMEZEST_RESCHEDULED: ("New appointment", "With"),
+}
 #: Statuses an event may overwrite even when they were set after it: Autotask's own "e-mail arrived"
 #: rule sets Note Emailed In for the very e-mail that carries the form (the knowledge base wants
 #: Received Form Response then).
@@ -151,7 +170,65 @@ def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id:
             out.append(lists.status.resolve(text))
         except UnknownPicklistValue:
             continue  # a history text atrelay cannot read: no claim about it
-    return out or ([ticket.status] if noted else [])
+    # Its note alone counts as its setting the status only when the ticket shows this transition's status.
+    return out or ([ticket.status] if noted and ticket.status == target_id else [])
+
+
+def timezest_note(ctx: Context, ticket: Ticket, event: PartnerEvent) -> TicketNote | None:
+    """TimeZest's own note for this transition: the newest note by TimeZest's resource within two minutes
+    of it that speaks of this kind of transition; None when it wrote none.
+
+    One ``TicketNotes/query``, none when the ticket shows no activity near the transition (TimeZest's
+    note would have been activity).
+    """
+    tz = ctx.timezest_resource_id
+    if tz is None:
+        return None
+    around = event.occurred_at
+    last_activity = as_utc(ticket.last_activity_date)
+    if last_activity is not None and last_activity < around - _ECHO:
+        return None
+    kind = _TZ_KIND[event.type]
+    found = [n for n in ctx.client.ticket_notes_by(ticket.id, resource_id=tz, since=around - _ECHO)
+             if (at := as_utc(n.create_date_time)) is not None and abs(at - around) <= _ECHO
+             and kind.search(f"{n.title or ''}\n{n.description or ''}")]
+    return max(found, key=lambda n: n.id) if found else None
+
+
+def timezest_facts(event: PartnerEvent, said: str) -> list[tuple[str, str]]:
+    """The facts of ``event`` (TIMEZEST_FACTS) that TimeZest's note text ``said`` does not say.
+
+    A time counts as said when the note gives its date (ISO, or day and month name) and its clock time
+    (24-hour, or with am/pm) in UTC; a name when the note names it. A time said another way (another
+    zone) is not recognised: atrelay then adds it, rather than risk leaving it unsaid.
+    """
+    wanted = TIMEZEST_FACTS.get(event.type, ())
+    out = []
+    for label, value in event.details:
+        if label not in wanted or value.strip() in ("", "-"):
+            continue
+        when = _utc_time(value)
+        if when is not None:
+            if not _says_time(said, when):
+                out.append((label, value))
+        elif not all(name.strip().casefold() in said.casefold() for name in value.split(",") if name.strip()):
+            out.append((label, value))
+    return out
+
+
+def _utc_time(value: str) -> datetime | None:
+    """The time in a TimeZest detail ("2030-01-09 10:00 UTC (client's zone: ...)"), or None."""
+    m = re.search(r"(\d{4}-\d{2}-\d{2} \d{2}:\d{2}) UTC", value)
+    return datetime.strptime(m.group(1), "%Y-%m-%d %H:%M").replace(tzinfo=UTC) if m else None
+
+
+def _says_time(text: str, when: datetime) -> bool:
+    day, hour12 = when.day, when.hour % 12 or 12
+    months = f"(?:{when:%B}|{when:%b})\\.?"
+    date = re.compile(rf"{when:%Y-%m-%d}|\b{months} 0?{day}\b|\b0?{day}(?:st|nd|rd|th)? {months}", re.I)
+    clock = re.compile(rf"(?<!\d){when:%H:%M}(?!\d)|\b{hour12}:{when:%M}\s*{'pm' if when.hour >= 12 else 'am'}\b",
+                       re.I)
+    return bool(date.search(text) and clock.search(text))
 
 
 def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, *, target_id: int, lists: Picklists,

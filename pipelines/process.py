@@ -1,4 +1,5 @@
-"""One pipeline run for one event (DESIGN.md steps 1-7), independent of Celery.
+"""One pipeline run for one event, independent of Celery: decide what the event means, take the ticket's
+lease and read it, ask the write gate, write the status and the note once, derive the follow-up.
 
 Idempotent by the event id: the effect ledger records each Autotask write before and after it is
 made, so a run that dies anywhere can be run again and writes no second status change or note.
@@ -6,6 +7,7 @@ made, so a run that dies anywhere can be run again and writes no second status c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -13,15 +15,24 @@ from datetime import datetime, timedelta
 from pydantic import ValidationError
 
 from connectors.autotask.errors import AutotaskError, may_have_been_applied
-from connectors.autotask.models import Ticket
-from connectors.autotask.picklists import Picklists
+from connectors.autotask.models import Ticket, TicketNote
+from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import EventType, PartnerEvent, Source
 from pipelines import shadow, store, ticket_numbers, ticket_reads
 from pipelines.audit import EffectLedger, EventState, InboundEvent
 from pipelines.context import Context
 from pipelines.db import db_now, utcnow
 from pipelines.followups import FollowUpBody
-from pipelines.gate import TIMEZEST, History, decide_write, patch_landed, timezest_wrote
+from pipelines.gate import (
+    TIMEZEST,
+    TIMEZEST_FACTS,
+    History,
+    decide_write,
+    patch_landed,
+    timezest_facts,
+    timezest_note,
+    timezest_wrote,
+)
 from pipelines.notes import marker, render_note
 from pipelines.observe import OBSERVATIONS, ObserveRun
 from pipelines.registry import parse_stored
@@ -81,6 +92,8 @@ class _Run(RunBase):
                  known: tuple[int, int, datetime] | None = None) -> None:
         super().__init__(ctx, row, run_id, owner)
         self.known = known
+        self.ticket: Ticket | None = None  # as this run read it
+        self._tz_note: list[TicketNote | None] = []  # TimeZest's own note for the transition, once read
 
     # ---- the run ----------------------------------------------------------------------------
     def execute(self) -> Result:
@@ -137,6 +150,7 @@ class _Run(RunBase):
         if ticket is None:
             self._finish(EventState.RETRYING, "retry", "ticket-busy")
             return Result(EventState.RETRYING.value, "ticket-busy", retry_in=2.0)
+        self.ticket = ticket
         history = History(ctx, ticket.id)
         base: dict[str, object] = {
             "decision": "transition", "ticket_id": ticket.id,
@@ -146,6 +160,14 @@ class _Run(RunBase):
         if effect is not None and effect.duplicate_of is not None:  # (a replay) the echo stays an echo
             return self._finish(EventState.SKIPPED, "skipped",
                                 f"duplicate-escalation: event #{effect.duplicate_of} already handled it", **base)
+        if event.type in TIMEZEST and effect is not None and effect.to_status_id is None and effect.note_id is None:
+            # A note an earlier run chose and did not record: TimeZest's own writes may settle it now (the
+            # gate, which asks them on a first try, is not asked again for a note-only ending).
+            settled = self._timezest(event, ticket, target_id=target_id, lists=lists, history=history, effect=effect,
+                                     base=base)
+            if settled is not None:
+                return settled
+            effect = store.get_effect(ctx.db, self.event_id)  # its note may have been found meanwhile
         if effect is not None and effect.to_status_id is None and target_id is not None:
             # A note-only ending already chosen (not applied, or a follow-up carrying its cause's note).
             if event.carries_note_of is not None:
@@ -173,16 +195,11 @@ class _Run(RunBase):
               base: dict[str, object]) -> EffectLedger | Result:
         """Ask the gate; return the effect row to write with, or the run's ending when it says no."""
         ctx = self.ctx
-        if event.type in TIMEZEST and ctx.timezest_resource_id is not None and target_id is not None:
-            # Verify and repair, never repeat: TimeZest's own PSA action may have written this already.
-            wrote = timezest_wrote(ctx, ticket, around=event.occurred_at, target_id=target_id, lists=lists,
-                                   history=history)
-            # Its own status for this transition, or (a cancellation) whatever TimeZest chose to set.
-            cancelled = event.type == EventType.TIMEZEST_CANCELLED
-            chosen = target_id if target_id in wrote else wrote[-1] if wrote and cancelled else None
-            if chosen is not None:
-                return self._timezest_wrote(event, ticket, lists.status.label(chosen) or f"#{chosen}", lists=lists,
-                                            effect=effect, base=base)
+        # Verify and repair, never repeat: TimeZest's own PSA actions may have written this already.
+        settled = self._timezest(event, ticket, target_id=target_id, lists=lists, history=history, effect=effect,
+                                 base=base)
+        if settled is not None:
+            return settled
         verdict = decide_write(ctx, event_id=self.event_id, event=event, ticket=ticket, target_id=target_id,
                                lists=lists, history=history,
                                observation_id=self.row.caused_by_id if event.source == Source.AUTOTASK else None)
@@ -227,29 +244,97 @@ class _Run(RunBase):
         return store.update_effect(ctx.db, effect or fresh, from_status_id=ticket.status, to_status_id=target_id,
                                    patch_started_at=None, seen_change_id=store.last_change_id(ctx.db, ticket.id))
 
-    def _timezest_wrote(self, event: PartnerEvent, ticket: Ticket, wrote: str, *, lists: Picklists,
-                        effect: EffectLedger | None, base: dict[str, object]) -> Result:
-        """TimeZest set the status itself (and wrote its note): nothing to repeat. A cancellation's own
-        status is TimeZest's choice and stays; atrelay's note is written only when it adds something
-        TimeZest's may not say (the appointment that was cancelled)."""
+    def _timezest(self, event: PartnerEvent, ticket: Ticket, *, target_id: int | None, lists: Picklists,
+                  history: History, effect: EffectLedger | None, base: dict[str, object]) -> Result | None:
+        """What TimeZest's own PSA actions wrote for this transition settles it: the ending, or None when atrelay
+        writes as it would without them (they are off, failed, or were undone).
+
+        Status and note decide apart. A status atrelay would set that TimeZest set (for a cancellation:
+        any status TimeZest set for it, its configured choice) stays, and no status is written. With no
+        status to set (a request cancelled before anyone booked, a reschedule, or ``status = ""`` in the
+        rules file), TimeZest's own note for the transition decides. Either way atrelay's note is written
+        only when TimeZest's note lacks a fact atrelay knows (:data:`pipelines.gate.TIMEZEST_FACTS`: the
+        appointment cancelled or the new one), and says only that. TimeZest's notes are read only then:
+        link sent and scheduled cost no read more than before.
+        """
         ctx = self.ctx
+        if event.type not in TIMEZEST or ctx.timezest_resource_id is None:
+            return None
+        if effect is not None and effect.note_id is None and effect.note_started_at is not None:
+            # An earlier run began its note and never learnt the outcome: found, it is recorded (and nothing
+            # is written again); not found, it never landed. Then decide as if for the first time.
+            found = ctx.client.find_ticket_notes(ticket.id, containing=marker(self.event_id, ctx.note_key))
+            effect = store.update_effect(ctx.db, effect, note_id=found[0].id if found else None, note_started_at=None)
         ticket_update = (ticket.id, event.occurred_at, ticket.status)
-        cancelled = dict(event.details).get("Cancelled appointment")
-        if event.type != EventType.TIMEZEST_CANCELLED or not cancelled:
-            store.drop_effect(ctx.db, self.event_id)
-            return self._finish(EventState.APPLIED, "applied", f"already-set-by-timezest: TimeZest set {wrote}",
-                                ticket_update=ticket_update, **base)
-        note = event.model_copy(update={"summary": f"{event.summary}; TimeZest set {wrote} for the cancellation "
-                                                   "itself and it stays; this note adds the appointment that was "
-                                                   "cancelled"})
+
+        def nothing_more(reason: str) -> Result:
+            if effect is None or effect.note_id is None:
+                store.drop_effect(ctx.db, self.event_id)  # nothing was written for it: nothing to keep
+            else:
+                reason += "; a note an earlier run had begun was written"
+            return self._finish(EventState.APPLIED, "applied", reason, ticket_update=ticket_update, **base)
+
+        set_by: str | None = None
+        if target_id is not None:
+            wrote = timezest_wrote(ctx, ticket, around=event.occurred_at, target_id=target_id, lists=lists,
+                                   history=history)
+            chosen = target_id if target_id in wrote else None
+            if chosen is None and event.type == EventType.TIMEZEST_CANCELLED:
+                # What TimeZest set for the cancellation itself: not what it sets when a link is sent or a
+                # time booked (those are its updates for the request's earlier transitions, moments before).
+                earlier: set[int] = set()
+                for t in (EventType.TIMEZEST_LINK_SENT, EventType.TIMEZEST_SCHEDULED):
+                    rule = ctx.rules.get(t)
+                    with contextlib.suppress(UnknownPicklistValue):
+                        earlier |= {lists.status_id(rule.status)} if rule is not None and rule.status else set()
+                chosen = next((s for s in reversed(wrote) if s not in earlier), None)
+            if chosen is None:
+                return None  # TimeZest did not set it: the gate decides atrelay's write
+            set_by = lists.status.label(chosen) or f"#{chosen}"
+            if not timezest_facts(event, ""):  # nothing atrelay could add: no read, no note
+                return nothing_more(f"already-set-by-timezest: TimeZest set {set_by}")
+        note = self._timezest_note(event, ticket)
+        if note is None and set_by is None:
+            return None  # TimeZest did not note it: atrelay's note, as without TimeZest
+        lacking = timezest_facts(event, "" if note is None else f"{note.title or ''}\n{note.description or ''}")
+        said = f"TimeZest set {set_by}" if set_by is not None else f"TimeZest noted it (#{note.id if note else '?'})"
+        if not lacking:
+            return nothing_more(f"already-set-by-timezest: {said}; its note says the rest" if set_by is not None
+                                else f"already-noted-by-timezest: {said}; its note says it all")
+        what = ", ".join(label.lower() for label, _ in lacking)
+        stays = f"; {said} for it itself and it stays" if set_by is not None else ""
+        gap = "TimeZest wrote no note for it" if note is None else f"TimeZest's own note does not say the {what}"
+        told = event.model_copy(update={
+            "summary": f"{event.summary}{stays}; {gap}: this note adds only the {what}",
+            "details": lacking})
         row = effect or EffectLedger(event_id=self.event_id, ticket_id=ticket.id, from_status_id=ticket.status,
                                      to_status_id=None)
         row = store.update_effect(ctx.db, row, to_status_id=None, from_status_id=ticket.status, patch_started_at=None)
         if row.note_id is None:
-            self._note_once(note, row, lists)
+            self._note_once(told, row, lists, trim=False)
         return self._finish(EventState.APPLIED, "applied",
-                            f"already-set-by-timezest: TimeZest set {wrote}; note with the cancelled appointment",
-                            ticket_update=ticket_update, **base)
+                            f"{'already-set-by-timezest' if set_by else 'already-noted-by-timezest'}: {said}; "
+                            f"note with what its note lacks ({what})", ticket_update=ticket_update, **base)
+
+    def _timezest_note(self, event: PartnerEvent, ticket: Ticket) -> TicketNote | None:
+        """TimeZest's own note for this transition (pipelines.gate.timezest_note), read at most once per run."""
+        if not self._tz_note:
+            self._tz_note.append(timezest_note(self.ctx, ticket, event))
+        return self._tz_note[0]
+
+    def _trimmed(self, event: PartnerEvent) -> PartnerEvent:
+        """atrelay's note on a transition TimeZest noted (it sets a status TimeZest did not, or says why it did
+        not): atrelay's own part, and of the partner's facts only those TimeZest's note lacks."""
+        if (event.type not in TIMEZEST_FACTS or self.ctx.timezest_resource_id is None or self.ticket is None
+                or event.carries_note_of is not None):
+            return event
+        note = self._timezest_note(event, self.ticket)
+        if note is None:
+            return event
+        lacking = timezest_facts(event, f"{note.title or ''}\n{note.description or ''}")
+        what = ", ".join(label.lower() for label, _ in lacking)
+        rest = f"; TimeZest's own note (#{note.id}) says the rest" + (f", not the {what}" if lacking else "")
+        return event.model_copy(update={"summary": event.summary + rest, "details": lacking})
 
     def _settle_patch(self, effect: EffectLedger, ticket: Ticket, target_id: int | None, lists: Picklists,
                       history: History) -> EffectLedger:
@@ -328,13 +413,17 @@ class _Run(RunBase):
                 ctx.enqueue(child, float(ctx.follow_up_delay_seconds))
         return replace(result, left=(ticket.id, left, db_now(ctx.db)))
 
-    def _note_once(self, event: PartnerEvent, effect: EffectLedger, lists: Picklists) -> EffectLedger:
+    def _note_once(self, event: PartnerEvent, effect: EffectLedger, lists: Picklists, *,
+                   trim: bool = True) -> EffectLedger:
+        """``trim``: leave out what TimeZest's own note for the transition already says (``_trimmed``)."""
         ctx, client = self.ctx, self.ctx.client
         if effect.note_started_at is not None:
             # A previous run started the POST and died before recording its result: look first.
             found = client.find_ticket_notes(effect.ticket_id, containing=marker(self.event_id, ctx.note_key))
             if found:
                 return store.update_effect(ctx.db, effect, note_id=found[0].id)
+        if trim:
+            event = self._trimmed(event)
         note_type, publish = lists.note_settings(ctx.note_type, ctx.note_publish)
         title, description = render_note(
             event, event_id=self.event_id, from_status=lists.status.label(effect.from_status_id),

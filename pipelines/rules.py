@@ -81,9 +81,10 @@ DEFAULT_RULES: dict[EventType, Rule] = {
 
 
 #: What atrelay does with a TimeZest event, by what TimeZest's own PSA actions already did to the ticket
-#: (they set a status and write a note as TimeZest's API resource, ATRELAY_TIMEZEST_RESOURCE_ID):
-#: (TimeZest wrote this status, TimeZest wrote another one, TimeZest wrote nothing). Shown by
-#: `atrelay rules` and docs/rules.md; pipelines.process does it.
+#: (they set a status and write a note as TimeZest's API resource, ATRELAY_TIMEZEST_RESOURCE_ID): (TimeZest
+#: set the status atrelay would set, TimeZest set another status, TimeZest set no status). Where atrelay
+#: sets no status, TimeZest's own note for the transition decides about atrelay's. Shown by `atrelay
+#: rules`; docs/rules.md gives the same text (a unit test compares them); pipelines.process does it.
 TIMEZEST_CASES: dict[EventType, tuple[str, str, str]] = {
     EventType.TIMEZEST_LINK_SENT: (
         "nothing: applied, already-set-by-timezest (its note says it)",
@@ -94,9 +95,16 @@ TIMEZEST_CASES: dict[EventType, tuple[str, str, str]] = {
         "the rule's status, one note (a status set after the event by a person stands: superseded)",
         "sets the rule's status, one note saying TimeZest's own update had not arrived"),
     EventType.TIMEZEST_CANCELLED: (
-        "TimeZest's status stays; a note only when it adds the appointment that was cancelled",
-        "TimeZest's status stays (its choice); a note only when it adds the appointment that was cancelled",
-        "sets the rule's status (\"\" = leave the status as it is), one note"),
+        "TimeZest's status stays; a note only when TimeZest's note lacks the cancelled appointment's time, "
+        "saying only that",
+        "TimeZest's status for the cancellation stays (its choice); a note as when it set the rule's status",
+        "sets the rule's status, one note leaving out what TimeZest's own note says; with status \"\" or "
+        "before anyone booked, no status and no note when TimeZest's note says it all"),
+    EventType.TIMEZEST_RESCHEDULED: (
+        "(TimeZest sets no status for a reschedule)",
+        "(TimeZest sets no status for a reschedule)",
+        "no status; a note with the new time, none when TimeZest's note says the new time and with whom, "
+        "only what it lacks otherwise"),
 }
 
 

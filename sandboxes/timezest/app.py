@@ -14,11 +14,14 @@ and the next id under var/ (``dump``/``restore``), so a restarted sandbox contin
 state built in-process (tests) starts at ``sreq_SBX000001``.
 
 **PSA actions** (``PUT /_sandbox/psa_actions`` ``{"autotask_url", "statuses": {"sent"?, "scheduled"?,
-"cancelled"?: label | null}, "notes"?: bool}``, or ``null`` to switch them off): TimeZest's own
-"update ticket status" and note actions, as its help centre describes them for Autotask. On each
+"cancelled"?: label | null}, "notes"?: bool, "terse"?: bool}``, or ``null`` to switch them off): TimeZest's
+own "update ticket status" and note actions, as its help centre describes them for Autotask. On each
 transition of a request that names an Autotask ticket, the sandbox sets the configured status and
 writes a note on that ticket *as TimeZest's API resource*, through the Autotask sandbox's control
-endpoints (HTTP, as a separate system would). Off by default.
+endpoints (HTTP, as a separate system would); a reschedule gets a note and no status (TimeZest "will
+... leave internal notes on the ticket", help centre, "Rescheduling and Cancellation"). Its notes
+name the appointment's time in UTC; ``terse`` leaves the time out of the cancellation and reschedule
+notes (how TimeZest words its notes is not documented). Off by default.
 
 TQL (TimeZest's query language): ``attribute OPERATOR value`` with spaces or ``~``, attribute optionally
 prefixed ``scheduling_request.``/``scheduling_requests.``; ``EQ NOT_EQ GT GTE LT LTE LIKE NOT_LIKE IN
@@ -135,10 +138,13 @@ class TimezestSandboxState:
         label = (psa.get("statuses") or {}).get(status)
         when = (datetime.fromtimestamp(req["selected_start_time"], tz=UTC).strftime("%a %Y-%m-%d %H:%M UTC")
                 if req.get("selected_start_time") else None)
+        agents = ", ".join(a["name"] for a in req["scheduled_agents"]) or "the team"
+        later = None if psa.get("terse") else when  # the time said in a cancellation or reschedule note
         text = {"sent": f"TimeZest sent a scheduling link to {req['end_user_name']}.",
-                "scheduled": f"{req['end_user_name']} booked {when} with "
-                             f"{', '.join(a['name'] for a in req['scheduled_agents']) or 'the team'} (TimeZest).",
-                "cancelled": f"The TimeZest appointment{f' of {when}' if when else ''} was cancelled."}.get(status)
+                "scheduled": f"{req['end_user_name']} booked {when} with {agents} (TimeZest).",
+                "cancelled": f"The TimeZest appointment{f' of {later}' if later else ''} was cancelled.",
+                "rescheduled": f"{req['end_user_name']} moved the TimeZest appointment"
+                               f"{f' to {later} with {agents}' if later else ''}."}.get(status)
         with httpx.Client(timeout=10) as client:
             if label:
                 client.post(f"{base}/_sandbox/tickets/{ticket}/status",
@@ -155,6 +161,7 @@ class TimezestSandboxState:
             raise ValueError(f"cannot reschedule a {req['status']} request")
         req["updated_at"] = self.tick()
         req["selected_start_time"] = start if start is not None else int(req["selected_start_time"]) + shift_seconds
+        self._psa(req, "rescheduled")
         return req
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.webhooks import install_webhooks
+from pipelines.rules import TIMEZEST_CASES
 from pipelines.schema import upgrade
+from sandboxes.autotask.data import SANDBOX_RESOURCES
 from sandboxes.autotask.state import SandboxState
 from sandboxes.timezest.app import TimezestSandboxState
 from tests.conftest import autotask_env
@@ -86,3 +88,52 @@ def test_doctor_names_an_unreachable_autotask_by_host_and_error(tmp_path: Path, 
     assert out.returncode == 1
     (line,) = [p for p in out.stderr.splitlines() if p.startswith("problem autotask: ")]
     assert "cannot reach Autotask" in line and "127.0.0.9" in line and "ConnectError" in line, line
+
+
+def test_doctor_names_timezest_s_resource_to_set_when_the_setting_is_wrong(
+        tmp_path: Path, autotask: tuple[str, SandboxState], timezest: tuple[str, TimezestSandboxState]) -> None:
+    """ATRELAY_TIMEZEST_RESOURCE_ID set to the technician: a problem naming the value to set (TimeZest's API
+    user, found by name); set right (the sandbox tenant's default), an ok line."""
+    _install_webhooks(autotask[0])
+    tz, tech = SANDBOX_RESOURCES["timezest"], SANDBOX_RESOURCES["technician"]
+    out = atrelay(tmp_path, "doctor", **_env(tmp_path, autotask[0], timezest[0],
+                                             ATRELAY_TIMEZEST_RESOURCE_ID=str(tech)))
+    assert out.returncode == 1, out.stdout + out.stderr
+    (line,) = [p for p in out.stderr.splitlines() if p.startswith("problem timezest resource:")]
+    assert f"ATRELAY_TIMEZEST_RESOURCE_ID={tech} is #{tech} (Taylor Tech)" in line, line
+    assert line.endswith(f"set ATRELAY_TIMEZEST_RESOURCE_ID={tz}"), line
+    ok = atrelay(tmp_path, "doctor", **_env(tmp_path, autotask[0], timezest[0]))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert f"timezest resource: TimeZest's resource: ATRELAY_TIMEZEST_RESOURCE_ID={tz}" in ok.stdout
+    assert "timezest resource" not in ok.stderr
+
+
+def test_autotask_resources_lists_atrelay_s_api_user_and_timezest_s(tmp_path: Path,
+                                                                    autotask: tuple[str, SandboxState]) -> None:
+    out = atrelay(tmp_path, "autotask", "resources", **autotask_env(autotask[0]))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    (own,) = [line for line in lines if str(SANDBOX_RESOURCES["atrelay"]) in line]
+    assert "atrelay's API user" in own and SANDBOX_AUTOTASK_CREDENTIALS["username"] in own, own
+    tz = SANDBOX_RESOURCES["timezest"]
+    (theirs,) = [line for line in lines if line.lstrip("│ ").startswith(str(tz))]
+    assert "TimeZest Integration" in theirs and f"TimeZest: ATRELAY_TIMEZEST_RESOURCE_ID={tz}" in theirs, theirs
+    assert "Taylor Tech" not in out.stdout  # a technician is no API user: listed only with --all
+    assert f"ok: TimeZest's resource: ATRELAY_TIMEZEST_RESOURCE_ID={tz}" in out.stdout
+
+
+def test_rules_prints_the_three_timezest_cases(tmp_path: Path, autotask: tuple[str, SandboxState]) -> None:
+    """`atrelay rules`: per TimeZest event, what atrelay does when TimeZest set the status, another, or none;
+    the cancellation's status in force ("" in the rules file: left as it is)."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[events."timezest.cancelled"]\nstatus = ""\n')
+    out = atrelay(tmp_path, "rules", **autotask_env(autotask[0]), ATRELAY_RULES_FILE=str(rules))
+    assert out.returncode == 0, out.stderr
+    assert "TimeZest events: verify and repair, never repeat" in out.stdout
+    rows = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]]
+            for line in out.stdout.splitlines() if line.startswith("│ timezest.")}
+    assert set(rows) == {etype.value for etype in TIMEZEST_CASES}, rows
+    for etype, cases in TIMEZEST_CASES.items():
+        assert rows[etype.value][1:] == list(cases), rows[etype.value]
+    assert rows["timezest.cancelled"][0] == "(leave as it is)"
+    assert rows["timezest.link_sent"][0] == "Scheduling Link Sent"

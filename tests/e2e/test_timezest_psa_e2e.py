@@ -8,9 +8,13 @@ sees the request move the same way. What the tests read is the Autotask sandbox'
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
 from sandboxes.timezest.app import TimezestSandboxState
 from tests.e2e.test_autotask_e2e import atrelay_notes, idle, install, patches, rows, status_of
@@ -21,8 +25,35 @@ from tests.support import sandbox_ticket
 PSA = {"sent": "Scheduling Link Sent", "scheduled": "Scheduled"}
 
 
-def psa(tz: TimezestSandboxState, stack: Stack, **statuses: Any) -> None:
-    tz.psa_actions = {"autotask_url": stack.sandbox_url, "statuses": {**PSA, **statuses}, "notes": True}
+def psa(tz: TimezestSandboxState, stack: Stack, terse: bool = False, **statuses: Any) -> None:
+    """TimeZest's PSA actions on; ``terse``: its cancellation note leaves out the appointment's time."""
+    tz.psa_actions = {"autotask_url": stack.sandbox_url, "statuses": {**PSA, **statuses}, "notes": True,
+                      "terse": terse}
+
+
+def booked_at(req: dict[str, Any]) -> str:
+    """The appointment's time as atrelay's note gives it (connectors.timezest.parse)."""
+    return datetime.fromtimestamp(req["selected_start_time"], tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@contextmanager
+def rules_file(stack: Stack, text: str) -> Iterator[None]:
+    """The stack's worker replaced by one running with this rules file (the stack is shared: restored after)."""
+    path = stack.tmp / "timezest-rules.toml"
+    path.write_text(text)
+
+    def stop_workers() -> None:
+        for proc in [p for p in stack.procs if p.name.startswith("worker")]:
+            proc.stop()
+            stack.procs.remove(proc)
+
+    stop_workers()
+    try:
+        stack.start_worker(env={"ATRELAY_RULES_FILE": str(path)})
+        yield
+    finally:
+        stop_workers()
+        stack.start_worker()
 
 
 def timezest_notes(stack: Stack, ticket: int) -> list[dict[str, Any]]:
@@ -96,12 +127,8 @@ def test_timezest_scheduled_undone_by_an_edit_form_is_restored_once(
     assert len(timezest_notes(stack, 50006)) == 2 and patches(stack) == 1
 
 
-def test_a_cancellation_timezest_set_its_own_status_for_stays(
-        stack: Stack, timezest: tuple[str, TimezestSandboxState]) -> None:
-    url, tz = timezest
-    install(stack)
-    psa(tz, stack, cancelled="Follow Up Needed:Resource")
-    req = tz.create({"ticket_id": 50003})
+def book_then_cancel(stack: Stack, url: str, tz: TimezestSandboxState, ticket: int) -> dict[str, Any]:
+    req = tz.create({"ticket_id": ticket})
     tz.transition(req["id"], "sent")
     tz.transition(req["id"], "scheduled")
     settle(stack)
@@ -111,8 +138,79 @@ def test_a_cancellation_timezest_set_its_own_status_for_stays(
     settle(stack)
     _poll(stack, url)
     settle(stack)
+    return tz.requests[req["id"]]
+
+
+def cancellation(stack: Stack, ticket: int) -> Any:
+    (row,) = [r for r in rows(stack) if r.event_type == "timezest.cancelled" and r.ticket_id == ticket]
+    return row
+
+
+@pytest.mark.parametrize("terse", [False, True], ids=["timezest-says-the-time", "timezest-leaves-it-out"])
+def test_a_cancellation_timezest_set_its_own_status_for_stays(
+        stack: Stack, timezest: tuple[str, TimezestSandboxState], terse: bool) -> None:
+    """TimeZest sets its own status for the cancellation and notes it: the status stays (no PATCH). atrelay's
+    note is written only when TimeZest's note lacks the cancelled appointment's time, and says only that."""
+    url, tz = timezest
+    install(stack)
+    psa(tz, stack, terse=terse, cancelled="Follow Up Needed:Resource")
+    req = book_then_cancel(stack, url, tz, 50003)
     assert status_of(stack, 50003) == "Follow Up Needed:Resource"  # TimeZest's choice, not overwritten
+    assert patches(stack) == 0 and len(timezest_notes(stack, 50003)) == 3
+    row = cancellation(stack, 50003)
+    assert row.state == "applied" and (row.reason or "").startswith("already-set-by-timezest"), row.reason
+    if not terse:
+        assert atrelay_notes(stack, 50003) == []  # TimeZest's note already says the time
+        return
+    (note,) = atrelay_notes(stack, 50003)
+    text = note["description"]
+    assert "TimeZest set Follow Up Needed:Resource for it itself and it stays" in text
+    assert f"Cancelled appointment: {booked_at(req)}" in text  # what it adds to TimeZest's own note ...
+    assert "End user" not in text and "TimeZest request:" not in text  # ... and nothing TimeZest said
+
+
+def test_a_request_cancelled_before_anyone_booked_is_noted_by_timezest_alone(
+        stack: Stack, timezest: tuple[str, TimezestSandboxState]) -> None:
+    """A request cancelled before anyone booked moves no status (note only): TimeZest's own note for the
+    cancellation says it all, so atrelay writes nothing, though it moves no status either."""
+    url, tz = timezest
+    install(stack)
+    psa(tz, stack)
+    req = tz.create({"ticket_id": 50002})
+    tz.transition(req["id"], "sent")
+    settle(stack)
+    _poll(stack, url)
+    settle(stack)
+    tz.transition(req["id"], "cancelled")
+    settle(stack)
+    _poll(stack, url)
+    settle(stack)
+    assert status_of(stack, 50002) == "Scheduling Link Sent"
+    assert [n["title"] for n in timezest_notes(stack, 50002)] == ["TimeZest: scheduling request sent",
+                                                                   "TimeZest: scheduling request cancelled"]
+    assert atrelay_notes(stack, 50002) == [] and patches(stack) == 0
+    row = cancellation(stack, 50002)
+    assert row.state == "applied" and (row.reason or "").startswith("already-noted-by-timezest"), row.reason
+
+
+def test_leave_timezest_s_status_on_a_cancellation(stack: Stack, timezest: tuple[str, TimezestSandboxState]) -> None:
+    """`[events."timezest.cancelled"] status = ""`: TimeZest's own status for the cancellation stays, and
+    atrelay notes only what TimeZest's note did not say (the time, on 50003), nothing where it said it all
+    (50004)."""
+    url, tz = timezest
+    install(stack)
+    with rules_file(stack, '[events."timezest.cancelled"]\nstatus = ""\n'):
+        psa(tz, stack, terse=True, cancelled="Follow Up Needed:Resource")
+        terse = book_then_cancel(stack, url, tz, 50003)
+        psa(tz, stack, cancelled="Follow Up Needed:Resource")
+        book_then_cancel(stack, url, tz, 50004)
+    for ticket in (50003, 50004):
+        assert status_of(stack, ticket) == "Follow Up Needed:Resource"
+        row = cancellation(stack, ticket)
+        assert row.state == "applied" and (row.reason or "").startswith("already-noted-by-timezest"), row.reason
     assert patches(stack) == 0
     (note,) = atrelay_notes(stack, 50003)
-    assert "TimeZest set Follow Up Needed:Resource for the cancellation itself" in note["description"]
-    assert "Cancelled appointment" in note["description"]  # what it adds to TimeZest's own note
+    text = note["description"]
+    assert f"Cancelled appointment: {booked_at(terse)}" in text
+    assert "does not say the cancelled appointment" in text and "End user" not in text
+    assert atrelay_notes(stack, 50004) == []

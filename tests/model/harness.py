@@ -36,6 +36,7 @@ from sandboxes.autotask.state import SandboxState
 __all__ = [
     "COMPLETE",
     "DEFERRED",
+    "FOLLOW_UP_ADMIN",
     "FOLLOW_UP_RESOURCE",
     "IN_PROGRESS",
     "MC_NO_CONTACT",
@@ -51,6 +52,7 @@ __all__ = [
     "Witness",
     "WorkerDied",
     "Write",
+    "check_no_repeat",
     "check_notes",
     "check_writes",
     "escalation_groups",
@@ -58,7 +60,7 @@ __all__ = [
 ]
 
 COMPLETE, IN_PROGRESS, WAITING_CUSTOMER, NEW = 5, 8, 7, 1
-DEFERRED, FOLLOW_UP_RESOURCE, REOPENED = 29682836, 29682834, 29682842
+DEFERRED, FOLLOW_UP_RESOURCE, REOPENED, FOLLOW_UP_ADMIN = 29682836, 29682834, 29682842, 29682833
 SENT_FROM_MC, OUT_OF_SCOPE, MC_NO_CONTACT, RECEIVED_FORM = 29682845, 29682846, 29682847, 29682844
 SCHEDULING_LINK_SENT, SCHEDULED = 29682835, 29682839
 ATRELAY, TECH = SANDBOX_RESOURCES["atrelay"], SANDBOX_RESOURCES["technician"]
@@ -229,6 +231,10 @@ class AtrelayNote:
     ticket: int
     marker: int  # the event whose run wrote it
     covers: frozenset[int]  # that event, and the cause whose note a follow-up carried
+    quoted: frozenset[str] = frozenset()  # the labels of the partner's details it quotes
+
+
+_QUOTED = re.compile(r"^> ([^:\n]+):", re.M)
 
 
 def atrelay_notes(state: SandboxState) -> list[AtrelayNote]:
@@ -241,16 +247,30 @@ def atrelay_notes(state: SandboxState) -> list[AtrelayNote]:
         if marker is None:
             raise Violation(f"(b) an atrelay note without its marker: {note['id']}")
         covers = {int(marker.group(1)), *(int(m) for m in _CAUSE.findall(text))}
-        out.append(AtrelayNote(note["id"], note["ticketID"], int(marker.group(1)), frozenset(covers)))
+        out.append(AtrelayNote(note["id"], note["ticketID"], int(marker.group(1)), frozenset(covers),
+                               frozenset(_QUOTED.findall(note.get("description") or ""))))
     return out
 
 
-def check_notes(notes: list[AtrelayNote], groups: dict[str, tuple[set[int], int]]) -> None:
+def check_no_repeat(notes: list[AtrelayNote], noted: dict[int, frozenset[str]]) -> None:
+    """(b) no atrelay note repeats a partner's note for the same transition: on a TimeZest transition
+    TimeZest noted itself, atrelay's note (if any) quotes none of the partner's details but those
+    TimeZest's note left out. ``noted``: event id -> the facts TimeZest's note left out."""
+    for note in notes:
+        for event_id in note.covers & set(noted):
+            repeated = note.quoted - {"Event id"} - noted[event_id]
+            if repeated:
+                raise Violation(f"(b) atrelay note {note.id} repeats what TimeZest's own note for event "
+                                f"#{event_id} says: {sorted(repeated)}")
+
+
+def check_notes(notes: list[AtrelayNote], groups: dict[str, tuple[set[int], int | frozenset[int]]]) -> None:
     """(b) every partner report leaves exactly one atrelay note, and no note is written twice.
 
     ``groups``: each partner report -> (the ids of the events atrelay recorded for it, the notes they
-    owe between them). A form or a TimeZest transition owes one; an escalation is grouped with the
-    other channel's report of it (see :func:`escalation_groups`).
+    owe between them: a number, or the numbers allowed where the interleaving decides). A form owes one;
+    a TimeZest transition one, none when TimeZest's own note says it all; an escalation is grouped with
+    the other channel's report of it (see :func:`escalation_groups`).
     """
     markers = [n.marker for n in notes]
     dupes = {m for m in markers if markers.count(m) > 1}
@@ -260,7 +280,7 @@ def check_notes(notes: list[AtrelayNote], groups: dict[str, tuple[set[int], int]
         if not ids:
             continue  # atrelay never heard of it (its only callout was lost, nothing reconciled it)
         covering = [n.id for n in notes if n.covers & ids]
-        if len(covering) != owed:
+        if len(covering) not in (owed if isinstance(owed, frozenset) else {owed}):
             raise Violation(f"(b) partner report {name} (events {sorted(ids)}) has {len(covering)} atrelay notes "
                             f"{covering}, not {owed}")
 

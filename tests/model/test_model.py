@@ -4,7 +4,9 @@ Jepsen-style history checking.
 Hypothesis drives the real pipeline functions (the ones the Celery task calls: ``process_event``, the
 sweeper's query, reconciliation) against the Autotask sandbox through random interleavings of:
 web-form submissions (by ticket id or number, late, future-dated), Mission Control escalations (its
-webhook, its own status change in Autotask, or both), forms e-mailed into a ticket, a technician's
+webhook, its own status change in Autotask, or both), TimeZest's request moves (link sent, booked,
+cancelled booked or not, rescheduled) with its own PSA actions on or off (its status, its note, with or
+without the appointment's time), forms e-mailed into a ticket, a technician's
 status changes, due dates and checklist edits, Autotask callouts delivered, delayed, repeated or lost,
 reconciliation runs, faults on any Autotask call (429, the thread threshold, 503, a timeout after the
 write landed), a worker dying before or after any call, a worker paused past its lease while another
@@ -14,7 +16,9 @@ After every step, and after the day's end (every owed event run), the invariants
 sandbox's own record (harness.check_writes / check_notes), never from atrelay's audit of outcomes:
 
 (a) atrelay never sets a status after a person's change that is newer than the event it acts for;
-(b) every partner report leaves exactly one atrelay note, and no note is written twice;
+(b) every partner report leaves exactly one atrelay note (a TimeZest move TimeZest noted itself: none,
+    or one adding only what TimeZest's note lacks), no note is written twice, and no atrelay note repeats
+    a partner's note for the same transition; a status TimeZest set for a cancellation stays;
 (c) no PATCH to the status the ticket already has; no status written twice for one event;
 (d) every accepted event ends applied, skipped, ignored or dead, each but applied with a reason;
 (e) a guard writes only while its breach holds (and the MC follow-up only from MC No Contact).
@@ -45,20 +49,24 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from connectors.common.events import Source
+from connectors.common.events import EventType, Source
 from pipelines.audit import EventState
+from pipelines.rules import Rule
 from tests.model.harness import (
     COMPLETE,
     DEFERRED,
+    FOLLOW_UP_ADMIN,
+    FOLLOW_UP_RESOURCE,
     IN_PROGRESS,
     WAITING_CUSTOMER,
     Violation,
     atrelay_notes,
+    check_no_repeat,
     check_notes,
     check_writes,
     escalation_groups,
 )
-from tests.model.world import MC_TYPES, World, iso_ms, shared_world
+from tests.model.world import MC_TYPES, TimezestMove, World, iso_ms, shared_world
 
 TICKETS = st.sampled_from([50001, 50002, 50003])
 #: Autotask calls a fault can hit: (method, path fragment) for the wire; (endpoint, method) for the sandbox.
@@ -87,7 +95,8 @@ class Day(RuleBasedStateMachine):
         self.world: World = shared_world()
         self.world.fresh()
         self.sequence: list[str] = []
-        self.psa = False
+        self.psa = self.terse = self.leave_status = False
+        self.cancel_status: int | None = None
         STATS["examples"] += 1
         if STATS_FILE and STATS["examples"] % 25 == 0:  # make soak's progress line reads it
             _write_stats(running=True)
@@ -125,21 +134,46 @@ class Day(RuleBasedStateMachine):
                 "type": kind, "timestamp": iso_ms(when),
                 "data": {"ticket_id": ticket, "summary": "User did not answer", "technician": "Alex"}})
 
-    @initialize(psa=st.booleans())
-    def timezest_is_configured(self, psa: bool) -> None:
+    @initialize(psa=st.booleans(), terse=st.booleans(), cancel_status=st.sampled_from([None, FOLLOW_UP_ADMIN,
+                                                                                           FOLLOW_UP_RESOURCE]),
+                leave_status=st.booleans())
+    def timezest_is_configured(self, psa: bool, terse: bool = False, cancel_status: int | None = None,
+                               leave_status: bool = False) -> None:
         """The MSP's TimeZest either has its PSA actions on (it sets the status and writes a note itself)
-        or off, for the whole day."""
-        self.psa = psa
+        or off, for the whole day. ``terse``: its notes on a cancellation or a reschedule leave out the
+        time; ``cancel_status``: the status it sets for a cancellation (the same as atrelay's rule, another
+        one, or none); ``leave_status``: atrelay's rules file says ``[events."timezest.cancelled"] status = ""``."""
+        self.psa, self.terse, self.cancel_status = psa, terse, cancel_status
+        if leave_status:
+            for ctx in (self.world.ctx, self.world.other):
+                assert ctx is not None
+                ctx.rules = {**ctx.rules, EventType.TIMEZEST_CANCELLED: Rule(None, note=True)}
+        self.leave_status = leave_status
 
-    @rule(ticket=TICKETS, kind=st.sampled_from(["sent", "scheduled"]))
+    @rule(ticket=TICKETS, kind=st.sampled_from(["sent", "scheduled", "cancelled", "cancelled-unbooked", "rescheduled"]))
     def timezest_moves_a_request(self, ticket: int, kind: str) -> None:
-        """TimeZest sends a link or the client books; with its PSA actions on, TimeZest itself sets the
-        status and writes its note. atrelay must then verify and never repeat it: no atrelay note for a
-        transition TimeZest wrote (one when it wrote nothing)."""
+        """TimeZest sends a link, the client books, cancels (booked or not) or moves the appointment; with its
+        PSA actions on, TimeZest itself sets its status and writes its note. atrelay must then verify and
+        never repeat it: no atrelay note for a transition TimeZest wrote, unless it adds what TimeZest's
+        note lacks (and then only that); one when TimeZest wrote nothing. A status TimeZest set for a
+        cancellation stays (checked at the day's end)."""
         self._step()
-        event_id, _changed = self.world.timezest(ticket, kind, self.psa)
-        self.world.reports[f"timezest event #{event_id} ({kind} on {ticket}, PSA actions {'on' if self.psa else 'off'})"] = (
-            lambda: {event_id}, 0 if self.psa else 1)
+        move = self.world.timezest(ticket, kind, self.psa, terse=self.terse, cancel_status=self.cancel_status)
+        self.world.reports[f"timezest event #{move.event_id} ({kind} on {ticket}, PSA actions "
+                           f"{'on' if self.psa else 'off'})"] = (lambda: {move.event_id}, self._owed(move))
+
+    def _owed(self, move: TimezestMove) -> int | frozenset[int]:
+        """The atrelay notes a TimeZest move owes (see pipelines.rules.TIMEZEST_CASES)."""
+        if not move.psa:
+            return 1  # TimeZest wrote nothing: atrelay says it all
+        adds = 1 if move.unsaid else 0  # what TimeZest's note left out
+        if move.kind in ("sent", "scheduled", "cancelled-unbooked", "rescheduled") or self.leave_status:
+            return adds
+        if move.set_status is None:
+            return 1  # atrelay sets (or not) its own status for the cancellation, and says so once
+        # TimeZest set its status again unchanged: whether atrelay can tell it was TimeZest's depends on
+        # what the ticket shows when atrelay looks (another status by then: atrelay's rule decides, one note).
+        return adds if move.changed else frozenset({adds, 1})
 
     @rule(ticket=TICKETS)
     def form_emailed_in(self, ticket: int) -> None:
@@ -248,7 +282,13 @@ class Day(RuleBasedStateMachine):
                 raise Violation(f"(d) events ended without a reason: {silent}")
             groups = {name: (find(), owed) for name, (find, owed) in world.reports.items()}
             groups |= escalation_groups(world.state, world.escalation_reports())
-            check_notes(atrelay_notes(world.state), groups)
+            notes = atrelay_notes(world.state)
+            check_notes(notes, groups)
+            check_no_repeat(notes, {m.event_id: m.unsaid for m in world.timezest_moves if m.psa})
+            kept = {m.event_id for m in world.timezest_moves if m.kind == "cancelled" and m.changed}
+            overwritten = [w for w in world.witness.writes if w.acting in kept]
+            if overwritten:
+                raise Violation(f"a status TimeZest set for a cancellation was overwritten for it: {overwritten}")
         except Violation:
             STATS["violations"] += 1
             raise

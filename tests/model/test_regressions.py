@@ -7,7 +7,7 @@ each failed on the code before the fix named in its docstring.
 from __future__ import annotations
 
 from pipelines.audit import EventState
-from tests.model.harness import COMPLETE, WAITING_CUSTOMER
+from tests.model.harness import COMPLETE, FOLLOW_UP_ADMIN, FOLLOW_UP_RESOURCE, WAITING_CUSTOMER
 from tests.model.test_model import Day
 
 
@@ -117,4 +117,55 @@ def test_a_timezest_change_seen_late_is_found_in_ticket_history() -> None:
     state.timezest_moves_a_request(kind="scheduled", ticket=50003)
     state.timezest_moves_a_request(kind="sent", ticket=50003)
     state.autotask_calls_out(pick=0, then="deliver")
+    _day_ends(state)
+
+
+def test_a_cancellation_timezest_noted_gets_no_note_when_atrelay_leaves_the_status() -> None:
+    """(b) `[events."timezest.cancelled"] status = ""` and TimeZest's PSA actions on: TimeZest notes the
+    cancelled appointment, time included; atrelay moves no status and writes nothing (found by the model:
+    with no status to move, atrelay never asked what TimeZest wrote, and repeated its note)."""
+    state = Day()
+    state.timezest_is_configured(psa=True, leave_status=True)
+    state.timezest_moves_a_request(kind="cancelled", ticket=50001)
+    _day_ends(state)
+
+
+def test_a_request_cancelled_before_anyone_booked_timezest_noted_gets_no_atrelay_note() -> None:
+    """(b) A request nobody booked is cancelled; TimeZest notes it. Note only, and TimeZest's says it all."""
+    state = Day()
+    state.timezest_is_configured(psa=True)
+    state.timezest_moves_a_request(kind="sent", ticket=50002)
+    state.timezest_moves_a_request(kind="cancelled-unbooked", ticket=50002)
+    _day_ends(state)
+
+
+def test_atrelay_sets_its_cancellation_status_timezest_set_none_for_and_repeats_none_of_its_note() -> None:
+    """TimeZest sets its statuses for the link and the booking, and none for the cancellation (its note
+    only). atrelay's rule sets Follow Up Needed: Admin, and its note quotes nothing TimeZest's note says.
+    The model found the repeated note (the cancelled time, the end user); the status was wrong with it:
+    TimeZest's Scheduled of a moment before was taken for its choice for the cancellation."""
+    state = Day()
+    state.timezest_is_configured(psa=True, cancel_status=None)
+    state.timezest_moves_a_request(kind="scheduled", ticket=50003)
+    state.timezest_moves_a_request(kind="cancelled", ticket=50003)
+    _day_ends(state)
+    assert state.world.state.tickets[50003]["status"] == FOLLOW_UP_ADMIN
+
+
+def test_a_cancellation_timezest_set_its_own_status_for_keeps_it_and_adds_only_the_unsaid_time() -> None:
+    """TimeZest sets its own status for the cancellation and notes it without the time: that status stays
+    (no write for the cancellation, checked at the day's end), and atrelay's one note quotes the time only."""
+    state = Day()
+    state.timezest_is_configured(psa=True, terse=True, cancel_status=FOLLOW_UP_RESOURCE)
+    state.timezest_moves_a_request(kind="scheduled", ticket=50001)
+    state.timezest_moves_a_request(kind="cancelled", ticket=50001)
+    _day_ends(state)
+    assert state.world.state.tickets[50001]["status"] == FOLLOW_UP_RESOURCE
+
+
+def test_a_reschedule_timezest_noted_gets_no_atrelay_note() -> None:
+    """(b) The client moves the appointment; TimeZest notes the new time and with whom: atrelay writes nothing."""
+    state = Day()
+    state.timezest_is_configured(psa=True)
+    state.timezest_moves_a_request(kind="rescheduled", ticket=50002)
     _day_ends(state)

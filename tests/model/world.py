@@ -50,7 +50,7 @@ from tests.model.harness import (
     parse_time,
 )
 
-__all__ = ["MC_TYPES", "World", "shared_world"]
+__all__ = ["MC_TYPES", "TimezestMove", "World", "shared_world"]
 
 MC = SANDBOX_RESOURCES["mission_control"]
 MC_TYPES = {"mc.escalated": SENT_FROM_MC, "mc.out_of_scope": OUT_OF_SCOPE, "mc.no_contact": MC_NO_CONTACT}
@@ -80,6 +80,19 @@ class Pending:
 
 
 @dataclass
+class TimezestMove:
+    """One move of a TimeZest request, and what TimeZest's own PSA actions wrote for it."""
+
+    event_id: int
+    kind: str
+    psa: bool
+    set_status: int | None = None  # the status TimeZest set for it (None: none)
+    changed: bool = False  # ... and the ticket's status changed by it
+    #: With its PSA actions on, TimeZest noted it: the facts (atrelay's detail labels) its note leaves out.
+    unsaid: frozenset[str] = frozenset()
+
+
+@dataclass
 class World:
     db: str
     state: SandboxState
@@ -90,6 +103,7 @@ class World:
     pending: list[Pending] = field(default_factory=list)
     #: partner report -> (how to find the events atrelay recorded for it, the atrelay notes it owes)
     reports: dict[str, tuple[Callable[[], set[int]], int]] = field(default_factory=dict)
+    timezest_moves: list[TimezestMove] = field(default_factory=list)
     reconciled: bool = False
     crashes: int = 0
     steps: int = 0
@@ -109,7 +123,7 @@ class World:
         self.state.reset()
         self.witness.reset()
         self.wire = Wire()
-        self.queue, self.pending, self.reports = [], [], {}
+        self.queue, self.pending, self.reports, self.timezest_moves = [], [], {}, []
         self.reconciled, self.crashes, self.steps = False, 0, 0
         with engine_for(self.db).begin() as conn:
             if self.db.startswith("postgresql"):
@@ -170,29 +184,54 @@ class World:
         self.pending.append(Pending(dedupe_key(parse_callout(raw), raw), raw, ticket, note=True))
         return int(note["id"])
 
-    def timezest(self, ticket: int, kind: str, psa: bool) -> tuple[int, bool]:
-        """TimeZest moves a scheduling request for the ticket (``sent`` or ``scheduled``); with its PSA
-        actions on, it first sets the status and writes its note as its own API resource. The poller's
-        event for the move is recorded as the poller would. Returns (event id, TimeZest changed the status)."""
-        status = {"sent": SCHEDULING_LINK_SENT, "scheduled": SCHEDULED}[kind]
-        changed = False
-        if psa:
-            changed = self.change_status(ticket, status, "timezest") is not None
-            self.state.add_note(ticket, {"title": f"TimeZest: scheduling request {kind}", "description":
-                                         "TimeZest's own note.", "noteType": 2, "publish": 1}, self.state.actor("timezest"))
+    def timezest(self, ticket: int, kind: str, psa: bool, *, terse: bool = False,
+                 cancel_status: int | None = None) -> TimezestMove:
+        """TimeZest moves a scheduling request for the ticket: ``sent``, ``scheduled``, ``cancelled`` (a
+        booked appointment), ``cancelled-unbooked`` (a request nobody booked) or ``rescheduled``. With its
+        PSA actions on, it first sets its status (``cancel_status`` for a cancellation; none for a
+        reschedule) and writes its note, as its own API resource; its note names the appointment's time
+        in UTC, unless ``terse`` (then a cancellation's or reschedule's note leaves the time and the agent
+        out). The poller's event for the move is recorded as the poller would (connectors.timezest.parse)."""
         now = int(datetime.now(UTC).timestamp())
+        booked = kind in ("scheduled", "cancelled", "rescheduled")
+        start = now + 86400 if booked else None
+        when = datetime.fromtimestamp(start, tz=UTC).strftime("%a %Y-%m-%d %H:%M UTC") if start else None
+        status = {"sent": SCHEDULING_LINK_SENT, "scheduled": SCHEDULED}.get(kind, cancel_status
+                                                                            if kind.startswith("cancelled") else None)
+        move = TimezestMove(0, kind, psa)
+        if psa:
+            if status is not None:
+                move.set_status = status
+                move.changed = self.change_status(ticket, status, "timezest") is not None
+            later = None if terse else when
+            text = {"sent": "TimeZest sent a scheduling link to Jane Example.",
+                    "scheduled": f"Jane Example booked {when} with Tech One (TimeZest).",
+                    "cancelled": f"The TimeZest appointment{f' of {later}' if later else ''} was cancelled.",
+                    "cancelled-unbooked": "The TimeZest scheduling request was cancelled.",
+                    "rescheduled": f"Jane Example moved the TimeZest appointment"
+                                   f"{f' to {later} with Tech One' if later else ''}."}[kind]
+            self.state.add_note(ticket, {"title": f"TimeZest: scheduling request {kind.partition('-')[0]}",
+                                         "description": text, "noteType": 2, "publish": 1},
+                                self.state.actor("timezest"))
+            move.unsaid = frozenset({"cancelled": {"Cancelled appointment"}, "rescheduled": {"New appointment", "With"}}
+                                    .get(kind, set()) if terse else set())
         rid = f"sreq_MODEL{uuid.uuid4().hex[:8]}"
-        body = {"id": rid, "status": kind, "associated_entities": [{"type": "autotask/ticket", "id": ticket}],
-                "end_user_name": "Jane Example", "created_at": now - 60, "updated_at": now,
-                "scheduled_at": now if kind == "scheduled" else None,
-                "selected_start_time": now + 86400 if kind == "scheduled" else None}
+        body = {"id": rid, "status": "scheduled" if kind == "rescheduled" else kind.partition("-")[0],
+                "associated_entities": [{"type": "autotask/ticket", "id": ticket}],
+                "end_user_name": "Jane Example", "created_at": now - 3600, "updated_at": now,
+                "scheduled_at": (now if kind == "scheduled" else now - 600) if booked else None,
+                "selected_start_time": start,
+                "scheduled_agents": [{"id": "agnt_MODEL", "name": "Tech One"}] if booked else []}
+        etype = {"sent": "link_sent", "cancelled-unbooked": "cancelled"}.get(kind, kind)
         event_id, created = store.insert_event(self.db, store.NewEvent(
-            source=Source.TIMEZEST.value, external_id=f"{rid}:{kind}", event_type=f"timezest.{'link_sent' if kind == 'sent' else 'scheduled'}",
+            source=Source.TIMEZEST.value, external_id=f"{rid}:{kind}", event_type=f"timezest.{etype}",
             body=json.dumps(body).encode(), headers={}, ticket_id=ticket,
             occurred_at=datetime.fromtimestamp(now, tz=UTC)))
         assert created
         self.queue.append(event_id)
-        return event_id, changed
+        move.event_id = event_id
+        self.timezest_moves.append(move)
+        return move
 
     def deliver(self, index: int) -> None:
         """Autotask delivers a pending callout (a repeat is the same callout: one event at intake)."""

@@ -102,3 +102,21 @@ def test_a_rules_file_error_names_the_bad_key_and_keeps_its_section(tmp_path: Pa
     console = Console(record=True, width=400)
     console.print(escape(message))
     assert "[events.'mc.no_contact']" in console.export_text()
+
+
+def test_docs_rules_md_gives_the_timezest_cases_atrelay_rules_prints() -> None:
+    """docs/rules.md's TimeZest table says, cell for cell, what `atrelay rules` prints (rules.TIMEZEST_CASES),
+    for every TimeZest event the pipeline verifies (pipelines.gate.TIMEZEST)."""
+    from pipelines.gate import TIMEZEST
+    from pipelines.rules import TIMEZEST_CASES
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "rules.md").read_text()
+    section = text.split("## TimeZest: verify and repair, never repeat", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        if line.startswith("| `timezest."):
+            cells = [c.strip().replace("`", "") for c in line.strip().strip("|").split(" | ")]
+            rows[EventType(cells[0])] = tuple(cells[1:])
+    assert set(TIMEZEST_CASES) == set(TIMEZEST) == set(rows)
+    for etype, cases in TIMEZEST_CASES.items():
+        assert rows[etype] == cases, etype
