@@ -9,8 +9,9 @@ Text atrelay did not write (a partner's summary, a ticket title a customer typed
 markup it lands in: in markdown, angle brackets become look-alikes (Slack reads ``<!channel>`` and
 ``<url|text>`` as a channel-wide ping and a disguised link, and apprise would restore them), ``@`` gets
 a zero-width space (no mention), and markdown's link and emphasis characters are backslash-escaped (no
-``[text](url)``). Text from an unauthenticated request never reaches a message at all: its callers
-count such requests, they never quote them.
+``[text](url)``). atrelay's own lines are escaped too, for links and pings only (they may quote what
+Autotask or a partner answered, a dead letter's reason). Text from an unauthenticated request never reaches
+a message at all: its callers count such requests, they never quote them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ SEVERITIES = ("info", "warning", "critical")
 PARTNER_LIMIT = 1500
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029]")
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]#~|])")
+#: What opens a markdown link in atrelay's own lines: brackets, and the backslash that could escape an escape.
+_MD_LINK = re.compile(r"([\\\[\]])")
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,9 @@ class TicketFacts:
 @dataclass(frozen=True)
 class Message:
     """One alert: ``title``, ``happened``, ``todo`` and ``facts`` are atrelay's own words; ``partner``
-    holds (who, their words) pairs, always quoted and escaped; the ticket's title and company too."""
+    holds (who, their words) pairs, always quoted and escaped; the ticket's title and company too.
+    ``tickets`` are the tickets a digest concerns (a burst of dead letters), each by number and linked
+    where known."""
 
     title: str
     severity: str
@@ -68,6 +73,7 @@ class Message:
     ticket: TicketFacts | None = None
     partner: list[tuple[str, str]] = field(default_factory=list)
     facts: list[tuple[str, str]] = field(default_factory=list)
+    tickets: list[TicketFacts] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         assert self.severity in SEVERITIES, self.severity
@@ -93,9 +99,13 @@ def escape_markdown(text: str) -> str:
 
 
 def _ours_md(text: str) -> str:
-    """atrelay's own sentences may carry what Autotask answered (a dead letter's reason): never a ping or
-    an angle-bracket link in Slack, whatever that text holds; backticked commands are left as they are."""
-    return text.replace("<", "\u2039").replace(">", "\u203a").replace("@", "@\u200b")
+    """atrelay's own sentences may carry what Autotask or a partner answered (a dead letter's reason): never
+    a ping, a Slack ``<url|text>`` or a markdown ``[text](url)`` link, whatever that text holds.
+
+    Brackets (and backslashes, so ``\\[`` cannot undo the escape) are escaped inside backticks too: Teams
+    cards know no code spans, so a link there would render. atrelay's own commands hold neither."""
+    text = text.replace("<", "\u2039").replace(">", "\u203a").replace("@", "@\u200b")
+    return _MD_LINK.sub(r"\\\1", text)
 
 
 def _one_line_md(text: str) -> str:
@@ -118,14 +128,23 @@ def _quote_plain(text: str) -> str:
     return "\n".join(lines)
 
 
+def _ticket_md(t: TicketFacts) -> str:
+    """The ticket's number (escaped), a link to it when atrelay could build one."""
+    number = _one_line_md(t.name)
+    return f"[{number}]({t.link})" if t.link else number
+
+
+def _ticket_plain(t: TicketFacts) -> str:
+    name = " ".join(_clean(t.name).split())
+    return f"{name} ({t.link})" if t.link else name
+
+
 def markdown(m: Message) -> str:
     """CommonMark for apprise's Slack (mrkdwn) and Teams (card) targets."""
     out = [f"**Severity: {m.severity}**"]
     t = m.ticket
     if t is not None:
-        number = _one_line_md(t.name)
-        ticket = f"[{number}]({t.link})" if t.link else number
-        line = f"**Ticket** {ticket}"
+        line = f"**Ticket** {_ticket_md(t)}"
         if t.title:
             line += f": {_one_line_md(t.title)}"
         out.append(line)
@@ -133,6 +152,8 @@ def markdown(m: Message) -> str:
             out.append(f"**Company** {_one_line_md(t.company)}")
         if t.status:
             out.append(f"**Status** {_one_line_md(t.status)}")
+    if m.tickets:
+        out.append(f"**Tickets** {', '.join(_ticket_md(x) for x in m.tickets)}")
     out.append(f"**What happened** {_ours_md(m.happened)}")
     for label, value in m.facts:
         out.append(f"**{label}** {_ours_md(value)}")
@@ -157,6 +178,8 @@ def plain(m: Message) -> str:
             out.append(f"Status: {t.status}")
         if t.link:
             out.append(f"Link: {t.link}")
+    if m.tickets:
+        out.append(f"Tickets: {', '.join(_ticket_plain(x) for x in m.tickets)}")
     out.append(f"What happened: {m.happened}")
     for label, value in m.facts:
         out.append(f"{label}: {value}")
@@ -185,11 +208,15 @@ def render(messages: list[Message], kind: str, *, as_markdown: bool) -> tuple[st
 
 def to_fields(m: Message) -> dict[str, Any]:
     """The message as JSON for the ``alerts`` row, so each target's form is written when it is sent."""
-    t = m.ticket
     return {"title": m.title, "severity": m.severity, "happened": m.happened, "todo": m.todo,
             "partner": [list(p) for p in m.partner], "facts": [list(f) for f in m.facts],
-            "ticket": None if t is None else {"ticket_id": t.ticket_id, "number": t.number, "title": t.title,
-                                              "company": t.company, "link": t.link, "status": t.status}}
+            "ticket": None if m.ticket is None else _ticket_fields(m.ticket),
+            "tickets": [_ticket_fields(t) for t in m.tickets]}
+
+
+def _ticket_fields(t: TicketFacts) -> dict[str, Any]:
+    return {"ticket_id": t.ticket_id, "number": t.number, "title": t.title, "company": t.company, "link": t.link,
+            "status": t.status}
 
 
 def from_fields(data: dict[str, Any]) -> Message | None:
@@ -201,4 +228,5 @@ def from_fields(data: dict[str, Any]) -> Message | None:
                    happened=str(data["happened"]), todo=str(data.get("todo") or ""),
                    ticket=TicketFacts(**t) if isinstance(t, dict) else None,
                    partner=[(str(a), str(b)) for a, b in data.get("partner") or []],
-                   facts=[(str(a), str(b)) for a, b in data.get("facts") or []])
+                   facts=[(str(a), str(b)) for a, b in data.get("facts") or []],
+                   tickets=[TicketFacts(**x) for x in data.get("tickets") or [] if isinstance(x, dict)])

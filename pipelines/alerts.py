@@ -18,7 +18,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import quote
 
 from sqlalchemy import JSON, BigInteger, Column, Index, String, Text, UniqueConstraint, and_, delete, exists
 from sqlalchemy import select as sa_select
@@ -74,8 +75,18 @@ def ticket_link(web_url: str | None, ticket_number: str | None) -> str | None:
     """Autotask's documented deep link to a ticket, from the tenant's web URL (zone lookup ``webUrl``)."""
     if not web_url or not ticket_number:
         return None
+    # Quoted: the link lands inside a markdown ``[number](link)``, where a ``)`` or a space would end it.
     return (f"{web_url.rstrip('/')}/Autotask/AutotaskExtend/ExecuteCommand.aspx?Code=OpenTicketDetail"
-            f"&TicketNumber={ticket_number}")
+            f"&TicketNumber={quote(ticket_number, safe='')}")
+
+
+def _ticket_facts(describe: Describe | None, web_url: str | None, ticket_id: int | None,
+                  number: str | None) -> TicketFacts:
+    """The ticket an alert concerns, as Autotask describes it (number, title, company, link, status), else
+    what atrelay recorded itself (id, number, a link built from it): told without the title rather than not
+    at all. Every alert about a ticket (an escalation, a dead letter) is told through here."""
+    facts = describe(ticket_id, number) if describe is not None else None
+    return facts or TicketFacts(ticket_id=ticket_id, number=number, link=ticket_link(web_url, number))
 
 
 #: Said in every alert recorded while the deployment runs in shadow mode (pipelines/shadow.py).
@@ -181,9 +192,7 @@ def record_escalations(db: str, *, web_url: str | None, describe: Describe | Non
             details, number, ticket_id = [], row.ticket_number, row.ticket_id
         status, title, happened, todo = _MC[row.event_type]
         via = "its webhook" if row.source == "mission-control" else "the status it set in Autotask"
-        facts = describe(ticket_id, number) if describe is not None else None
-        if facts is None:
-            facts = TicketFacts(ticket_id=ticket_id, number=number, link=ticket_link(web_url, number))
+        facts = _ticket_facts(describe, web_url, ticket_id, number)
         if row.event_type == "mc.escalated" and idle_minutes:
             todo += f" atrelay alerts again if it still has no owner after {idle_minutes} minutes."
         message = Message(title=f"{title}: {facts.name}", severity="warning", ticket=facts,
@@ -254,14 +263,29 @@ def idle_key(ticket_id: int, change_id: int) -> str:
 
 # ---- dead letters ---------------------------------------------------------------------------------
 
-def record_dead_letters(db: str) -> list[int]:
+#: How many tickets a dead-letter digest names (the rest are counted).
+DIGEST_TICKETS = 20
+
+
+class _Dead(NamedTuple):
+    event_id: int
+    reason: str | None
+    event_type: str
+    ticket_id: int | None
+    ticket_number: str | None
+
+
+def record_dead_letters(db: str, *, web_url: str | None = None, describe: Describe | None = None) -> list[int]:
     """One alert that counts every dead letter since the last one (a burst of a thousand is one message).
 
     Each dead letter is marked counted in the same transaction as the alert, so two checks running at
-    once cannot both count it (the second one's insert conflicts and it records nothing).
+    once cannot both count it (the second one's insert conflicts and it records nothing). A lone dead
+    letter names its ticket as an escalation does (number, title, company, link: ``describe``); a digest
+    names each ticket by the number atrelay recorded, linked, with no call to Autotask per ticket.
     """
     now = utcnow()
     dead = (col(InboundEvent.state) == "dead")
+    described = _describe_lone_dead_letter(db, web_url, describe)
     try:
         with session_scope(db) as s:
             # Forget marks of events no longer dead as they were (replayed, pruned, or dead again since).
@@ -269,7 +293,8 @@ def record_dead_letters(db: str) -> list[int]:
                 col(InboundEvent.id) == col(DeadLetterAlerted.event_id), dead,
                 col(InboundEvent.updated_at) == col(DeadLetterAlerted.dead_at)))))
             rows = list(s.execute(sa_select(InboundEvent.id, InboundEvent.updated_at, InboundEvent.reason,  # type: ignore[call-overload]
-                                            InboundEvent.event_type, InboundEvent.ticket_id).where(
+                                            InboundEvent.event_type, InboundEvent.ticket_id,
+                                            InboundEvent.ticket_number).where(
                 dead, ~exists().where(col(DeadLetterAlerted.event_id) == col(InboundEvent.id)))
                 .order_by(col(InboundEvent.id))).all())
             if not rows:
@@ -277,11 +302,12 @@ def record_dead_letters(db: str) -> list[int]:
             for event_id, died, *_ in rows:
                 s.add(DeadLetterAlerted(event_id=event_id, dead_at=died))
             s.flush()
-            message = _dead_letter_message([(int(r[0]), r[2], r[3], r[4]) for r in rows])
+            message = _dead_letter_message([_Dead(int(r[0]), r[2], r[3], r[4], r[5]) for r in rows], web_url,
+                                           described)
             first, last = rows[0][0], rows[-1][0]
             alert = _alert_row(kind="dead_letter", key=f"dead_letter:{first}-{last}:{len(rows)}:{now:%Y%m%dT%H%M%S%f}",
                                message=message, title=None, body=None,
-                               ticket_id=rows[0][4] if len(rows) == 1 else None,
+                               ticket_id=message.ticket.ticket_id if message.ticket is not None else None,
                                fields={"kind": "dead_letter", "count": len(rows), "first": first, "last": last,
                                        "event_ids": [r[0] for r in rows[:50]]}, severity=None, shadow=_shadow_on(s))
             s.add(alert)
@@ -291,24 +317,57 @@ def record_dead_letters(db: str) -> list[int]:
         return []  # another check counted them at the same moment
 
 
-def _dead_letter_message(rows: list[tuple[int, str | None, str, int | None]]) -> Message:
+def _describe_lone_dead_letter(db: str, web_url: str | None, describe: Describe | None) -> dict[int, TicketFacts]:
+    """The ticket of the one dead letter not yet alerted, read from Autotask (event id -> facts); nothing
+    when there are several (a digest) or none names a ticket.
+
+    Read before the transaction that counts the dead letters, never inside it: a call to Autotask must not
+    hold the database's write lock. The transaction uses it only for the event read here."""
+    if describe is None:
+        return {}
+    with session_scope(db) as s:
+        rows = s.execute(sa_select(InboundEvent.id, InboundEvent.ticket_id, InboundEvent.ticket_number).where(  # type: ignore[call-overload]
+            col(InboundEvent.state) == "dead", ~exists().where(
+                col(DeadLetterAlerted.event_id) == col(InboundEvent.id),
+                col(DeadLetterAlerted.dead_at) == col(InboundEvent.updated_at))).limit(2)).all()
+    if len(rows) != 1 or (rows[0][1] is None and not rows[0][2]):
+        return {}
+    event_id, ticket_id, number = rows[0]
+    return {int(event_id): _ticket_facts(describe, web_url, ticket_id, number)}
+
+
+def _dead_letter_message(rows: list[_Dead], web_url: str | None, described: dict[int, TicketFacts]) -> Message:
     n = len(rows)
-    reasons = Counter((reason or "-").split(":", 1)[0].strip()[:60] for _, reason, _, _ in rows)
-    types = Counter(etype for _, _, etype, _ in rows)
+    reasons = Counter((r.reason or "-").split(":", 1)[0].strip()[:60] for r in rows)
+    types = Counter(r.event_type for r in rows)
     by_reason = ", ".join(f"{code} x{k}" for code, k in reasons.most_common(5))
     by_type = ", ".join(f"{t} x{k}" for t, k in types.most_common(5))
-    ids = ", ".join(f"#{i}" for i, *_ in rows[:10]) + (f" and {n - 10} more" if n > 10 else "")
+    ids = ", ".join(f"#{r.event_id}" for r in rows[:10]) + (f" and {n - 10} more" if n > 10 else "")
     if n == 1:
-        event_id, reason, etype, _ticket = rows[0]
+        (r,) = rows
+        ticket = described.get(r.event_id) or (
+            _ticket_facts(None, web_url, r.ticket_id, r.ticket_number)
+            if r.ticket_id is not None or r.ticket_number else None)
         return Message(
-            title=f"Dead letter: event #{event_id} ({etype})", severity="warning",
-            happened=f"Event #{event_id} ({etype}) could not be applied and was dead-lettered: "
-                     f"{(reason or '-')[:300]}",
-            todo=f"See `atrelay events show {event_id}` (or the dashboard's Dead letters); fix the cause, then "
-                 f"`atrelay replay {event_id}`.")
+            title=f"Dead letter: event #{r.event_id} ({r.event_type})"
+                  + (f" on ticket {ticket.name}" if ticket is not None else ""),
+            severity="warning", ticket=ticket,
+            happened=f"Event #{r.event_id} ({r.event_type}) could not be applied and was dead-lettered: "
+                     f"{(r.reason or '-')[:300]}",
+            todo=f"See `atrelay events show {r.event_id}` (or the dashboard's Dead letters); fix the cause, then "
+                 f"`atrelay replay {r.event_id}`.")
+    # Each ticket once, by the number atrelay recorded (else its id), in the order its events died.
+    tickets: dict[str | int, TicketFacts] = {}
+    for r in rows:
+        key = r.ticket_number or r.ticket_id
+        if key is not None:
+            tickets.setdefault(key, _ticket_facts(None, web_url, r.ticket_id, r.ticket_number))
+    listed = list(tickets.values())[:DIGEST_TICKETS]
+    more = [("Tickets", f"{len(tickets)} in all; the first {DIGEST_TICKETS} are listed")] \
+        if len(tickets) > DIGEST_TICKETS else []
     return Message(
-        title=f"{n} dead letters", severity="warning",
+        title=f"{n} dead letters", severity="warning", tickets=listed,
         happened=f"{n} events could not be applied and were dead-lettered ({ids}).",
-        facts=[("By reason", by_reason), ("By type", by_type)],
+        facts=[("By reason", by_reason), ("By type", by_type), *more],
         todo="See `atrelay dlq` (or the dashboard's Dead letters); fix the cause, then "
              "`atrelay replay --dead --since <date>` re-drives them all.")

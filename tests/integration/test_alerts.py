@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import select
+from sqlalchemy import update
+from sqlmodel import col, select
 
 from connectors.autotask.derived import SeenInAutotask
 from pipelines import alert_sends, alerts, store
-from pipelines.audit import AlertDelivery, EventState, TicketStatusChange
+from pipelines.alert_text import TicketFacts
+from pipelines.audit import AlertDelivery, EventState, InboundEvent, TicketStatusChange
 from pipelines.db import session_scope, utcnow
 from pipelines.schema import upgrade
 from sandboxes.common.server import free_port
@@ -226,6 +228,33 @@ def test_idle_escalations_are_alerted_per_escalation_and_bursts_become_one_diges
     assert titles[1] == "atrelay: 3 alerts (dead_letter)"
     alerts.record_alert(db, kind="dead_letter", key="dead_letter:9", title="Dead letter #9", body="x")
     assert send_due(settings) == 0  # one message per kind per minute: it waits for the next digest
+
+
+def test_a_lone_dead_letter_asks_autotask_for_its_ticket_once(db_url: str) -> None:
+    """The ticket of a lone dead letter is described (as an escalation's is), read before the transaction that
+    counts it; one already counted is not asked about again, one dead again (replayed, failed again) is."""
+    asked: list[tuple[int | None, str | None]] = []
+
+    def describe(ticket_id: int | None, number: str | None) -> TicketFacts:
+        asked.append((ticket_id, number))
+        return TicketFacts(ticket_id=ticket_id, number="T20261126.0003", title="Outlook keeps asking for password",
+                           company="Northwind Dental Group", link=alerts.ticket_link(WEB_URL, "T20261126.0003"))
+
+    event_id, _ = store.insert_event(db_url, store.NewEvent(
+        source="autotask", external_id="dead-one", event_type="autotask.ticket.changed", body=b"{}", headers={},
+        ticket_id=50003, occurred_at=utcnow(), state=EventState.DEAD, reason="rejected: no"))
+    (made,) = alerts.record_dead_letters(db_url, web_url=WEB_URL, describe=describe)
+    assert alerts.record_dead_letters(db_url, web_url=WEB_URL, describe=describe) == []
+    assert asked == [(50003, None)]
+    (row,) = alerts.recent_alerts(db_url)
+    assert (row.id, row.ticket_id) == (made, 50003)
+    assert "Ticket: T20261126.0003 - Outlook keeps asking for password" in row.body
+    assert "Company: Northwind Dental Group" in row.body and "TicketNumber=T20261126.0003" in row.body
+    with session_scope(db_url) as s:  # replayed and dead again: a new dead letter of the same event
+        s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id).values(
+            updated_at=utcnow() + timedelta(seconds=1)))
+    assert len(alerts.record_dead_letters(db_url, web_url=WEB_URL, describe=describe)) == 1
+    assert asked == [(50003, None)] * 2 and alerts.recent_alerts(db_url)[0].ticket_id == 50003
 
 
 def test_every_dead_letter_is_counted_in_one_digest(db: str, receiver: Receiver) -> None:

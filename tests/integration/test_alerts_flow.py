@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -19,14 +20,15 @@ from apprise.plugins.slack import NotifySlack
 from fastapi.testclient import TestClient
 
 from pipelines import alerts, store
-from pipelines.audit import TicketStatusChange
+from pipelines.alert_text import from_fields, markdown
+from pipelines.audit import EventState, TicketStatusChange
 from pipelines.db import session_scope, utcnow
 from pipelines.process import process_event
 from sandboxes.autotask.data import SANDBOX_RESOURCES
 from sandboxes.autotask.state import SandboxState
 from tests.conftest import autotask_env
 from tests.integration.helpers import Queue, add_event, make_context, mc_body, webform_body
-from tests.integration.test_alerts import Receiver
+from tests.integration.test_alerts import Receiver, _escalation
 from workers.celery import alerts as worker_alerts
 from workers.celery.runtime import reset_runtime
 from workers.settings import load_settings, reset_settings_cache
@@ -134,10 +136,11 @@ def test_mcs_own_words_are_quoted_and_cannot_ping_or_disguise_a_link(
     assert "Printer offline in reception" in text and "Northwind Dental Group" in text  # the ticket, from Autotask
     # Quoted, never obeyed: no angle-bracket syntax, no markdown link, no live mention survives ...
     assert "<!channel>" not in text and "<https://evil" not in text and "@here" not in text
-    html = convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, text)  # how a markdown target renders it
+    # How a markdown target renders it (apprise is untyped).
+    html = convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, text)  # type: ignore[no-untyped-call]
     assert 'href="https://evil' not in html and "Re-login to Autotask now" in html
     # ... and apprise's own Slack conversion (what Slack would receive) has no ping and no disguised link.
-    slack = NotifySlack._commonmark_to_slack(text)
+    slack = NotifySlack._commonmark_to_slack(text)  # type: ignore[no-untyped-call]
     assert "<!channel>" not in slack and "<!here>" not in slack
     assert "|Re-login to Autotask now>" not in slack and "<https://evil.example/x|click>" not in slack
     assert not NotifySlack._re_channel_support.search(slack) and not NotifySlack._re_user_id_support.search(slack)
@@ -145,6 +148,44 @@ def test_mcs_own_words_are_quoted_and_cannot_ping_or_disguise_a_link(
     (row,) = [a for a in alerts.recent_alerts(db) if a.kind == "mc_escalation"]
     # Plain text (e-mail, where nothing is markup): the words as written, each line quoted as MC's.
     assert "Mission Control wrote (their words, quoted):\n  > Printer on fire.\n  > <!channel> @here" in row.body
+
+
+def _dead(db: str, *, ticket_id: int | None = None, number: str | None = None) -> int:
+    """A dead letter as intake records it: a callout carries the ticket's id only, a partner its number."""
+    event_id, _ = store.insert_event(db, store.NewEvent(
+        source="autotask", external_id=f"dead:{uuid.uuid4().hex}", event_type="autotask.ticket.changed", body=b"{}",
+        headers={}, ticket_id=ticket_id, ticket_number=number, occurred_at=utcnow(), state=EventState.DEAD,
+        reason="rejected: Autotask refused the change"))
+    return event_id
+
+
+def test_a_dead_letter_is_told_with_its_tickets_number_title_company_and_link(
+        configured: str, autotask: tuple[str, SandboxState], receiver: Receiver) -> None:
+    """A dead letter about a ticket names it as an escalation's alert does (the same describer: number,
+    title, company, link); a burst's digest names each of its tickets by number, linked."""
+    url, _ = autotask
+    db = configured
+    one = _dead(db, ticket_id=50003)
+    receiver.start()
+    worker_alerts.alerts_check_task()
+    (msg,) = [m for m in receiver.got if "Dead letter" in m["title"]]
+    assert msg["title"] == f"Dead letter: event #{one} (autotask.ticket.changed) on ticket T20261126.0003"
+    for needle in ("**Ticket** [T20261126.0003](", "Outlook keeps asking for password", "Northwind Dental Group",
+                   f"{url}/Autotask/AutotaskExtend/ExecuteCommand.aspx?Code=OpenTicketDetail&TicketNumber=T20261126.0003",
+                   "Autotask refused the change", f"`atrelay replay {one}`"):
+        assert needle in msg["message"], needle
+    assert [a.ticket_id for a in alerts.recent_alerts(db) if a.kind == "dead_letter"] == [50003]
+    for ticket_id, number in ((None, "T20261126.0001"), (None, "T20261126.0002"), (None, "T20261126.0001"),
+                              (50005, None)):
+        _dead(db, ticket_id=ticket_id, number=number)
+    worker_alerts.alerts_check_task()
+    digest = alerts.recent_alerts(db)[0]
+    assert (digest.kind, digest.title, digest.fields["count"]) == ("dead_letter", "4 dead letters", 4)
+    link = f"{url}/Autotask/AutotaskExtend/ExecuteCommand.aspx?Code=OpenTicketDetail&TicketNumber="
+    assert (f"Tickets: T20261126.0001 ({link}T20261126.0001), T20261126.0002 ({link}T20261126.0002), #50005"
+            in digest.body)  # each ticket once
+    stored = from_fields(digest.fields["message"])
+    assert stored is not None and f"[T20261126.0002]({link}T20261126.0002)" in markdown(stored)
 
 
 def test_an_escalation_left_without_an_owner_is_alerted_once_with_its_fields(
@@ -187,5 +228,25 @@ def test_the_dashboard_lists_alerts_failed_deliveries_and_open_escalations(
     assert 'id="alerts-table"' in page.text and "Dead letter #1 (ticket-not-found)" in page.text
     assert 'id="undelivered-table"' in page.text and "json://127.0.0.1:9" in page.text
     assert "could not be sent" in page.text  # in the verdict
-    assert 'id="open-escalations"' in page.text and f'href="{link.replace("&", "&amp;")}"' in page.text
+    assert 'id="open-escalations"' in page.text and f'href="{str(link).replace("&", "&amp;")}"' in page.text
     assert "Needs attention" in page.text
+
+
+def test_an_escalation_leaves_the_dashboards_open_list_once_its_ticket_moves_on(
+        db_url: str, ops_on: Callable[..., AbstractContextManager[TestClient]]) -> None:
+    def seen(status_id: int, by: int) -> None:  # a callout saw the ticket in this status
+        store.observe_status(db_url, 50003, status_id, changed_at=utcnow(), by_resource_id=by, by_atrelay=False,
+                             via="callout", event_id=None)
+
+    seen(SENT_FROM_MC, SANDBOX_RESOURCES["mission_control"])
+    _escalation(db_url, 50003, "T20261126.0003")
+    assert len(alerts.record_escalations(db_url, web_url=WEB_URL)) == 1
+    link = alerts.ticket_link(WEB_URL, "T20261126.0003")
+    assert link is not None
+    with ops_on() as client:
+        page = client.get("/ops").text
+        assert 'id="open-escalations"' in page and f'href="{link.replace("&", "&amp;")}"' in page
+        seen(8, SANDBOX_RESOURCES["technician"])  # a technician took it on: In Progress
+        page = client.get("/ops").text
+        assert 'id="open-escalations"' not in page and "Open escalations" not in page
+        assert "Escalated by Mission Control: T20261126.0003" in page  # still in the alerts table: it was told

@@ -4,12 +4,18 @@ what another condition already explains is not alerted twice; /metrics carries t
 
 from __future__ import annotations
 
+import io
+import logging
+import re
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 from sqlalchemy import update
 from sqlmodel import col
 
@@ -18,8 +24,14 @@ from pipelines.audit import InboundEvent, PollRun, ProcessHeartbeat
 from pipelines.db import session_scope, utcnow
 from pipelines.heartbeats import alive, beat, mark_stopped
 from pipelines.liveness import assess, open_incidents, raise_alerts
+from sandboxes.timezest.app import TimezestSandboxState
+from tests.support import wait_for
+from workers.celery.watchdog import Watchdog
+from workers.cli.doctor import run_doctor
 from workers.http.ingress import create_app
-from workers.settings import load_settings
+from workers.settings import Settings, load_settings
+
+Ops = Callable[..., AbstractContextManager[TestClient]]
 
 TIMEOUT = 2.0
 
@@ -38,6 +50,24 @@ def _accepted(db: str, n: int, age: float) -> None:
         with session_scope(db) as s:
             s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id).values(
                 received_at=utcnow() - timedelta(seconds=age)))
+
+
+def _metrics(client: TestClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(client.get("/metrics").text) for s in f.samples}
+
+
+def _verdict(client: TestClient) -> str:
+    """The dashboard verdict's reasons (not the alerts table, which repeats alert titles)."""
+    found = re.search(r'<ul id="verdict-reasons">(.*?)</ul>', client.get("/ops").text, re.S)
+    return found.group(1) if found else ""
+
+
+def _doctor(settings: Settings) -> tuple[int, str]:
+    """`atrelay doctor`'s exit code and its problem lines."""
+    out, err = io.StringIO(), io.StringIO()
+    code = run_doctor(settings, Console(file=out, width=2000), Console(file=err, width=2000))
+    return code, err.getvalue()
 
 
 def test_heartbeats_say_who_is_alive(db_url: str) -> None:
@@ -133,3 +163,50 @@ def test_metrics_show_liveness(sqlite_url: str, monkeypatch: pytest.MonkeyPatch)
     assert samples[("atrelay_oldest_waiting_event_age_seconds", (("queue", "parked"),))] == 0
     assert samples[("atrelay_events_waiting", (("queue", "accepted"),))] == 2
     assert samples[("atrelay_liveness_condition", (("condition", "no_worker"), ("severity", "critical")))] == 1
+
+
+def test_no_beat_is_raised_by_a_worker_alone_and_shown_everywhere(
+        db_url: str, ops_on: Ops, caplog: pytest.LogCaptureFixture) -> None:
+    """Workers run, no beat ever did: a worker's own watchdog raises the alert (there is no beat to do it),
+    and the dashboard's verdict, doctor (non-zero) and /metrics all say no beat is alive."""
+    caplog.set_level(logging.WARNING, logger="atrelay.watchdog")
+    # Short heartbeats keep it fast; a timeout of several beats keeps a busy machine's late beat from
+    # making the worker look dead too.
+    with ops_on(ATRELAY_HEARTBEAT_SECONDS="0.3", ATRELAY_HEARTBEAT_TIMEOUT_SECONDS="3") as client:
+        settings = load_settings()
+        dog = Watchdog(settings, "worker").start()
+        try:
+            # The watchdog logs who recorded an alert, after recording it: wait for that line, not the row.
+            wait_for(lambda: [r for r in caplog.records if r.getMessage() == "watchdog.alerts_recorded"], timeout=15,
+                     what="an alert recorded by a watchdog")
+            raisers = {getattr(r, "role", None) for r in caplog.records if r.getMessage() == "watchdog.alerts_recorded"}
+            assert raisers == {"worker"}
+            assert [a.title for a in alerts.recent_alerts(db_url)] == ["No atrelay beat (scheduler) is alive"]
+            assert alive(db_url, "beat", timeout_seconds=3600).newest is None  # no beat process, ever
+            reasons = _verdict(client)
+            assert "No atrelay beat (scheduler) is alive: no beat alive" in reasons and "No atrelay worker" not in reasons
+            samples = _metrics(client)
+            assert samples[("atrelay_beat_alive", ())] == 0 and samples[("atrelay_workers_alive", ())] == 1
+            code, problems = _doctor(settings)
+            assert code == 1 and "problem no beat: no beat alive (none has run against this database)" in problems
+        finally:
+            dog.stop()
+
+
+def test_an_overdue_timezest_poll_shows_in_the_verdict_and_in_doctor(
+        db_url: str, ops_on: Ops, timezest: tuple[str, TimezestSandboxState]) -> None:
+    url, sandbox = timezest
+    with ops_on(ATRELAY_TIMEZEST_API_KEY=sandbox.api_key, ATRELAY_TIMEZEST_BASE_URL=url) as client:
+        settings = load_settings()
+        _beat(db_url, "beat")
+        _beat(db_url, "worker")
+        with session_scope(db_url) as s:  # the beat started an hour ago; TimeZest was polled just now
+            s.execute(update(ProcessHeartbeat).values(started_at=utcnow() - timedelta(hours=1)))
+            s.add(PollRun(source="timezest", started_at=utcnow() - timedelta(seconds=20), outcome="ok"))
+        assert "TimeZest" not in _verdict(client) and "timezest overdue" not in _doctor(settings)[1]
+        with session_scope(db_url) as s:  # ... no: ten minutes ago, with a poll due every minute
+            s.execute(update(PollRun).values(started_at=utcnow() - timedelta(minutes=10)))
+        assert ("The TimeZest poll is overdue: the TimeZest poll last ran 10 min ago (every 60 s expected)"
+                in _verdict(client))
+        code, problems = _doctor(settings)
+        assert code == 1 and "problem timezest overdue: the TimeZest poll last ran 10 min ago" in problems

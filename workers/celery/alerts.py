@@ -299,7 +299,7 @@ def alerts_check_task() -> int:
         describe = _describer(settings, web_url)
     made = [*alerts.record_escalations(db, web_url=web_url, describe=describe,
                                        idle_minutes=settings.escalation_idle_minutes),
-            *alerts.record_dead_letters(db)]
+            *alerts.record_dead_letters(db, web_url=web_url, describe=describe)]
     if settings.autotask_configured:
         made += _idle_escalations(settings, web_url)
         made += _webhooks(settings)
