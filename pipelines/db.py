@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, create_engine
 
 __all__ = ["REPLACEMENT", "UTCDateTime", "db_now", "engine_for", "forget_engines_after_fork", "insert_for",
-           "session_scope", "storable", "utcnow"]
+           "session_scope", "storable", "storable_counted", "utcnow"]
 
 
 def insert_for(dialect: str) -> Any:
@@ -35,12 +36,22 @@ def utcnow() -> datetime:
 REPLACEMENT = "\ufffd"
 
 
+#: Characters no audit database keeps in text: NUL (PostgreSQL refuses it in text) and lone UTF-16
+#: surrogates (a JSON ``"\\ud800"`` decodes to one; neither PostgreSQL nor SQLite's UTF-8 can encode it).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable_counted(text: str | None) -> tuple[str | None, int]:
+    """:func:`storable` and how many characters it replaced (for the event's story)."""
+    if text is None or _UNSTORABLE.search(text) is None:  # the common case: no copy made
+        return text, 0
+    return _UNSTORABLE.subn(REPLACEMENT, text)
+
+
 def storable(text: str | None) -> str | None:
-    """``text`` as a text column can keep it: PostgreSQL refuses NUL (0x00) in text, so it becomes
-    U+FFFD. Only what atrelay *stores* changes; what it sends to Autotask is sent as the partner wrote it."""
-    if text is None or "\x00" not in text:
-        return text
-    return text.replace("\x00", REPLACEMENT)
+    """``text`` as a text column can keep it: NUL and lone surrogates become U+FFFD. Only what atrelay
+    *stores* changes; what it sends to Autotask is sent as the partner wrote it."""
+    return storable_counted(text)[0]
 
 
 _CLOCK_REFRESH = 30.0

@@ -24,7 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from pipelines.audit import EventState, InboundEvent, ShadowPeriod, ShadowWrite
-from pipelines.db import session_scope, storable, utcnow
+from pipelines.db import session_scope, storable_counted, utcnow
+from pipelines.store import report_replaced
 
 __all__ = ["ModeChange", "ShadowSummary", "accepted_in_shadow", "periods", "record_mode", "record_write",
            "summary"]
@@ -134,9 +135,11 @@ def record_write(db: str, *, event_id: int, kind: str, ticket_id: int, event_typ
             if s.exec(select(ShadowWrite.id).where(ShadowWrite.event_id == event_id,
                                                    ShadowWrite.kind == kind)).first() is not None:
                 return
+            stored, replaced = storable_counted(note_text)
+            report_replaced(s, event_id, "shadow note_text", replaced)
             s.add(ShadowWrite(event_id=event_id, kind=kind, ticket_id=ticket_id, event_type=event_type,
                               from_status_id=from_status_id, to_status_id=to_status_id, to_status=to_status,
-                              note_text=storable(note_text), at=utcnow(), why=why))
+                              note_text=stored, at=utcnow(), why=why))
     except IntegrityError:  # a concurrent re-run recorded it first
         return
 

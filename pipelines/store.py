@@ -29,7 +29,7 @@ from pipelines.audit import (
     TicketState,
     TicketStatusChange,
 )
-from pipelines.db import db_now, engine_for, insert_for, session_scope, storable, utcnow
+from pipelines.db import db_now, engine_for, insert_for, session_scope, storable_counted, utcnow
 from pipelines.invalid import INVALID_TYPE, revalidate_into
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "release_ticket",
     "renew_lease",
     "replay",
+    "report_replaced",
     "start_run",
     "status_changes_after",
     "status_changes_between",
@@ -332,6 +333,36 @@ def get_effect(db: str, event_id: int) -> EffectLedger | None:
         return s.get(EffectLedger, event_id)
 
 
+def _replaced_note(field: str, count: int) -> str:
+    return (f"stored {field} with {count} character{'' if count == 1 else 's'} the audit database cannot keep"
+            " replaced by U+FFFD (in the audit log only)")
+
+
+def _with_notes(reason: str | None, notes: str | None) -> str | None:
+    return f"{reason}; {notes}" if reason and notes else reason or notes
+
+
+def report_replaced(s: Any, event_id: int, field: str, count: int) -> None:
+    """Say in the event's story (the reason of its open run) that ``count`` characters of ``field``
+    were replaced to be stored, once per run and field.
+
+    Written in the same transaction as the text it explains, so it is never lost to a crash. An open
+    run has no reason of its own until it finishes; :func:`finish_run` and :func:`record_crash` keep
+    what is noted here after the outcome's reason.
+    """
+    if count <= 0:
+        return
+    run = s.exec(select(PipelineRun).where(PipelineRun.event_id == event_id, col(PipelineRun.finished_at).is_(None))
+                 .order_by(col(PipelineRun.id).desc())).first()
+    if run is not None:
+        _note_replaced(run, field, count)
+
+
+def _note_replaced(run: PipelineRun, field: str, count: int) -> None:
+    if count > 0 and f"stored {field} with " not in (run.reason or ""):
+        run.reason = _with_notes(run.reason, _replaced_note(field, count))
+
+
 def update_effect(db: str, effect: EffectLedger, **values: Any) -> EffectLedger:
     """Create or update the ledger row and commit at once (it guards an external write)."""
     with session_scope(db) as s:
@@ -339,8 +370,12 @@ def update_effect(db: str, effect: EffectLedger, **values: Any) -> EffectLedger:
         if row is None:
             row = EffectLedger(**effect.model_dump())
             s.add(row)
-        for key, value in values.items():
-            setattr(row, key, storable(value) if isinstance(value, str) else value)
+        for key, given in values.items():
+            value = given
+            if isinstance(given, str):
+                value, replaced = storable_counted(given)
+                report_replaced(s, effect.event_id, key, replaced)
+            setattr(row, key, value)
         s.flush()
         return EffectLedger(**row.model_dump())
 
@@ -381,20 +416,23 @@ def finish_run(
     events derived from it, or not at all: a re-run then sees the change again and derives them again.
     """
     now = utcnow()
-    reason = storable(reason)
+    reason, replaced = storable_counted(reason)
     with session_scope(db) as s:
         run = s.get(PipelineRun, run_id)
         assert run is not None
         event = s.get(InboundEvent, event_id)
         assert event is not None
+        _note_replaced(run, "reason", replaced)
+        notes = run.reason  # what the run noted while open (text stored replaced): kept after the outcome
         if owner is not None and (event.lease_owner != owner or event.state != EventState.PROCESSING):
             run.finished_at, run.outcome = now, "lease-lost"
-            run.reason = f"lost the lease before finishing ({outcome}: {reason or '-'}); the new owner finishes it"
+            run.reason = _with_notes(
+                f"lost the lease before finishing ({outcome}: {reason or '-'}); the new owner finishes it", notes)
             derived = None
             lost = True
         else:
             lost = False
-            run.finished_at, run.outcome, run.reason = now, outcome, reason
+            run.finished_at, run.outcome, run.reason = now, outcome, _with_notes(reason, notes)
             run.decision, run.from_status, run.to_status = decision, from_status, to_status
             event.state, event.reason, event.updated_at, event.lease_until = state, reason, now, None
             event.lease_owner = None
@@ -451,15 +489,19 @@ def record_crash(db: str, *, event_id: int, run_id: int, owner: str | None, summ
     Until then the event is retried after a growing pause (5, 10, 20 ... s). A run that no longer holds
     the event records only its own run row (the owner decides).
     """
-    summary = storable(summary[:500]) or "-"
+    stored, replaced = storable_counted(summary[:500])
+    summary = stored or "-"
     now = utcnow()
     with session_scope(db) as s:
         event = s.get(InboundEvent, event_id)
         run = s.get(PipelineRun, run_id)
         if event is None or run is None:
             return CrashRecord(False, summary, None)
+        _note_replaced(run, "crash summary", replaced)
+        notes = run.reason  # what the run noted while open (text stored replaced): kept after the outcome
         if owner is not None and (event.lease_owner != owner or event.state != EventState.PROCESSING):
-            run.finished_at, run.outcome, run.reason = now, "lease-lost", f"crashed after losing the lease: {summary}"
+            run.finished_at, run.outcome = now, "lease-lost"
+            run.reason = _with_notes(f"crashed after losing the lease: {summary}", notes)
             return CrashRecord(False, summary, None)
         event.crashes = (event.crashes or 0) + 1
         dead = event.crashes >= max(1, max_crashes)
@@ -468,7 +510,7 @@ def record_crash(db: str, *, event_id: int, run_id: int, owner: str | None, summ
         else:
             reason = f"crashed ({event.crashes} of {max_crashes}): {summary}"
         delay = 0.0 if dead else min(300.0, 5.0 * 2 ** (event.crashes - 1))
-        run.finished_at, run.outcome, run.reason = now, "dead" if dead else "retry", reason
+        run.finished_at, run.outcome, run.reason = now, "dead" if dead else "retry", _with_notes(reason, notes)
         event.state = EventState.DEAD if dead else EventState.RETRYING
         event.reason, event.updated_at, event.lease_until, event.lease_owner = reason, now, None, None
         event.not_before = None if dead else now + timedelta(seconds=delay)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from pipelines import store
@@ -62,6 +64,20 @@ def _sign_in(url: str) -> str:
 def _framable(response: httpx.Response) -> bool:
     csp = response.headers.get("content-security-policy", "")
     return response.headers.get("x-frame-options") != "DENY" or "frame-ancestors 'none'" not in csp
+
+
+def test_a_server_error_cannot_be_framed_either(ops_client: TestClient) -> None:
+    """An unhandled exception is answered 500 by Starlette's error middleware, which sits outside every
+    app.add_middleware: the no-framing headers must be added outside it."""
+    app = ops_client.app
+    assert isinstance(app, FastAPI)
+
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/_test/broken", broken)
+    answer = TestClient(app, raise_server_exceptions=False).get("/_test/broken")
+    assert answer.status_code == 500 and not _framable(answer), answer.headers
 
 
 def test_no_page_can_be_framed(start_ingress: Start, db_url: str) -> None:

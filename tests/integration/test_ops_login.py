@@ -8,7 +8,9 @@ let anyone sharing or spoofing the address keep the admin out) with an exponenti
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from workers.http import ops_throttle
 from workers.http.ingress import create_app
+from workers.http.ops import DEVICE_COOKIE
 from workers.settings import SettingsError, load_settings
 
 TOKEN = "a-dashboard-token-of-enough-length"
@@ -84,6 +87,120 @@ def test_parallel_guesses_wait_in_one_line_and_a_full_line_is_429(client: TestCl
     # At most MAX_WAITING wait their turn (and are checked: 401); the others are told to come back later.
     assert answers.count(401) <= ops_throttle.MAX_WAITING + 1, answers
     assert answers.count(429) >= 12 - ops_throttle.MAX_WAITING - 1, answers
+
+
+#: Each turn after the free attempts, while the line is full (long enough that none of the line is
+#: checked before the admin's sign-in, short enough that the line drains soon after).
+TURN = 1.5
+
+
+def _short_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Turns of TURN seconds and a line of two, so the line drains soon after a test."""
+    monkeypatch.setattr(ops_throttle, "BASE", TURN)
+    monkeypatch.setattr(ops_throttle, "MAX_DELAY", TURN)
+    monkeypatch.setattr(ops_throttle, "MAX_WAITING", 2)
+
+
+def _signed_in_device(client: TestClient) -> str:
+    """Sign in as the admin would in a browser; the device cookie it got (its session is forgotten)."""
+    answer = client.post("/ops/login", data={"token": TOKEN}, follow_redirects=False)
+    assert answer.status_code == 303
+    device = str(answer.cookies[DEVICE_COOKIE])
+    assert "httponly" in answer.headers["set-cookie"].lower()
+    client.cookies.clear()
+    return device
+
+
+#: How long the flood goes on after ``then`` in :func:`_with_line_full`.
+AFTER = 0.2
+
+
+def _with_line_full(client: TestClient, then: Callable[[], None]) -> list[int]:
+    """Run ``then`` while wrong guesses from the client's address, sent concurrently, keep its line full;
+    return the answers to the guesses answered from the start of ``then`` to AFTER seconds after it."""
+    for _ in range(ops_throttle.FREE + 1):  # the free attempts, then one more: the next waits a turn
+        assert client.post("/ops/login", data={"token": "wrong"}, follow_redirects=False).status_code == 401
+    stop, answers, full = threading.Event(), [], threading.Event()
+
+    def guess() -> None:
+        while not stop.is_set():
+            status = client.post("/ops/login", data={"token": "wrong"}, follow_redirects=False).status_code
+            answers.append((time.monotonic(), status))
+            if status == 429:
+                full.set()
+
+    guessers = [threading.Thread(target=guess) for _ in range(ops_throttle.MAX_WAITING + 4)]
+    for g in guessers:
+        g.start()
+    try:
+        assert full.wait(10), answers  # the line is full: guesses are being refused unchecked
+        began = time.monotonic()
+        then()
+        time.sleep(AFTER)  # the flood goes on after the admin's sign-in
+        ended = time.monotonic()
+    finally:
+        stop.set()
+        for g in guessers:
+            g.join(30)
+    return [status for at, status in answers if began <= at < ended]
+
+
+def test_a_browser_that_signed_in_before_gets_in_while_guesses_fill_its_address_line(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 19.5 asked that guesses from the admin's address never keep the admin out: with the address's
+    line full, an attempt is refused unchecked. The device cookie gives the admin's browser its own line."""
+    _short_line(monkeypatch)
+    caplog.set_level(logging.INFO, logger="atrelay.ops")
+    with client:
+        admin = TestClient(client.app)  # another browser, behind the same address ("testclient")
+        device = _signed_in_device(admin)
+        seen: dict[str, float] = {}
+
+        def admin_signs_in() -> None:
+            started = time.monotonic()
+            seen["without"] = admin.post("/ops/login", data={"token": TOKEN}, follow_redirects=False).status_code
+            admin.cookies.set(DEVICE_COOKIE, device, path="/ops/login")
+            answer = admin.post("/ops/login", data={"token": TOKEN}, follow_redirects=False)
+            seen["with"], seen["took"] = answer.status_code, time.monotonic() - started
+            seen["session works"] = admin.get("/ops").status_code
+
+        answers = _with_line_full(client, admin_signs_in)
+    # Without its device cookie the right token meets the full line, as before: 429, unchecked.
+    assert seen["without"] == 429, seen
+    # With it, it is checked at once (no turn of the address to wait) and let in.
+    assert seen["with"] == 303 and seen["took"] < TURN and seen["session works"] == 200, seen
+    # The guesses gained nothing from it: their line is still full (the admin's success cleared only
+    # its device's line), none checked at once.
+    assert 429 in answers and 401 not in answers, answers
+    assert all(device not in r.getMessage() and device not in str(r.__dict__) for r in caplog.records)
+
+
+def test_a_device_cookie_slows_wrong_tokens_and_a_forged_one_is_no_device(
+        client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A device line is no oracle: wrong tokens sent with a device cookie wait their turns like any others;
+    a cookie not signed with the admin token's key (or tampered) waits in its address's line."""
+    caplog.set_level(logging.INFO, logger="atrelay.ops")
+    with client:
+        device = _signed_in_device(client)
+        client.cookies.set(DEVICE_COOKIE, device, path="/ops/login")
+        for _ in range(ops_throttle.FREE + 2):
+            assert client.post("/ops/login", data={"token": "wrong"}, follow_redirects=False).status_code == 401
+        waits = [r for r in caplog.records if r.getMessage() == "ops.login.throttled"]
+        assert len(waits) == 1 and waits[0].__dict__["device"] is True  # its own line, throttled all the same
+
+        _short_line(monkeypatch)
+        issued, nonce, sig = device.split(".")
+        forged = f"{issued}.{nonce}.{sig[:-1]}{'0' if sig[-1] != '0' else '1'}"
+        seen: dict[str, int] = {}
+
+        def forger_signs_in() -> None:
+            client.cookies.set(DEVICE_COOKIE, forged, path="/ops/login")
+            seen["forged"] = client.post("/ops/login", data={"token": TOKEN}, follow_redirects=False).status_code
+            client.cookies.clear()
+
+        client.cookies.clear()
+        _with_line_full(client, forger_signs_in)
+    assert seen["forged"] == 429  # treated as no device: the address's full line
 
 
 @pytest.mark.parametrize("token", ["short", "x" * 19, "  padded-but-short   "])

@@ -70,3 +70,13 @@ def test_cli_stops_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, out.stderr
     assert "ATRELAY_AUTOTASK_MAX_IN_FLIGHT" in lines[0]
+
+
+def test_max_crashes_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ATRELAY_MAX_CRASHES", raising=False)
+    assert load_settings().max_crashes == 3  # the default issue 19 names
+    monkeypatch.setenv("ATRELAY_MAX_CRASHES", "7")
+    assert load_settings().max_crashes == 7
+    monkeypatch.setenv("ATRELAY_MAX_CRASHES", "0")  # never dead-lettering would bring back the endless loop
+    with pytest.raises(SettingsError, match="ATRELAY_MAX_CRASHES: Input should be greater than or equal to 1"):
+        load_settings()

@@ -381,7 +381,8 @@ class NoFraming:
     A same-site page framed the dashboard's Replay button with the admin signed in and overlaid it
     (clickjacking). ``X-Frame-Options: DENY`` for older browsers, CSP ``frame-ancestors 'none'`` for the
     rest; a response that sets its own CSP (the API docs page) keeps it and has ``frame-ancestors``
-    added when it lacks one.
+    added when it lacks one. The ingress wraps its whole middleware stack with it, Starlette's error
+    middleware included, so a 500 from an unhandled exception carries them too.
     """
 
     def __init__(self, app: ASGIApp) -> None:

@@ -239,8 +239,11 @@ def create_app(settings: Settings | None = None, enqueue: Callable[[int], None] 
 
     # Outermost: every route, present and future, gets the size and duplicate-header limits ...
     app.add_middleware(RequestGuard, max_body_bytes=cfg.max_body_bytes, record=record_refusal)
-    # ... and no answer may be framed by another page (the dashboard's buttons, first of all).
-    app.add_middleware(NoFraming)
+    # ... and no answer may be framed by another page (the dashboard's buttons, first of all). Outside
+    # even Starlette's error middleware (always the outermost of app.add_middleware's), so a 500 from an
+    # unhandled exception carries the headers too.
+    build_stack = app.build_middleware_stack
+    app.build_middleware_stack = lambda: NoFraming(build_stack())  # type: ignore[method-assign]
     registry = CollectorRegistry()
     registry.register(AuditCollector(cfg))
 

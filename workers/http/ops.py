@@ -9,6 +9,11 @@ the same host post as the signed-in admin. No page may be framed (``X-Frame-Opti
 ``frame-ancestors``: workers/http/guard.py), so no other page can overlay the Replay button. Failed
 sign-ins are logged and slow their client address down exponentially (workers/http/ops_throttle.py),
 never locking the right token out.
+
+A browser that signed in gets a long-lived signed *device cookie* (OWASP's "Slow Down Online Guessing
+Attacks with Device Cookies"): its sign-ins are throttled in a line of their own, keyed by the device,
+so guesses from other clients behind the same address cannot fill its line, and wrong tokens sent
+with it are slowed in that line like any others (a stolen device cookie guesses no faster).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +50,11 @@ from workers.status import health, liveness
 __all__ = ["make_router"]
 
 COOKIE = "atrelay_ops"
+#: The device cookie: ``<issued unix time>.<nonce>.<HMAC>``, sent only to the sign-in form's target.
+DEVICE_COOKIE = "atrelay_ops_device"
+DEVICE_PATH = "/ops/login"
+#: A device cookie is trusted this long after the sign-in that issued it (each sign-in issues a new one).
+DEVICE_SECONDS = 180 * 24 * 3600
 log = logging.getLogger("atrelay.ops")
 SOURCES = frozenset(s.value for s in Source)
 STATES = frozenset(s.value for s in EventState)
@@ -77,6 +88,25 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
 
     def _sign(payload: str) -> str:
         return hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
+
+    def new_device() -> str:
+        payload = f"{int(time.time())}.{secrets.token_urlsafe(16)}"
+        return f"{payload}.{_sign(f'device.{payload}')}"
+
+    def device_of(request: Request) -> str | None:
+        """The throttle line of the request's device cookie if it is one this admin token signed and not
+        too old, else None (the request waits in its address's line). The key (and so the signature)
+        derives from the admin token: a new token distrusts every device."""
+        raw = request.cookies.get(DEVICE_COOKIE, "")
+        issued, _, rest = raw.partition(".")
+        nonce, _, sig = rest.partition(".")
+        if not key or len(raw) > 200 or not (issued.isascii() and issued.isdigit() and nonce and sig):
+            return None
+        if not hmac.compare_digest(sig.encode(), _sign(f"device.{issued}.{nonce}").encode()):
+            return None
+        if not 0 <= time.time() - int(issued) <= DEVICE_SECONDS:
+            return None
+        return f"device:{nonce}"  # never an address: a line of its own
 
     async def session_of(request: Request) -> str | None:
         """The digest of the request's live session (looked up once per request), else None."""
@@ -139,31 +169,38 @@ def make_router(settings: Settings, enqueue: Callable[[int], None]) -> APIRouter
     async def login(request: Request) -> Response:
         client = request.client.host if request.client else "?"
         form = form_of(await request.body())
+        device = device_of(request)
+        line = device or client  # a browser that signed in here before waits behind no one else's guesses
+        where = {"remote": client, "device": device is not None}  # never the cookie itself
         if token:
             try:
-                waited = await throttle.turn(client)  # failures from this address: wait, then be checked
+                waited = await throttle.turn(line)  # failures in this line: wait, then be checked
             except TooMany as busy:
-                log.warning("ops.login.rate_limited", extra={"remote": client})
+                log.warning("ops.login.rate_limited", extra=where)
                 limited = render(request, "login.html", 429, disabled=False, failed=False,
-                                 msg=f"Sign-ins from your address are waiting their turn: try again in "
-                                     f"{busy.retry_after} s.")
+                                 msg=f"Sign-ins from your {'browser' if device else 'address'} are waiting their "
+                                     f"turn: try again in {busy.retry_after} s.")
                 limited.headers["Retry-After"] = str(busy.retry_after)
                 return limited
             if waited:
-                log.info("ops.login.throttled", extra={"remote": client, "waited_seconds": round(waited, 2)})
+                log.info("ops.login.throttled", extra={**where, "waited_seconds": round(waited, 2)})
         given = form.get("token", "")
         if not token or not hmac.compare_digest(given.encode(), token.encode()):
             if token:
-                throttle.failed(client)
-                log.warning("ops.login.failed", extra={"remote": client})  # never the value given
+                throttle.failed(line)
+                log.warning("ops.login.failed", extra=where)  # never the value given
             return login_page(request, failed=bool(token))
-        throttle.succeeded(client)
-        log.info("ops.login.succeeded", extra={"remote": client})
+        # Only this line starts afresh: a device's success must not hand its address's guessers new tries.
+        throttle.succeeded(line)
+        log.info("ops.login.succeeded", extra=where)
         value = secrets.token_urlsafe(32)
         await run_in_threadpool(ops_sessions.open_session, db, value, key_id=key_id, lifetime_seconds=lifetime)
         response = RedirectResponse("/ops", status_code=303)
-        response.set_cookie(COOKIE, value, httponly=True, samesite="strict", max_age=lifetime,
-                            secure=request.url.scheme == "https")
+        https = request.url.scheme == "https"
+        response.set_cookie(COOKIE, value, httponly=True, samesite="strict", max_age=lifetime, secure=https)
+        # Sign-out leaves it: it says "this browser signed in before", not "signed in now".
+        response.set_cookie(DEVICE_COOKIE, new_device(), httponly=True, samesite="strict", max_age=DEVICE_SECONDS,
+                            secure=https, path=DEVICE_PATH)
         return response
 
     @router.post("/logout")

@@ -13,6 +13,9 @@ so a flood cannot hold the process's connections.
 
 The address is the one the connection comes from, or the one a proxy in ``ATRELAY_TRUSTED_PROXIES``
 names (uvicorn's ``forwarded_allow_ips``): an ``X-Forwarded-For`` from anyone else is not believed.
+A full line refuses every attempt in it, the right token too, so a browser that signed in before
+presents a signed device cookie and waits in a line of its own, keyed by the device (workers/http/ops.py):
+guesses from others behind its address cannot fill that line, and the same rules slow it.
 State is per process and bounded (:data:`MAX_CLIENTS` addresses, forgotten after :data:`FORGET` s).
 """
 
