@@ -208,6 +208,13 @@ class TicketState(SQLModel, table=True):
     # The whole ticket as that read returned it (the fields atrelay asks for): a callout run acts on it,
     # and a guard needs its due date.
     read_item: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # atrelay's last status write whose gate found nobody else had changed the status since its event
+    # (``quiet_since``): while the ticket still shows that status and its last activity is atrelay's own,
+    # nothing but atrelay has acted on it since that write, and a later event needs no TicketHistory read
+    # to know it (pipelines.gate). Cleared before any other write of atrelay's to the ticket.
+    quiet_since: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    quiet_event_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    quiet_status_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class TicketStatusChange(SQLModel, table=True):

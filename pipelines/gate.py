@@ -31,7 +31,7 @@ from connectors.autotask.models import Ticket, TicketNote
 from connectors.autotask.picklists import Picklists, UnknownPicklistValue
 from connectors.common.events import EventType, PartnerEvent
 from pipelines import guards, store
-from pipelines.audit import EffectLedger
+from pipelines.audit import EffectLedger, TicketState
 from pipelines.clock import as_utc, before_last
 from pipelines.context import Context
 
@@ -77,6 +77,9 @@ class Verdict:
     kind: str
     why: str | None = None
     echo_of: int | None = None  # duplicate-escalation: the other channel's report it pairs with
+    # write: nobody but atrelay changed the status after the event (none of it, not even to the event's
+    # own status): once this write lands, later events may rely on it (:func:`_own_write_explains`).
+    quiet: bool = False
 
     @property
     def write(self) -> bool:
@@ -122,8 +125,10 @@ def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ti
     # Even when its status is already there (someone else set it since), an event older than a
     # person's change is old news: applied, its follow-up (MC No Contact -> Waiting Customer) would
     # act for it on a ticket the person moved on from.
+    quiet = False
     if target_id is not None:
-        superseded = _superseded(ctx, event, ticket, target_id=target_id, lists=lists, history=history)
+        superseded, quiet = _superseded(ctx, event, ticket, target_id=target_id, lists=lists, history=history,
+                                        state=last)
         if superseded is not None:
             return Verdict("superseded", superseded)
     if event.expect_status_id is not None and ticket.status != event.expect_status_id:
@@ -131,7 +136,7 @@ def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ti
     gone = guards.breach_gone(ctx, event.type, ticket)
     if gone is not None:
         return Verdict("breach-gone", gone)
-    return Verdict("write")
+    return Verdict("write", quiet=quiet)
 
 
 def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id: int, lists: Picklists,
@@ -157,6 +162,10 @@ def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id:
     last_activity = as_utc(ticket.last_activity_date)
     if last_activity is not None and last_activity < around - _ECHO:
         return recorded  # nothing happened on the ticket near the transition: TimeZest did not act on it
+    if ticket.status != target_id and _own_write_explains(ctx, ticket, store.ticket_state(ctx.db, ticket.id)):
+        # The ticket shows atrelay's own write, made after anything TimeZest set (the activity since is
+        # atrelay's alone): what TimeZest may have set before is not on the ticket, so it is not left alone.
+        return recorded
     out: list[int] = []
     noted = False
     for e in history.entries():
@@ -232,38 +241,62 @@ def _says_time(text: str, when: datetime) -> bool:
 
 
 def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, *, target_id: int, lists: Picklists,
-                history: History) -> str | None:
-    """Why this event must not be applied: a status change by anyone but atrelay after it, or None.
+                history: History, state: TicketState | None) -> tuple[str | None, bool]:
+    """Why this event must not be applied (a status change by anyone but atrelay after it), or None; and
+    whether the ticket was *quiet* after it: no status change at all by anyone but atrelay.
 
     A change *to* the event's own status contradicts nothing (Mission Control setting the status it
-    also reported by webhook), nor does one the event may overwrite (``OVERWRITABLE``).
+    also reported by webhook), nor does one the event may overwrite (``OVERWRITABLE``); neither is quiet.
     """
     if event.expect_status_id is not None:
-        return None  # follow-ups and guards: "status-changed" guards them
+        return None, False  # follow-ups and guards: "status-changed" guards them
     labels = lists.status
     allowed = (*OVERWRITABLE.get(event.type, ()), labels.label(target_id) or "")
-    for change in store.status_changes_after(ctx.db, ticket.id, event.occurred_at):
+    recorded = store.status_changes_after(ctx.db, ticket.id, event.occurred_at)
+    for change in recorded:
         if change.to_status_id == target_id or labels.label(change.to_status_id) in allowed:
             continue
         who = f"resource #{change.by_resource_id}" if change.by_resource_id is not None else "someone"
         return (f"superseded: {who} set {labels.label(change.to_status_id)} at "
                 f"{change.changed_at:%Y-%m-%d %H:%M:%S} UTC, after this event "
-                f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)")
+                f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)"), False
     last_activity = as_utc(ticket.last_activity_date)
     if last_activity is not None and last_activity <= event.occurred_at:
-        return None  # nothing at all happened on the ticket after the event
+        return None, not recorded  # nothing at all happened on the ticket after the event
+    if not recorded and _own_write_explains(ctx, ticket, state, since=event.occurred_at):
+        return None, True
     # Active after the event and no change recorded: a callout may have been lost, or reconciliation
     # may have met the ticket for the first time. Only the ticket's own history can tell.
-    later = [e for e in status_changes_after(history.entries(), event.occurred_at,
-                                             ignore_resource=ctx.own_resource_id())
-             if not any(label and set_to(e, label) for label in allowed)]
+    foreign = status_changes_after(history.entries(), event.occurred_at, ignore_resource=ctx.own_resource_id())
+    later = [e for e in foreign if not any(label and set_to(e, label) for label in allowed)]
     if not later:
-        return None
+        return None, not recorded and not foreign
     first = later[0]
     who = f"resource #{first.resource_id}" if first.resource_id is not None else "a contact"
     return (f"superseded: {who} changed the status at {first.when:%Y-%m-%d %H:%M:%S} UTC "
             f"({(first.detail or first.action or '')[:120]}), after this event "
-            f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)")
+            f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)"), False
+
+
+def _own_write_explains(ctx: Context, ticket: Ticket, state: TicketState | None, *,
+                        since: datetime | None = None) -> bool:
+    """Is all activity on the ticket since atrelay's last verified write atrelay's own?
+
+    True when (i) atrelay's last status write was decided by a gate that found nobody else had
+    changed the status after that write's event, no later than ``since`` (``quiet_since``; any other
+    write of atrelay's to the ticket clears it first), (ii) the ticket still shows that write's status,
+    and (iii) its last activity is atrelay's own (``lastActivityResourceID``). Then no status change by
+    anyone else can lie after ``since``: before the write, its gate would have seen it; after the write,
+    the last activity would be someone else's, or the status another. What is left is the moment
+    between that gate's read and its PATCH, which no check made before a PATCH can close (Autotask has
+    no conditional PATCH). Used to spare a TicketHistory read, never to allow what a read would refuse
+    on other grounds: a recorded change (callout, reconciliation) is always looked at first.
+    """
+    own = ctx.own_resource_id()
+    return (own is not None and state is not None and state.quiet_since is not None
+            and (since is None or state.quiet_since <= since)
+            and state.quiet_status_id is not None and state.quiet_status_id == ticket.status
+            and ticket.last_activity_resource_id == own)
 
 
 def _duplicate(ctx: Context, event_id: int, event: PartnerEvent, ticket: Ticket, *, target_id: int | None,

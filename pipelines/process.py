@@ -92,6 +92,9 @@ class _Run(RunBase):
                  known: tuple[int, int, datetime] | None = None) -> None:
         super().__init__(ctx, row, run_id, owner)
         self.known = known
+        # The event's time, when the gate found nobody but atrelay had changed the status since: recorded
+        # with the PATCH once it lands, so a later event's gate may skip a TicketHistory read (pipelines.gate).
+        self.quiet_since: datetime | None = None
         self.ticket: Ticket | None = None  # as this run read it
         self._tz_note: list[TicketNote | None] = []  # TimeZest's own note for the transition, once read
 
@@ -228,6 +231,7 @@ class _Run(RunBase):
             store.update_effect(ctx.db, note_only(), to_status_id=None, patch_started_at=None,
                                 duplicate_of=verdict.echo_of)
             return self._finish(EventState.SKIPPED, "skipped", verdict.why, **base)
+        self.quiet_since = event.occurred_at if verdict.write and verdict.quiet else None
         if not verdict.write:
             # Decided to write on an earlier try (nothing landed): that decision no longer holds, and no
             # note is owed (a follow-up or a guard; a replay decides afresh).
@@ -380,7 +384,7 @@ class _Run(RunBase):
                 store.update_effect(ctx.db, effect, patch_started_at=None)
             raise
         # Known before Autotask's callout about it arrives: that callout is then "no change".
-        return store.record_patched(ctx.db, effect, target_id, at=utcnow()), target_id
+        return store.record_patched(ctx.db, effect, target_id, at=utcnow(), quiet_since=self.quiet_since), target_id
 
     def _conclude(self, event: PartnerEvent, decision: Transition, effect: EffectLedger, ticket: Ticket, *,
                   target_id: int | None, left: int, lists: Picklists, base: dict[str, object]) -> Result:

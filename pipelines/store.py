@@ -376,6 +376,13 @@ def update_effect(db: str, effect: EffectLedger, **values: Any) -> EffectLedger:
                 value, replaced = storable_counted(given)
                 report_replaced(s, effect.event_id, key, replaced)
             setattr(row, key, value)
+        if values.get("patch_started_at") is not None or values.get("note_started_at") is not None:
+            # atrelay is about to write to the ticket for this event: the last verified write no longer
+            # explains all activity on it (pipelines.gate), unless it is this event's own.
+            s.execute(update(TicketState).where(col(TicketState.ticket_id) == row.ticket_id,
+                                                or_(col(TicketState.quiet_event_id).is_(None),
+                                                    col(TicketState.quiet_event_id) != row.event_id))
+                      .values(quiet_since=None, quiet_event_id=None, quiet_status_id=None))
         s.flush()
         return EffectLedger(**row.model_dump())
 
@@ -648,14 +655,22 @@ def _observe_in(s: Any, db: str, seen: Sighting) -> Observed:
     return Observed(True, previous)
 
 
-def record_patched(db: str, effect: EffectLedger, status_id: int, *, at: datetime) -> EffectLedger:
-    """The PATCH landed: its ledger mark and atrelay's own write as the ticket's status, in one transaction."""
+def record_patched(db: str, effect: EffectLedger, status_id: int, *, at: datetime,
+                   quiet_since: datetime | None = None) -> EffectLedger:
+    """The PATCH landed: its ledger mark and atrelay's own write as the ticket's status, in one transaction.
+
+    ``quiet_since``: the event's time, when its gate found nobody else had changed the status since
+    (kept as the ticket's last verified write, pipelines.gate).
+    """
     with session_scope(db) as s:
         row = s.get(EffectLedger, effect.event_id)
         assert row is not None
         row.patched_at = at
         _observe_in(s, db, Sighting(effect.ticket_id, status_id, at, None, True, "atrelay", effect.event_id))
         s.flush()
+        if quiet_since is not None:
+            s.execute(update(TicketState).where(col(TicketState.ticket_id) == effect.ticket_id)
+                      .values(quiet_since=quiet_since, quiet_event_id=effect.event_id, quiet_status_id=status_id))
         return EffectLedger(**row.model_dump())
 
 
