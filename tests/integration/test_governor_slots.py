@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from pipelines.governor import DbGovernor, QuotaExhausted, RedisGovernor, SlotBusy, _Base
+from pipelines.governor import DbGovernor, QuotaExhausted, RedisGovernor, SlotBusy, _Base, fast_margin
 
 
 @pytest.fixture(params=["redis", "sqlite", "postgresql"])
@@ -120,7 +120,8 @@ def test_a_failed_handover_loses_no_permit_and_strands_no_waiter(db_governor: ob
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The database fails as a holder hands its slot over (and as it frees it): the waiting thread is
     still answered, takes a slot the usual way once the row has expired, and later calls still run."""
-    gov = db_governor(max_in_flight=1, hourly_budget=1000, slot_ttl=0.3, wait_timeout=5)  # type: ignore[operator]
+    # A budget too small for a handover without the database (fast_margin): every handover writes.
+    gov = db_governor(max_in_flight=1, hourly_budget=50, slot_ttl=0.3, wait_timeout=5)  # type: ignore[operator]
     failures = {"n": 2}
     real_hand_over, real_free = gov._hand_over, gov._free
 
@@ -139,3 +140,22 @@ def test_a_failed_handover_loses_no_permit_and_strands_no_waiter(db_governor: ob
     assert [type(e) for e in errors] == [OperationalError]  # the holder whose release failed is told
     with gov.slot("tickets"):  # and the lane still admits: no permit was lost
         pass
+
+
+def test_handovers_without_the_database_never_overspend_the_budget(db_governor: object) -> None:
+    """Handovers count their requests in memory while the budget has room to spare, and go to the database
+    once the margin is reached: exactly the budget is spent, and every request is written."""
+    gov = db_governor(max_in_flight=2, hourly_budget=160)  # type: ignore[operator]
+    assert fast_margin(160) == 100  # so the first ~60 handovers may skip the database, the rest may not
+    answers: list[bool] = []
+    fast_room = gov._fast_room
+
+    def spy(budget: int) -> bool:
+        answers.append(fast_room(budget))
+        return answers[-1]
+
+    gov._fast_room = spy
+    errors, peak = _holders(gov, 5, 40, 0.002)
+    assert True in answers and False in answers  # both kinds of handover happened
+    assert peak == 2 and gov.usage().used_last_hour == 160
+    assert len(errors) == 5 * 40 - 160 and all(isinstance(e, QuotaExhausted) for e in errors)
