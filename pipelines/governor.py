@@ -16,7 +16,10 @@ governor keeps atrelay inside its share:
   a flood of callouts (a bulk edit) can never spend what the partner events' writes need.
 
 Distributed mode keeps the state in Redis (atomic Lua); the embedded default keeps it in the audit
-database, serialised by a write lock.
+database, serialised by a write lock. There a slot passes from a thread that finished its call to one of
+the same process waiting for it without a transaction while the budget has room to spare: the request is
+counted in memory and written with the process's next transaction (a process killed before that leaves a
+few requests uncounted, never one too many; see :func:`fast_margin`).
 """
 
 from __future__ import annotations
