@@ -211,8 +211,10 @@ class TicketState(SQLModel, table=True):
     # atrelay's last status write whose gate found nobody else had changed the status since its event
     # (``quiet_since``): while the ticket still shows that status and its last activity is atrelay's own,
     # nothing but atrelay has acted on it since that write, and a later event needs no TicketHistory read
-    # to know it (pipelines.gate). Cleared before any other write of atrelay's to the ticket.
+    # to know it (pipelines.gate). Cleared before any other write of atrelay's to the ticket, and before
+    # the same event's note unless that note follows its PATCH at once (pipelines.store.QUIET_NOTE).
     quiet_since: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))
+    quiet_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime(), nullable=True))  # the PATCH
     quiet_event_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     quiet_status_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 

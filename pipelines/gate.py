@@ -287,16 +287,25 @@ def _own_write_explains(ctx: Context, ticket: Ticket, state: TicketState | None,
     write of atrelay's to the ticket clears it first), (ii) the ticket still shows that write's status,
     and (iii) its last activity is atrelay's own (``lastActivityResourceID``). Then no status change by
     anyone else can lie after ``since``: before the write, its gate would have seen it; after the write,
-    the last activity would be someone else's, or the status another. What is left is the moment
-    between that gate's read and its PATCH, which no check made before a PATCH can close (Autotask has
-    no conditional PATCH). Used to spare a TicketHistory read, never to allow what a read would refuse
+    the last activity would be someone else's, or the status another, unless atrelay's own later
+    activity hid it: any other write of atrelay's clears the mark before it starts, and the write's own
+    note keeps it only when it landed at once after the PATCH (pipelines.store.QUIET_NOTE) and is not in
+    doubt. What is left is the moment between that gate's read and its PATCH (and the note), which no
+    check made before a PATCH can close (Autotask has no conditional PATCH); and the age of a shared
+    ticket read (pipelines.ticket_reads), the window any run without activity after its event has too.
+    Used to spare a TicketHistory read, never to allow what a read would refuse
     on other grounds: a recorded change (callout, reconciliation) is always looked at first.
     """
     own = ctx.own_resource_id()
-    return (own is not None and state is not None and state.quiet_since is not None
-            and (since is None or state.quiet_since <= since)
+    if not (own is not None and state is not None and state.quiet_since is not None
+            and state.quiet_event_id is not None and (since is None or state.quiet_since <= since)
             and state.quiet_status_id is not None and state.quiet_status_id == ticket.status
-            and ticket.last_activity_resource_id == own)
+            and ticket.last_activity_resource_id == own):
+        return False
+    # The write's own note, started and not known to have landed (its run died, or lost its lease): it may
+    # land, or have landed, after a person's change and hide it. Its mark holds only once the note is settled.
+    effect = store.get_effect(ctx.db, state.quiet_event_id)
+    return effect is None or effect.note_started_at is None or effect.note_id is not None
 
 
 def _duplicate(ctx: Context, event_id: int, event: PartnerEvent, ticket: Ticket, *, target_id: int | None,

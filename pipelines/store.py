@@ -34,6 +34,7 @@ from pipelines.invalid import INVALID_TYPE, revalidate_into
 
 __all__ = [
     "NEVER",
+    "QUIET_NOTE",
     "Claim",
     "EscalationClaim",
     "EventState",
@@ -363,6 +364,12 @@ def _note_replaced(run: PipelineRun, field: str, count: int) -> None:
         run.reason = _with_notes(run.reason, _replaced_note(field, count))
 
 
+#: An event's note that landed within this long of its own PATCH keeps the PATCH's verified-write mark
+#: (pipelines.gate): what could come between is a person's change within the same moments, the window any
+#: check made before a write leaves. A note that landed later clears it.
+QUIET_NOTE = timedelta(seconds=2)
+
+
 def update_effect(db: str, effect: EffectLedger, **values: Any) -> EffectLedger:
     """Create or update the ledger row and commit at once (it guards an external write)."""
     with session_scope(db) as s:
@@ -378,11 +385,20 @@ def update_effect(db: str, effect: EffectLedger, **values: Any) -> EffectLedger:
             setattr(row, key, value)
         if values.get("patch_started_at") is not None or values.get("note_started_at") is not None:
             # atrelay is about to write to the ticket for this event: the last verified write no longer
-            # explains all activity on it (pipelines.gate), unless it is this event's own.
+            # explains all activity on it (pipelines.gate), unless it is this event's own (its note).
             s.execute(update(TicketState).where(col(TicketState.ticket_id) == row.ticket_id,
                                                 or_(col(TicketState.quiet_event_id).is_(None),
                                                     col(TicketState.quiet_event_id) != row.event_id))
-                      .values(quiet_since=None, quiet_event_id=None, quiet_status_id=None))
+                      .values(quiet_since=None, quiet_at=None, quiet_event_id=None, quiet_status_id=None))
+        if values.get("note_id") is not None:
+            # The event's own note landed. Later than QUIET_NOTE after its PATCH (it waited for a slot, a
+            # retry after a 429, a re-run after a crash, a replay), it may have landed after a person's
+            # change it now hides as the ticket's last activity: the mark goes.
+            s.execute(update(TicketState).where(col(TicketState.ticket_id) == row.ticket_id,
+                                                col(TicketState.quiet_event_id) == row.event_id,
+                                                or_(col(TicketState.quiet_at).is_(None),
+                                                    col(TicketState.quiet_at) < db_now(db) - QUIET_NOTE))
+                      .values(quiet_since=None, quiet_at=None, quiet_event_id=None, quiet_status_id=None))
         s.flush()
         return EffectLedger(**row.model_dump())
 
@@ -670,7 +686,8 @@ def record_patched(db: str, effect: EffectLedger, status_id: int, *, at: datetim
         s.flush()
         if quiet_since is not None:
             s.execute(update(TicketState).where(col(TicketState.ticket_id) == effect.ticket_id)
-                      .values(quiet_since=quiet_since, quiet_event_id=effect.event_id, quiet_status_id=status_id))
+                      .values(quiet_since=quiet_since, quiet_at=db_now(db), quiet_event_id=effect.event_id,
+                              quiet_status_id=status_id))
         return EffectLedger(**row.model_dump())
 
 

@@ -10,16 +10,21 @@ sandbox, and what happened to the ticket is read from the sandbox's own history.
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
+from typing import Any
 
+import httpx
 import pytest
 
+from connectors.autotask.errors import from_transport_error
 from pipelines.gate import History, timezest_wrote
 from pipelines.process import process_event
+from pipelines.store import QUIET_NOTE
 from sandboxes.autotask.data import SANDBOX_RESOURCES
 from sandboxes.autotask.state import SandboxState
 from tests.integration.helpers import add_event, make_context, mc_body, webform_body
-from tests.integration.test_write_gate import atrelay_writes, iso, now, statuses
+from tests.integration.test_write_gate import atrelay_writes, due_now, iso, now, statuses
 
 #: Event times are relative to now: tests/test_clock_ahead.py runs it a year ahead too.
 pytestmark = pytest.mark.date_sensitive
@@ -110,3 +115,51 @@ def test_timezests_check_reads_no_history_after_atrelays_own_write(
     assert timezest_wrote(ctx, ticket, around=now(), target_id=lists.status_id("Scheduled"), lists=lists,
                           history=History(ctx, ticket.id)) == [lists.status_id("Scheduled")]
     assert _history_reads(sandbox) == before + 1
+
+
+def test_a_persons_change_hidden_under_the_writes_own_late_note_is_still_found(
+        db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    """The escalation's PATCH lands, its note gets a 429; a person completes the ticket and sets atrelay's
+    status back (callouts lost); the note's retry lands. The ticket shows atrelay's status and its last
+    activity is atrelay's note, yet a form dated before the person's changes must not land: a note that
+    landed this long after its PATCH clears the verified write (found by review, reproduced first)."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    first, form = _escalation(db_url, 5), _form(db_url, 4)
+    sandbox.script = [{"endpoint": "tickets/notes", "method": "POST", "status": 429, "retry_after": 1,
+                       "errors": ["API request threshold exceeded"]}]
+    assert process_event(ctx, first).state == "retrying"
+    sandbox.set_status(TICKET, COMPLETE, actor="technician")
+    sandbox.set_status(TICKET, SENT_FROM_MC, actor="technician")
+    time.sleep(QUIET_NOTE.total_seconds())  # the retry comes after its countdown, never at once
+    due_now(db_url, first)
+    assert process_event(ctx, first).state == "applied"
+    assert sandbox.tickets[TICKET]["lastActivityResourceID"] == SANDBOX_RESOURCES["atrelay"]
+    result = process_event(ctx, form)
+    assert result.state == "skipped" and result.reason is not None and "superseded" in result.reason
+    assert atrelay_writes(sandbox, TICKET) == [SENT_FROM_MC]
+
+
+def test_a_persons_change_hidden_under_a_note_in_doubt_is_still_found(
+        db_url: str, autotask: tuple[str, SandboxState], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The escalation's note is slow: while it is on its way a person completes the ticket and sets atrelay's
+    status back, then the note lands and its answer is lost (a timeout). Until a re-run settles the note, the
+    form dated before the person's changes reads the history and is superseded."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    first, form = _escalation(db_url, 5), _form(db_url, 4)
+    post = ctx.client.add_ticket_note
+
+    def slow_note(*args: Any, **kwargs: Any) -> int:
+        monkeypatch.setattr(ctx.client, "add_ticket_note", post)  # once: the form's own note goes through
+        sandbox.set_status(TICKET, COMPLETE, actor="technician")
+        sandbox.set_status(TICKET, SENT_FROM_MC, actor="technician")
+        post(*args, **kwargs)  # lands after the person's changes
+        raise from_transport_error(httpx.ReadTimeout("timed out"), "POST", "Tickets/50003/Notes")
+
+    monkeypatch.setattr(ctx.client, "add_ticket_note", slow_note)
+    assert process_event(ctx, first).state == "retrying"
+    assert sandbox.tickets[TICKET]["lastActivityResourceID"] == SANDBOX_RESOURCES["atrelay"]
+    result = process_event(ctx, form)
+    assert result.state == "skipped" and result.reason is not None and "superseded" in result.reason
+    assert atrelay_writes(sandbox, TICKET) == [SENT_FROM_MC]

@@ -20,6 +20,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table('ticket_state') as batch:
         batch.add_column(sa.Column('quiet_since', UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column('quiet_at', UTCDateTime(), nullable=True))
         batch.add_column(sa.Column('quiet_event_id', sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column('quiet_status_id', sa.BigInteger(), nullable=True))
 
@@ -28,4 +29,5 @@ def downgrade() -> None:
     with op.batch_alter_table('ticket_state') as batch:
         batch.drop_column('quiet_status_id')
         batch.drop_column('quiet_event_id')
+        batch.drop_column('quiet_at')
         batch.drop_column('quiet_since')
