@@ -200,7 +200,7 @@ def timezest_note(ctx: Context, ticket: Ticket, event: PartnerEvent) -> TicketNo
     kind = _TZ_KIND[event.type]
     found = [n for n in ctx.client.ticket_notes_by(ticket.id, resource_id=tz, since=around - _ECHO)
              if (at := as_utc(n.create_date_time)) is not None and abs(at - around) <= _ECHO
-             and kind.search(f"{n.title or ''}\n{n.description or ''}")]
+             and kind.search(n.text)]
     return max(found, key=lambda n: n.id) if found else None
 
 

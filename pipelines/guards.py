@@ -210,7 +210,7 @@ def note_guard(ctx: Context, note: TicketNote, ticket: Ticket, lists: Picklists,
         return None
     if ctx.timezest_resource_id is not None and note.creator_resource_id == ctx.timezest_resource_id:
         return None  # TimeZest's own notes: the poller's link_sent event sets the status
-    link = TIMEZEST_LINK.search(f"{note.title or ''}\n{note.description or ''}")
+    link = TIMEZEST_LINK.search(note.text)
     if link is None:
         return None
     if ticket.status in {_status_id(lists, label) for label in _SEEN_BEFORE_LINK}:

@@ -300,7 +300,7 @@ class _Run(RunBase):
         note = self._timezest_note(event, ticket)
         if note is None and set_by is None:
             return None  # TimeZest did not note it: atrelay's note, as without TimeZest
-        lacking = timezest_facts(event, "" if note is None else f"{note.title or ''}\n{note.description or ''}")
+        lacking = timezest_facts(event, "" if note is None else note.text)
         said = f"TimeZest set {set_by}" if set_by is not None else f"TimeZest noted it (#{note.id if note else '?'})"
         if not lacking:
             return nothing_more(f"already-set-by-timezest: {said}; its note says the rest" if set_by is not None
@@ -335,7 +335,7 @@ class _Run(RunBase):
         note = self._timezest_note(event, self.ticket)
         if note is None:
             return event
-        lacking = timezest_facts(event, f"{note.title or ''}\n{note.description or ''}")
+        lacking = timezest_facts(event, note.text)
         what = ", ".join(label.lower() for label, _ in lacking)
         rest = f"; TimeZest's own note (#{note.id}) says the rest" + (f", not the {what}" if lacking else "")
         return event.model_copy(update={"summary": event.summary + rest, "details": lacking})

@@ -47,6 +47,11 @@ class TicketNote(_Model):
     created_by_contact_id: int | None = Field(default=None, alias="createdByContactID")
     create_date_time: datetime | None = Field(default=None, alias="createDateTime")
 
+    @property
+    def text(self) -> str:
+        """Title and body together: what a reader of the note sees, searched as one."""
+        return f"{self.title or ''}\n{self.description or ''}"
+
 
 class ChecklistItem(_Model):
     id: int

@@ -65,6 +65,13 @@ def settle(stack: Stack) -> None:
     _settled(stack)  # ... and every event finished
 
 
+def poll_settled(stack: Stack, url: str) -> None:
+    """What TimeZest did so far settled in Autotask, then atrelay's poll of it settled too."""
+    settle(stack)
+    _poll(stack, url)
+    settle(stack)
+
+
 def test_timezest_wrote_it_so_atrelay_writes_nothing(stack: Stack, timezest: tuple[str, TimezestSandboxState]) -> None:
     url, tz = timezest
     install(stack)
@@ -72,13 +79,9 @@ def test_timezest_wrote_it_so_atrelay_writes_nothing(stack: Stack, timezest: tup
     req = tz.create({"ticket_id": 50004})
     _poll(stack, url)
     tz.transition(req["id"], "sent")
-    settle(stack)
-    _poll(stack, url)
-    settle(stack)
+    poll_settled(stack, url)
     tz.transition(req["id"], "scheduled")
-    settle(stack)
-    _poll(stack, url)
-    settle(stack)
+    poll_settled(stack, url)
     assert status_of(stack, 50004) == "Scheduled"
     assert len(timezest_notes(stack, 50004)) == 2 and atrelay_notes(stack, 50004) == []
     assert patches(stack) == 0
@@ -118,9 +121,7 @@ def test_timezest_scheduled_undone_by_an_edit_form_is_restored_once(
     settle(stack)
     httpx.post(f"{stack.sandbox_url}/_sandbox/tickets/50006/status",
                json={"status": "Scheduling Link Sent", "as": "technician"}).raise_for_status()
-    settle(stack)
-    _poll(stack, url)
-    settle(stack)
+    poll_settled(stack, url)
     assert status_of(stack, 50006) == "Scheduled"
     (note,) = atrelay_notes(stack, 50006)
     assert "guard-clobbered" in note["description"]
@@ -131,13 +132,9 @@ def book_then_cancel(stack: Stack, url: str, tz: TimezestSandboxState, ticket: i
     req = tz.create({"ticket_id": ticket})
     tz.transition(req["id"], "sent")
     tz.transition(req["id"], "scheduled")
-    settle(stack)
-    _poll(stack, url)
-    settle(stack)
+    poll_settled(stack, url)
     tz.transition(req["id"], "cancelled")
-    settle(stack)
-    _poll(stack, url)
-    settle(stack)
+    poll_settled(stack, url)
     return tz.requests[req["id"]]
 
 
@@ -178,13 +175,9 @@ def test_a_request_cancelled_before_anyone_booked_is_noted_by_timezest_alone(
     psa(tz, stack)
     req = tz.create({"ticket_id": 50002})
     tz.transition(req["id"], "sent")
-    settle(stack)
-    _poll(stack, url)
-    settle(stack)
+    poll_settled(stack, url)
     tz.transition(req["id"], "cancelled")
-    settle(stack)
-    _poll(stack, url)
-    settle(stack)
+    poll_settled(stack, url)
     assert status_of(stack, 50002) == "Scheduling Link Sent"
     assert [n["title"] for n in timezest_notes(stack, 50002)] == ["TimeZest: scheduling request sent",
                                                                    "TimeZest: scheduling request cancelled"]
