@@ -19,7 +19,7 @@ from sandboxes.common.server import ThreadedServer
 from tests.e2e.test_autotask_e2e import act, idle, install
 from tests.integration.helpers import mc_body, webform_body
 from tests.stacks import Stack, start_stack
-from tests.support import ROOT, wait_for
+from tests.support import ROOT
 
 
 def writes_reaching(stack: Stack) -> dict[str, int]:
@@ -98,7 +98,9 @@ def test_a_shadow_week_then_live(tmp_path: Path, autotask_server: tuple[Threaded
         # Live writes what it accepts from now on.
         assert stack.post("/webhooks/webform", webform_body("T20261126.0003", when="2026-11-26T12:00:00Z")
                           ).status_code == 202
-        wait_for(lambda: sandbox.tickets[50003]["status"] == 29682844, timeout=60, what="the live write")
+        # The status PATCH lands before the note POST: wait for the event to end, not for the status.
+        live_row = stack.all_final(accepted + 1, timeout=60)[-1]
+        assert (live_row.state, sandbox.tickets[50003]["status"]) == ("applied", 29682844), live_row.reason
         assert writes_reaching(stack) == {"patch": 1, "note": 1}
     finally:
         stack.stop()
