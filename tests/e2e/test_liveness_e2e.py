@@ -124,3 +124,26 @@ def test_a_stopped_worker_is_seen_everywhere_and_all_clear_once_it_is_back(
     assert "No atrelay worker is alive" not in page.split('id="liveness"')[0]  # the verdict is clear of it
     assert not [line for line in doctor(stack).stderr.splitlines() if "no worker" in line]
     assert len([m for m in receiver.got if m["title"] == "No atrelay worker is alive"]) == 1  # told once
+
+
+def test_an_ingress_alone_tells_that_no_worker_and_no_beat_run(
+        tmp_path: Path, receiver: Receiver, autotask_server: tuple[ThreadedServer, SandboxState]) -> None:
+    """A deployment whose workers and beat never started (a unit not enabled, a crash loop): the ingress is
+    the only process left, and it raises both alarms itself, with the events it is holding."""
+    server, state = autotask_server
+    stack = start_stack(tmp_path, mode="embedded", sandbox_server=server, sandbox=state,
+                        env_extra=fast(receiver), workers=0, beat=False)
+    try:
+        assert [p.name.split("-")[0] for p in stack.procs] == ["ingress"]
+        assert stack.post("/webhooks/webform", form(50001)).status_code == 202
+        titles = ("No atrelay worker is alive", "No atrelay beat (scheduler) is alive")
+        wait_for(lambda: all(any(m["title"] == t for m in receiver.got) for t in titles), timeout=DETECT_WITHIN,
+                 what="the ingress to raise no worker and no beat")
+        by_title = {m["title"]: m for m in receiver.got}
+        assert "1 event(s) waiting, the oldest for" in by_title[titles[0]]["message"]
+        assert all(by_title[t]["type"] == "failure" for t in titles)  # both critical
+        code, problems = readyz(stack)
+        assert (code, problems.get("workers"), problems.get("beat")) == (503, "no worker alive", "no beat alive")
+    finally:
+        stack.stop()
+        state.reset()
