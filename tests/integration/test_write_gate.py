@@ -18,7 +18,8 @@ from sqlmodel import col, select
 
 from connectors.common.events import EventType
 from pipelines import store
-from pipelines.audit import EventState, InboundEvent, TicketState, TicketStatusChange
+from pipelines.alerts import record_escalations
+from pipelines.audit import EventState, InboundEvent, TicketState, TicketStatusChange, TimezestRequest
 from pipelines.db import session_scope
 from pipelines.process import process_event
 from pipelines.reconcile import reconcile_once
@@ -188,6 +189,73 @@ def test_4_a_queued_guard_does_nothing_once_the_person_put_it_right(
     assert notes_on(sandbox, 50005) == []
 
 
+def test_4b_a_queued_checklist_guard_does_nothing_once_the_item_is_completed(
+        db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    """Complete with an important item open, then the item completed a moment later (status left
+    Complete): the queued guard finds the checklist done and writes nothing."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    item = add_checklist_item(sandbox, 50004, {"itemname": "Wipe the old disk", "isimportant": True}, sandbox.actor())
+    sandbox.set_status(50004, COMPLETE, actor="technician")
+    process_event(ctx, callout(db_url, sandbox, 50004, person=TECH))
+    guard = only(ctx.enqueue)  # type: ignore[arg-type]
+    update_checklist_item(sandbox, 50004, {"id": item["id"], "iscompleted": True}, sandbox.actor("technician"))
+    result = process_event(ctx, guard)
+    assert result.state == "skipped" and result.reason is not None and result.reason.startswith("breach-gone")
+    assert sandbox.tickets[50004]["status"] == COMPLETE and atrelay_writes(sandbox, 50004) == []
+    assert notes_on(sandbox, 50004) == []
+
+
+def test_4c_a_queued_waiting_customer_guard_does_nothing_once_the_link_is_booked(
+        db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    """Waiting Customer while a TimeZest link is still out, then the customer books before the guard runs
+    (the poller records the request scheduled): the queued guard writes nothing."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    with session_scope(db_url) as s:
+        s.add(TimezestRequest(id="req-50003", status="sent", ticket_id=50003, created_at=1_795_000_000,
+                              updated_at=1_795_000_000))
+    sandbox.set_status(50003, WAITING_CUSTOMER, actor="technician")
+    process_event(ctx, callout(db_url, sandbox, 50003, person=TECH))
+    guard = only(ctx.enqueue)  # type: ignore[arg-type]
+    with session_scope(db_url) as s:
+        s.execute(update(TimezestRequest).where(col(TimezestRequest.id) == "req-50003")
+                  .values(status="scheduled", updated_at=1_795_000_600))
+    result = process_event(ctx, guard)
+    assert result.state == "skipped" and result.reason is not None and result.reason.startswith("breach-gone")
+    assert sandbox.tickets[50003]["status"] == WAITING_CUSTOMER and atrelay_writes(sandbox, 50003) == []
+    assert notes_on(sandbox, 50003) == []
+
+
+def test_4d_a_status_a_guard_set_is_never_fought_over(db_url: str, autotask: tuple[str, SandboxState]) -> None:
+    """Build point 4: the Deferred guard moves the ticket on, and its own write's callout starts nothing. The
+    technician putting Deferred back (still no due date) is a new breach for the Deferred rule, once, and
+    never a clobber (the clobber guard restores only what a partner event set). A guard delivered again
+    writes nothing more; the technician moving the ticket elsewhere starts nothing."""
+    url, sandbox = autotask
+    ctx = make_context(db_url, url)
+    sandbox.change_ticket(50005, {"dueDateTime": None}, sandbox.actor("technician"))
+    sandbox.set_status(50005, DEFERRED, actor="technician")
+    process_event(ctx, callout(db_url, sandbox, 50005, person=TECH))
+    first = only(ctx.enqueue)  # type: ignore[arg-type]
+    assert process_event(ctx, first).state == "applied"
+    assert sandbox.tickets[50005]["status"] == FOLLOW_UP_RESOURCE
+    own = process_event(ctx, callout(db_url, sandbox, 50005, person=SANDBOX_RESOURCES["atrelay"]))
+    assert list(ctx.enqueue) == [], own.reason  # type: ignore[arg-type]
+    sandbox.set_status(50005, DEFERRED, actor="technician")  # the status the guard replaced, put back
+    process_event(ctx, callout(db_url, sandbox, 50005, person=TECH))
+    again = only(ctx.enqueue)  # type: ignore[arg-type]
+    event = store.get_event(db_url, again)
+    assert event is not None and event.event_type == "guard.deferred_no_due_date"
+    assert process_event(ctx, again).state == "applied"
+    assert process_event(ctx, again).state == "applied" and process_event(ctx, first).state == "applied"
+    sandbox.set_status(50005, IN_PROGRESS, actor="technician")
+    moved = process_event(ctx, callout(db_url, sandbox, 50005, person=TECH))
+    assert list(ctx.enqueue) == [], moved.reason  # type: ignore[arg-type]
+    assert sandbox.tickets[50005]["status"] == IN_PROGRESS
+    assert atrelay_writes(sandbox, 50005) == [FOLLOW_UP_RESOURCE] * 2 and len(notes_on(sandbox, 50005)) == 2
+
+
 def test_5_following_a_guards_undo_advice_is_not_a_clobber(db_url: str, autotask: tuple[str, SandboxState]) -> None:
     """The checklist guard re-opens a Complete ticket; within the clobber window the technician does what
     its note says (completes the item, sets Complete again). That stands: no second re-open, no second note."""
@@ -229,6 +297,9 @@ def test_6_one_escalation_reported_twice_while_a_note_waits_gets_one_note(
         applied = s.exec(select(InboundEvent.id).where(InboundEvent.event_type == "mc.escalated",
                                                        InboundEvent.state == EventState.APPLIED)).all()
     assert applied == [webhook]
+    # Escalation alerts are read from applied events: one escalation reported twice is told once.
+    assert len(record_escalations(db_url, web_url=None)) == 1
+    assert record_escalations(db_url, web_url=None) == []
 
 
 def test_7_a_run_that_lost_its_lease_frees_nothing_of_the_new_owners(
