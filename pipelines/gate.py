@@ -184,8 +184,11 @@ def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id:
 
 
 def timezest_note(ctx: Context, ticket: Ticket, event: PartnerEvent) -> TicketNote | None:
-    """TimeZest's own note for this transition: the newest note by TimeZest's resource within two minutes
-    of it that speaks of this kind of transition; None when it wrote none.
+    """TimeZest's own note for this transition: of the notes by TimeZest's resource within two minutes of
+    it that speak of this kind of transition, the one written nearest to it (the newest on a tie); None
+    when it wrote none. Nearest, not newest: two requests of one ticket moving within the two minutes
+    (an appointment cancelled, then the new request cancelled unbooked) each have their own note, and
+    the newest would lend the second's words to the first (the model test found it).
 
     One ``TicketNotes/query``, none when the ticket shows no activity near the transition (TimeZest's
     note would have been activity).
@@ -201,7 +204,12 @@ def timezest_note(ctx: Context, ticket: Ticket, event: PartnerEvent) -> TicketNo
     found = [n for n in ctx.client.ticket_notes_by(ticket.id, resource_id=tz, since=around - _ECHO)
              if (at := as_utc(n.create_date_time)) is not None and abs(at - around) <= _ECHO
              and kind.search(n.text)]
-    return max(found, key=lambda n: n.id) if found else None
+
+    def nearness(note: TicketNote) -> tuple[timedelta, int]:
+        at = as_utc(note.create_date_time)
+        return (abs(at - around) if at is not None else _ECHO, -note.id)
+
+    return min(found, key=nearness) if found else None
 
 
 def timezest_facts(event: PartnerEvent, said: str) -> list[tuple[str, str]]:

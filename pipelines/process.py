@@ -326,6 +326,16 @@ class _Run(RunBase):
             self._tz_note.append(timezest_note(self.ctx, ticket, event))
         return self._tz_note[0]
 
+    def _noted_by_timezest(self, event: PartnerEvent) -> TicketNote | None:
+        """TimeZest's own note for a link sent or a booking, which says all atrelay's note not applying it
+        would (a stale or superseded one). A cancellation's status is atrelay's rule's to decide when TimeZest
+        set none: its one note says what became of it, with only the facts TimeZest's note lacks."""
+        if (event.type not in TIMEZEST or event.type in TIMEZEST_FACTS or self.ctx.timezest_resource_id is None
+                or self.ticket is None or event.carries_note_of is not None):
+            return None
+        note = self._timezest_note(event, self.ticket)
+        return note if note is not None and not timezest_facts(event, note.text) else None
+
     def _trimmed(self, event: PartnerEvent) -> PartnerEvent:
         """atrelay's note on a transition TimeZest noted (it sets a status TimeZest did not, or says why it did
         not): atrelay's own part, and of the partner's facts only those TimeZest's note lacks."""
@@ -448,7 +458,14 @@ class _Run(RunBase):
 
     def _note_instead(self, event: PartnerEvent, effect: EffectLedger, lists: Picklists, reason: str,
                       base: dict[str, object]) -> Result:
-        """Not applied, but what the partner said still reaches the technician: one note saying why."""
+        """Not applied, but what the partner said still reaches the technician: one note saying why. Unless
+        TimeZest's own note for the transition already said all of it: never repeat a partner's note."""
+        if effect.note_id is None and effect.note_started_at is None:
+            noted = self._noted_by_timezest(event)
+            if noted is not None:
+                store.drop_effect(self.ctx.db, self.event_id)
+                return self._finish(EventState.SKIPPED, "skipped",
+                                    f"{reason}; TimeZest's own note (#{noted.id}) says it all", **base)
         if effect.note_id is None:
             note = event.model_copy(update={"summary": f"{event.summary}; NOT applied: {reason}"})
             self._note_once(note, effect, lists)

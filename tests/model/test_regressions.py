@@ -169,3 +169,38 @@ def test_a_reschedule_timezest_noted_gets_no_atrelay_note() -> None:
     state.timezest_is_configured(psa=True)
     state.timezest_moves_a_request(kind="rescheduled", ticket=50002)
     _day_ends(state)
+
+
+def test_a_booking_timezest_noted_and_a_newer_form_replaced_gets_no_atrelay_note() -> None:
+    """(b) The client books; TimeZest sets Scheduled and notes it. A web form dated a little later (its
+    sender's clock ahead) is applied first and replaces Scheduled. The booking's run is then stale: TimeZest's
+    note already says all atrelay's "not applied" note would, so it writes none (found by `make soak`: the
+    note repeated who, when and with whom)."""
+    state = Day()
+    state.timezest_is_configured(psa=True, cancel_status=FOLLOW_UP_RESOURCE)
+    state.form_posted(age=-193, by_number=True, ticket=50001)
+    state.timezest_moves_a_request(kind="scheduled", ticket=50001)
+    _day_ends(state)
+
+
+def test_two_cancellations_on_one_ticket_each_read_their_own_timezest_note() -> None:
+    """(b) A booked appointment is cancelled, and a second request of the same ticket is cancelled unbooked
+    a second later; TimeZest notes each. atrelay's note for the first must weigh the first's note (which
+    gives the time), not the newest one (which does not): it repeated the cancelled time (found by
+    `make soak`)."""
+    state = Day()
+    state.timezest_is_configured(psa=True, cancel_status=None)
+    state.timezest_moves_a_request(kind="cancelled", ticket=50003)
+    state.timezest_moves_a_request(kind="cancelled-unbooked", ticket=50003)
+    _day_ends(state)
+
+
+def test_a_cancellation_a_person_superseded_keeps_atrelays_one_note() -> None:
+    """(b) TimeZest cancels a booked appointment and notes it (setting no status); a technician moves the ticket
+    a second later. atrelay's rule did not set its cancellation status, and its one note says so, with nothing
+    TimeZest's note says. (It held before; a first fix for the booking case above dropped this note too.)"""
+    state = Day()
+    state.timezest_is_configured(psa=True, cancel_status=None)
+    state.timezest_moves_a_request(kind="cancelled", ticket=50003)
+    state.technician_sets_status(status=8, ticket=50003)
+    _day_ends(state)
