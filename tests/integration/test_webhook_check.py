@@ -6,12 +6,14 @@ the alerts table; neither the alerts, the dashboard's verdict nor doctor repeat 
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from rich.console import Console
 from sqlalchemy import insert
 
 from connectors.autotask.client import AutotaskClient
@@ -23,6 +25,7 @@ from pipelines.heartbeats import beat
 from pipelines.webhook_check import check_webhooks, last_check
 from sandboxes.autotask.state import SandboxState
 from tests.conftest import autotask_env
+from workers.cli.doctor import run_doctor
 from workers.http.ingress import create_app
 from workers.settings import SANDBOX_AUTOTASK_CREDENTIALS, load_settings
 
@@ -85,6 +88,11 @@ def test_a_flood_of_unsigned_notices_about_active_webhooks_is_one_unverified_ale
     page = ingress.get("/ops").text
     assert "<h2>Healthy</h2>" in page  # an unsigned claim is no alarm ...
     assert "evil.example" not in page and "Re-login" not in page  # ... and its words are never shown
+    out, err = io.StringIO(), io.StringIO()
+    run_doctor(load_settings(), Console(file=out, width=300), Console(file=err, width=300))
+    said = out.getvalue() + err.getvalue()
+    assert "350 deactivation notice(s) received" in said and "unsigned, so not trusted" in said  # doctor counts them
+    assert "evil.example" not in said and "Re-login" not in said and "@here" not in said  # in its own words only
 
 
 def test_a_webhook_really_deactivated_is_alerted_once_with_the_reinstall_command(
