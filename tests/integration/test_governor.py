@@ -43,6 +43,36 @@ def test_at_most_max_in_flight_per_endpoint(make_governor: object) -> None:
     assert gov.usage().used_last_hour == 16
 
 
+@pytest.mark.parametrize("backend", ["redis", "sqlite", "postgresql"])
+def test_the_limit_holds_across_processes(backend: str, request: pytest.FixtureRequest) -> None:
+    """Three governors on one backend, as three worker processes have (each its own in-process lane of
+    max_in_flight permits, so no one lane can keep the peak down): four threads each, and at most
+    max_in_flight calls are ever in flight together. The backend alone decides that."""
+    if backend == "redis":
+        prefix = f"atrelay:test:{uuid.uuid4().hex}"
+        url = request.getfixturevalue("redis_url")
+        govs: list[_Base] = [RedisGovernor(url, prefix=prefix, max_in_flight=3, hourly_budget=1000, wait_timeout=30)
+                             for _ in range(3)]
+    else:
+        db = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
+        govs = [DbGovernor(db, max_in_flight=3, hourly_budget=1000, wait_timeout=30) for _ in range(3)]
+    lock, current, peak = threading.Lock(), {"n": 0}, {"n": 0}
+
+    def work(i: int) -> None:
+        with govs[i % 3].slot("tickets"):
+            with lock:
+                current["n"] += 1
+                peak["n"] = max(peak["n"], current["n"])
+            time.sleep(0.05)
+            with lock:
+                current["n"] -= 1
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        list(pool.map(work, range(36)))
+    assert peak["n"] == 3
+    assert govs[0].usage().used_last_hour == 36
+
+
 def test_endpoints_have_separate_slots(make_governor: object) -> None:
     gov = make_governor(max_in_flight=1, hourly_budget=1000, wait_timeout=0.2)  # type: ignore[operator]
     with gov.slot("tickets"), gov.slot("ticketnotes"):
