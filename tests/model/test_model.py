@@ -226,6 +226,13 @@ class Day(RuleBasedStateMachine):
                 self.world.deliver(index)
         self.world.pending.pop(index)
 
+    @precondition(lambda self: bool(self.world.sent))
+    @rule(pick=st.integers(0, 10_000))
+    def a_partner_sends_a_webhook_again(self, pick: int) -> None:
+        """A signed webhook delivered again with its webhook-id (its sender got no answer in time)."""
+        self._step()
+        self.world.webhook_again(pick)
+
     @rule()
     def reconciliation(self) -> None:
         self._step()

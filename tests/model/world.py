@@ -43,6 +43,7 @@ from tests.model.harness import (
     SCHEDULED,
     SCHEDULING_LINK_SENT,
     SENT_FROM_MC,
+    Violation,
     Wire,
     Witness,
     WorkerDied,
@@ -104,6 +105,8 @@ class World:
     #: partner report -> (how to find the events atrelay recorded for it, the atrelay notes it owes)
     reports: dict[str, tuple[Callable[[], set[int]], int]] = field(default_factory=dict)
     timezest_moves: list[TimezestMove] = field(default_factory=list)
+    #: signed webhooks delivered so far (source, body, webhook-id): a sender may send one again
+    sent: list[tuple[Source, bytes, str]] = field(default_factory=list)
     reconciled: bool = False
     crashes: int = 0
     steps: int = 0
@@ -123,7 +126,7 @@ class World:
         self.state.reset()
         self.witness.reset()
         self.wire = Wire()
-        self.queue, self.pending, self.reports, self.timezest_moves = [], [], {}, []
+        self.queue, self.pending, self.reports, self.timezest_moves, self.sent = [], [], {}, [], []
         self.reconciled, self.crashes, self.steps = False, 0, 0
         with engine_for(self.db).begin() as conn:
             if self.db.startswith("postgresql"):
@@ -149,14 +152,26 @@ class World:
         """What the ingress records for a signed webhook (after its signature: the same checks, same clamp)."""
         raw = json.dumps(body).encode()
         webhook_id = f"msg_{uuid.uuid4().hex}"
-        valid = check_webhook(WEBHOOKS[source], raw, webhook_id, datetime.now(UTC), 300)
-        headers = {"x-atrelay-clamped-from": valid.clamped_from.isoformat()} if valid.clamped_from else {}
-        event_id, created = store.insert_event(self.db, store.NewEvent(
-            source=source.value, external_id=webhook_id, event_type=valid.event_type, body=raw, headers=headers,
-            ticket_id=valid.ticket_id, ticket_number=valid.ticket_number, occurred_at=valid.occurred_at))
+        event_id, created = self._record(source, raw, webhook_id)
         assert created
+        self.sent.append((source, raw, webhook_id))
         self.queue.append(event_id)
         return event_id
+
+    def webhook_again(self, pick: int) -> None:
+        """A sender that got no answer in time sends a delivery again (same webhook-id, same body), at any
+        later moment: intake must know it, and it must never become a second event (a second note)."""
+        source, raw, webhook_id = self.sent[pick % len(self.sent)]
+        event_id, created = self._record(source, raw, webhook_id)
+        if created:
+            raise Violation(f"(b) delivery {webhook_id} sent again became a second event #{event_id}")
+
+    def _record(self, source: Source, raw: bytes, webhook_id: str) -> tuple[int, bool]:
+        valid = check_webhook(WEBHOOKS[source], raw, webhook_id, datetime.now(UTC), 300)
+        headers = {"x-atrelay-clamped-from": valid.clamped_from.isoformat()} if valid.clamped_from else {}
+        return store.insert_event(self.db, store.NewEvent(
+            source=source.value, external_id=webhook_id, event_type=valid.event_type, body=raw, headers=headers,
+            ticket_id=valid.ticket_id, ticket_number=valid.ticket_number, occurred_at=valid.occurred_at))
 
     def change_status(self, ticket: int, status: int, who: str) -> datetime | None:
         """A status change in Autotask by ``who``; its callout is pending. None if it changed nothing."""
