@@ -80,6 +80,9 @@ class Verdict:
     # write: nobody but atrelay changed the status after the event (none of it, not even to the event's
     # own status): once this write lands, later events may rely on it (:func:`_own_write_explains`).
     quiet: bool = False
+    # a guard's write: the person set the status it guards again after the change it was derived from;
+    # it acts for that latest change (the breach holds on the ticket as that change left it)
+    acting_for: datetime | None = None
 
     @property
     def write(self) -> bool:
@@ -136,7 +139,24 @@ def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ti
     gone = guards.breach_gone(ctx, event.type, ticket)
     if gone is not None:
         return Verdict("breach-gone", gone)
+    if event.type.value.startswith("guard.") and target_id is not None:
+        return Verdict("write", acting_for=_set_again(ctx, event, ticket, history))
     return Verdict("write", quiet=quiet)
+
+
+def _set_again(ctx: Context, event: PartnerEvent, ticket: Ticket, history: History) -> datetime | None:
+    """When a person changed the status after the change a guard was derived from, and it shows the
+    guarded status again (Deferred, Waiting Customer, Deferred): the time of that latest change.
+
+    The write stands (the breach holds on the ticket as the person left it), but it acts for the person's
+    latest change, not for the older one: the event is dated by it, so no write of atrelay's is ever for a
+    change older than a person's. One TicketHistory read, only when the ticket shows activity since.
+    """
+    last_activity = as_utc(ticket.last_activity_date)
+    if last_activity is None or last_activity <= event.occurred_at:
+        return None
+    foreign = status_changes_after(history.entries(), event.occurred_at, ignore_resource=ctx.own_resource_id())
+    return foreign[-1].when if foreign else None
 
 
 def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id: int, lists: Picklists,

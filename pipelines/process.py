@@ -97,6 +97,7 @@ class _Run(RunBase):
         self.quiet_since: datetime | None = None
         self.ticket: Ticket | None = None  # as this run read it
         self._tz_note: list[TicketNote | None] = []  # TimeZest's own note for the transition, once read
+        self.acting_for: datetime | None = None  # a guard re-dated to the person's latest change (the gate)
 
     # ---- the run ----------------------------------------------------------------------------
     def execute(self) -> Result:
@@ -232,6 +233,10 @@ class _Run(RunBase):
                                 duplicate_of=verdict.echo_of)
             return self._finish(EventState.SKIPPED, "skipped", verdict.why, **base)
         self.quiet_since = event.occurred_at if verdict.write and verdict.quiet else None
+        if verdict.acting_for is not None:
+            # The person set the guarded status again since: this write acts for that change (gate._set_again).
+            self.acting_for = verdict.acting_for
+            store.redate_event(ctx.db, self.event_id, verdict.acting_for)
         if not verdict.write:
             # Decided to write on an earlier try (nothing landed): that decision no longer holds, and no
             # note is owed (a follow-up or a guard; a replay decides afresh).
@@ -420,7 +425,7 @@ class _Run(RunBase):
                   if defer else "already-set: note only" if noted_only else None)
         result = self._finish(
             EventState.APPLIED, "applied", reason,
-            ticket_update=(ticket.id, event.occurred_at, target_id), derived=derived, **base,
+            ticket_update=(ticket.id, self.acting_for or event.occurred_at, target_id), derived=derived, **base,
         )
         if 0 < ctx.follow_up_delay_seconds <= SHORT_RETRY_MAX:  # 0: run now (process_event); long: parked
             for child in result.derived:

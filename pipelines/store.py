@@ -64,6 +64,7 @@ __all__ = [
     "record_crash",
     "record_patched",
     "record_rejection",
+    "redate_event",
     "release_ticket",
     "renew_lease",
     "replay",
@@ -166,6 +167,12 @@ def record_rejection(
 def get_event(db: str, event_id: int) -> InboundEvent | None:
     with session_scope(db) as s:
         return s.get(InboundEvent, event_id)
+
+
+def redate_event(db: str, event_id: int, occurred_at: datetime) -> None:
+    """A derived event (a guard) acts for a person's later change: it is dated by that change from now on."""
+    with session_scope(db) as s:
+        s.execute(update(InboundEvent).where(col(InboundEvent.id) == event_id).values(occurred_at=occurred_at))
 
 
 @dataclass(frozen=True)

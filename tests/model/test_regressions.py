@@ -7,7 +7,7 @@ each failed on the code before the fix named in its docstring.
 from __future__ import annotations
 
 from pipelines.audit import EventState
-from tests.model.harness import COMPLETE, FOLLOW_UP_ADMIN, FOLLOW_UP_RESOURCE, WAITING_CUSTOMER
+from tests.model.harness import COMPLETE, DEFERRED, FOLLOW_UP_ADMIN, FOLLOW_UP_RESOURCE, WAITING_CUSTOMER
 from tests.model.test_model import Day
 
 
@@ -204,3 +204,22 @@ def test_a_cancellation_a_person_superseded_keeps_atrelays_one_note() -> None:
     state.timezest_moves_a_request(kind="cancelled", ticket=50003)
     state.technician_sets_status(status=8, ticket=50003)
     _day_ends(state)
+
+
+def test_a_guard_whose_status_the_person_set_again_acts_for_the_latest_change() -> None:
+    """(a) A technician sets Deferred (no due date); its callout is delivered but not yet run. They set Waiting
+    Customer, then Deferred again, and a due date in the past. The guard derived from the first Deferred
+    still holds (Deferred, overdue) and writes, but for the person's latest change, not the older one: it
+    was dated by the first Deferred, a write after a newer change by a person (found by the model test)."""
+    state = Day()
+    state.timezest_is_configured(psa=False)
+    state.technician_sets_status(status=DEFERRED, ticket=50003)
+    state.form_emailed_in(ticket=50003)
+    state.form_emailed_in(ticket=50001)
+    state.form_emailed_in(ticket=50002)
+    state.autotask_calls_out(pick=0, then="deliver")
+    state.technician_sets_status(status=WAITING_CUSTOMER, ticket=50003)
+    state.technician_sets_status(status=DEFERRED, ticket=50003)
+    state.technician_sets_due_date(due="past", ticket=50003)
+    _day_ends(state)
+    assert state.world.state.tickets[50003]["status"] == FOLLOW_UP_RESOURCE
