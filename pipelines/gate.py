@@ -36,7 +36,7 @@ from pipelines.clock import as_utc, before_last
 from pipelines.context import Context
 
 __all__ = ["ESCALATIONS", "OVERWRITABLE", "TIMEZEST", "TIMEZEST_FACTS", "History", "Verdict", "decide_write",
-           "patch_landed", "set_to", "timezest_facts", "timezest_note", "timezest_wrote"]
+           "patch_landed", "set_to", "timezest_facts", "timezest_note", "timezest_set_a_status", "timezest_wrote"]
 
 #: Event types that report one escalation, possibly twice (MC's webhook and the status MC set).
 ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, EventType.MC_NO_CONTACT})
@@ -205,10 +205,11 @@ def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id:
 
 def timezest_note(ctx: Context, ticket: Ticket, event: PartnerEvent) -> TicketNote | None:
     """TimeZest's own note for this transition: of the notes by TimeZest's resource within two minutes of
-    it that speak of this kind of transition, the one written nearest to it (the newest on a tie); None
-    when it wrote none. Nearest, not newest: two requests of one ticket moving within the two minutes
-    (an appointment cancelled, then the new request cancelled unbooked) each have their own note, and
-    the newest would lend the second's words to the first (the model test found it).
+    it that speak of this kind of transition, the one that says most of the transition's facts, then the
+    one written nearest to it (the newest on a tie); None when it wrote none. Not simply the newest: two
+    requests of one ticket moving within the two minutes (an appointment cancelled, the other request
+    cancelled unbooked, in either order, within one second of TimeZest's clock) each have their own
+    note, and the other's would lend its words to this one (the model test found both orders).
 
     One ``TicketNotes/query``, none when the ticket shows no activity near the transition (TimeZest's
     note would have been activity).
@@ -225,11 +226,20 @@ def timezest_note(ctx: Context, ticket: Ticket, event: PartnerEvent) -> TicketNo
              if (at := as_utc(n.create_date_time)) is not None and abs(at - around) <= _ECHO
              and kind.search(n.text)]
 
-    def nearness(note: TicketNote) -> tuple[timedelta, int]:
+    def fit(note: TicketNote) -> tuple[int, timedelta, int]:
         at = as_utc(note.create_date_time)
-        return (abs(at - around) if at is not None else _ECHO, -note.id)
+        return (len(timezest_facts(event, note.text)), abs(at - around) if at is not None else _ECHO, -note.id)
 
-    return min(found, key=nearness) if found else None
+    return min(found, key=fit) if found else None
+
+
+def timezest_set_a_status(ctx: Context, ticket: Ticket, event: PartnerEvent, history: History) -> bool:
+    """Did TimeZest's resource change the ticket's status within two minutes of this transition (whatever
+    the ticket shows now)? One TicketHistory read, shared with the run's other checks."""
+    tz = ctx.timezest_resource_id
+    return tz is not None and any(
+        e.resource_id == tz and e.is_status_change and e.when is not None and abs(e.when - event.occurred_at) <= _ECHO
+        for e in history.entries())
 
 
 def timezest_facts(event: PartnerEvent, said: str) -> list[tuple[str, str]]:

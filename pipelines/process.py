@@ -31,6 +31,7 @@ from pipelines.gate import (
     patch_landed,
     timezest_facts,
     timezest_note,
+    timezest_set_a_status,
     timezest_wrote,
 )
 from pipelines.notes import marker, render_note
@@ -332,14 +333,20 @@ class _Run(RunBase):
         return self._tz_note[0]
 
     def _noted_by_timezest(self, event: PartnerEvent) -> TicketNote | None:
-        """TimeZest's own note for a link sent or a booking, which says all atrelay's note not applying it
-        would (a stale or superseded one). A cancellation's status is atrelay's rule's to decide when TimeZest
-        set none: its one note says what became of it, with only the facts TimeZest's note lacks."""
-        if (event.type not in TIMEZEST or event.type in TIMEZEST_FACTS or self.ctx.timezest_resource_id is None
-                or self.ticket is None or event.carries_note_of is not None):
+        """TimeZest's own note for the transition when it says all that atrelay's note not applying it (a stale
+        or superseded event) would. Not for a cancellation TimeZest set no status for: the status was atrelay's
+        rule's to decide, and its one note says what became of it, with only the facts TimeZest's note lacks."""
+        ticket = self.ticket
+        if (event.type not in TIMEZEST or self.ctx.timezest_resource_id is None or ticket is None
+                or event.carries_note_of is not None):
             return None
-        note = self._timezest_note(event, self.ticket)
-        return note if note is not None and not timezest_facts(event, note.text) else None
+        note = self._timezest_note(event, ticket)
+        if note is None or timezest_facts(event, note.text):
+            return None
+        if event.type in TIMEZEST_FACTS and not timezest_set_a_status(self.ctx, ticket, event,
+                                                                       History(self.ctx, ticket.id)):
+            return None
+        return note
 
     def _trimmed(self, event: PartnerEvent) -> PartnerEvent:
         """atrelay's note on a transition TimeZest noted (it sets a status TimeZest did not, or says why it did

@@ -223,3 +223,29 @@ def test_a_guard_whose_status_the_person_set_again_acts_for_the_latest_change() 
     state.technician_sets_due_date(due="past", ticket=50003)
     _day_ends(state)
     assert state.world.state.tickets[50003]["status"] == FOLLOW_UP_RESOURCE
+
+
+def test_a_cancellation_timezest_set_its_status_for_and_a_newer_form_replaced_gets_no_atrelay_note() -> None:
+    """(b) TimeZest cancels a booking, sets its cancellation status and notes the time; a web form dated a
+    little later (its sender's clock ahead) is applied first. The cancellation's run is then stale: TimeZest
+    set its status and said it all, so atrelay writes nothing (found by `make soak` on PostgreSQL)."""
+    state = Day()
+    state.timezest_is_configured(psa=True, cancel_status=FOLLOW_UP_ADMIN)
+    state.form_posted(age=-209, by_number=True, ticket=50002)
+    state.timezest_moves_a_request(kind="cancelled", ticket=50002)
+    _day_ends(state)
+
+
+def test_an_unbooked_then_a_booked_cancellation_in_one_second_each_read_their_own_timezest_note() -> None:
+    """(b) The other order of the two-cancellations example, within one second of TimeZest's clock (both
+    events carry the same time): the nearest note was the unbooked one's, which lacks the time, and atrelay's
+    note for the booking repeated it. The note that says the transition's facts is TimeZest's note for it
+    (found by `make soak` on SQLite)."""
+    state = Day()
+    state.timezest_is_configured(psa=True, cancel_status=None)
+    state.reconciliation()
+    state.reconciliation()
+    state.form_emailed_in(ticket=50001)
+    state.timezest_moves_a_request(kind="cancelled-unbooked", ticket=50001)
+    state.timezest_moves_a_request(kind="cancelled", ticket=50001)
+    _day_ends(state)
