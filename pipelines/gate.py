@@ -233,12 +233,16 @@ def timezest_note(ctx: Context, ticket: Ticket, event: PartnerEvent) -> TicketNo
     return min(found, key=fit) if found else None
 
 
-def timezest_set_a_status(ctx: Context, ticket: Ticket, event: PartnerEvent, history: History) -> bool:
+def timezest_set_a_status(ctx: Context, event: PartnerEvent, history: History, *, besides: tuple[str, ...] = ()
+                          ) -> bool:
     """Did TimeZest's resource change the ticket's status within two minutes of this transition (whatever
-    the ticket shows now)? One TicketHistory read, shared with the run's other checks."""
+    the ticket shows now), to a status other than ``besides`` (for a cancellation: the statuses it sets
+    when a link is sent or a time booked, its updates for another transition)? One TicketHistory read,
+    shared with the run's other checks."""
     tz = ctx.timezest_resource_id
     return tz is not None and any(
         e.resource_id == tz and e.is_status_change and e.when is not None and abs(e.when - event.occurred_at) <= _ECHO
+        and not any(set_to(e, label) for label in besides if label)
         for e in history.entries())
 
 

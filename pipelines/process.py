@@ -343,15 +343,17 @@ class _Run(RunBase):
         note = self._timezest_note(event, ticket)
         if note is None or timezest_facts(event, note.text):
             return None
-        if event.type in TIMEZEST_FACTS and not timezest_set_a_status(self.ctx, ticket, event,
-                                                                       History(self.ctx, ticket.id)):
-            return None
+        if event.type in TIMEZEST_FACTS:
+            earlier = tuple(rule.status for t in (EventType.TIMEZEST_LINK_SENT, EventType.TIMEZEST_SCHEDULED)
+                            if (rule := self.ctx.rules.get(t)) is not None and rule.status)
+            if not timezest_set_a_status(self.ctx, event, History(self.ctx, ticket.id), besides=earlier):
+                return None
         return note
 
     def _trimmed(self, event: PartnerEvent) -> PartnerEvent:
         """atrelay's note on a transition TimeZest noted (it sets a status TimeZest did not, or says why it did
         not): atrelay's own part, and of the partner's facts only those TimeZest's note lacks."""
-        if (event.type not in TIMEZEST_FACTS or self.ctx.timezest_resource_id is None or self.ticket is None
+        if (event.type not in TIMEZEST or self.ctx.timezest_resource_id is None or self.ticket is None
                 or event.carries_note_of is not None):
             return event
         note = self._timezest_note(event, self.ticket)

@@ -167,6 +167,11 @@ class Day(RuleBasedStateMachine):
         if not move.psa:
             return 1  # TimeZest wrote nothing: atrelay says it all
         adds = 1 if move.unsaid else 0  # what TimeZest's note left out
+        if move.kind in ("sent", "scheduled") and not move.changed:
+            # TimeZest set its status again unchanged: no history row says so, and when atrelay looks the
+            # ticket may show another status by then (an older event applied late): atrelay's rule then
+            # sets it, and its note says so (pipelines.rules.TIMEZEST_CASES, "TimeZest set no status").
+            return frozenset({adds, 1})
         if move.kind in ("sent", "scheduled", "cancelled-unbooked", "rescheduled") or self.leave_status:
             return adds
         if move.set_status is None:

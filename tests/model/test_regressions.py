@@ -249,3 +249,29 @@ def test_an_unbooked_then_a_booked_cancellation_in_one_second_each_read_their_ow
     state.timezest_moves_a_request(kind="cancelled-unbooked", ticket=50001)
     state.timezest_moves_a_request(kind="cancelled", ticket=50001)
     _day_ends(state)
+
+
+def test_a_cancellation_followed_by_a_new_link_keeps_atrelays_note_for_the_cancellation() -> None:
+    """(b) TimeZest cancels a booking (setting no status, noting the time), then sends a new link on the same
+    ticket (setting Scheduling Link Sent). The cancellation is superseded by that change; its status was
+    atrelay's rule's to decide, so its one note says what became of it. TimeZest's Scheduling Link Sent,
+    its update for the link, was taken for a status set for the cancellation (found by `make soak`)."""
+    state = Day()
+    state.timezest_is_configured(psa=True, cancel_status=None)
+    state.timezest_moves_a_request(kind="cancelled", ticket=50003)
+    state.timezest_moves_a_request(kind="sent", ticket=50003)
+    _day_ends(state)
+
+
+def test_a_second_link_timezest_set_again_unchanged_after_an_older_form_applied_late() -> None:
+    """(b) TimeZest sends a link (Scheduling Link Sent, its note); a web form dated before TimeZest's second
+    link is applied late (Received Form Response); TimeZest's second link set its status again unchanged, which
+    no history row shows. atrelay restores Scheduling Link Sent for the newer link and says so in one note
+    (the model owed none: it counted TimeZest's unchanged set as a status TimeZest set; found by `make soak`)."""
+    state = Day()
+    state.timezest_is_configured(psa=True, leave_status=True)
+    state.timezest_moves_a_request(kind="sent", ticket=50002)
+    state.form_posted(age=-521, by_number=True, ticket=50002)
+    state.timezest_moves_a_request(kind="sent", ticket=50002)
+    _day_ends(state)
+    assert state.world.state.tickets[50002]["status"] == 29682835  # Scheduling Link Sent
