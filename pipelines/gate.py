@@ -36,7 +36,8 @@ from pipelines.clock import as_utc, before_last
 from pipelines.context import Context
 
 __all__ = ["ESCALATIONS", "OVERWRITABLE", "TIMEZEST", "TIMEZEST_FACTS", "History", "Verdict", "decide_write",
-           "patch_landed", "set_to", "timezest_facts", "timezest_note", "timezest_set_a_status", "timezest_wrote"]
+           "patch_landed", "set_to", "timezest_facts", "timezest_note", "timezest_noted",
+           "timezest_set_a_status", "timezest_wrote"]
 
 #: Event types that report one escalation, possibly twice (MC's webhook and the status MC set).
 ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, EventType.MC_NO_CONTACT})
@@ -231,6 +232,15 @@ def timezest_note(ctx: Context, ticket: Ticket, event: PartnerEvent) -> TicketNo
         return (len(timezest_facts(event, note.text)), abs(at - around) if at is not None else _ECHO, -note.id)
 
     return min(found, key=fit) if found else None
+
+
+def timezest_noted(ctx: Context, event: PartnerEvent, history: History) -> bool:
+    """Does the ticket's history show a note by TimeZest's resource within two minutes of this transition?"""
+    tz = ctx.timezest_resource_id
+    return tz is not None and any(
+        e.resource_id == tz and not e.is_status_change and e.when is not None
+        and abs(e.when - event.occurred_at) <= _ECHO and "note" in (e.action or "").lower()
+        for e in history.entries())
 
 
 def timezest_set_a_status(ctx: Context, event: PartnerEvent, history: History, *, besides: tuple[str, ...] = ()

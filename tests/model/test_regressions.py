@@ -6,10 +6,8 @@ each failed on the code before the fix named in its docstring.
 
 from __future__ import annotations
 
-import pytest
-
 from pipelines.audit import EventState
-from tests.model.harness import COMPLETE, DEFERRED, FOLLOW_UP_ADMIN, FOLLOW_UP_RESOURCE, WAITING_CUSTOMER, Violation
+from tests.model.harness import COMPLETE, DEFERRED, FOLLOW_UP_ADMIN, FOLLOW_UP_RESOURCE, WAITING_CUSTOMER
 from tests.model.test_model import Day
 
 
@@ -265,15 +263,12 @@ def test_a_cancellation_followed_by_a_new_link_keeps_atrelays_note_for_the_cance
     _day_ends(state)
 
 
-@pytest.mark.xfail(strict=True, raises=Violation, reason="known: atrelay's note restoring the link repeats the end user "
-                   "and request id TimeZest's note gave (reading TimeZest's notes for every link atrelay sets "
-                   "costs +0.13 calls per transition); the status is right")
 def test_a_second_link_timezest_set_again_unchanged_after_an_older_form_applied_late() -> None:
     """(b) TimeZest sends a link (Scheduling Link Sent, its note); a web form dated before TimeZest's second
     link is applied late (Received Form Response); TimeZest's second link set its status again unchanged, which
     no history row shows. atrelay restores Scheduling Link Sent for the newer link (right) and says so in one
-    note (the model owed none: it counted TimeZest's unchanged set as a status TimeZest set; found by `make
-    soak`). Still open: that note repeats the end user and request id TimeZest's note gave (the xfail reason)."""
+    note, which leaves out what TimeZest's note for the link says (it repeated the end user and the request
+    id; and the model owed no note: it counted TimeZest's unchanged set as a status it set; `make soak`)."""
     state = Day()
     state.timezest_is_configured(psa=True, leave_status=True)
     state.timezest_moves_a_request(kind="sent", ticket=50002)
