@@ -102,6 +102,11 @@ class History:
             self._entries = self.ctx.client.ticket_history(self.ticket_id)
         return self._entries
 
+    @property
+    def read(self) -> bool:
+        """Has a check of this run read it already (so asking costs no call)?"""
+        return self._entries is not None
+
 
 def set_to(entry: HistoryEntry, label: str) -> bool:
     """Does this status-change row set ``label``? (The text is "... changed from X to Y".)"""
