@@ -205,8 +205,14 @@ def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id:
             out.append(lists.status.resolve(text))
         except UnknownPicklistValue:
             continue  # a history text atrelay cannot read: no claim about it
-    # Its note alone counts as its setting the status only when the ticket shows this transition's status.
-    return out or ([ticket.status] if noted and ticket.status == target_id else [])
+    # Its note alone counts as its setting the status only when the ticket shows this transition's status,
+    # and not when atrelay's own write put it there (an earlier event's: a second cancellation of the ticket).
+    if out or not noted or ticket.status != target_id:
+        return out
+    label = lists.status.label(target_id)
+    setting = [e for e in history.entries() if e.is_status_change and label and set_to(e, label)]
+    own = ctx.own_resource_id()
+    return [] if setting and own is not None and setting[-1].resource_id == own else [ticket.status]
 
 
 def timezest_note(ctx: Context, ticket: Ticket, event: PartnerEvent) -> TicketNote | None:

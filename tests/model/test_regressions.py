@@ -282,3 +282,15 @@ def test_a_second_link_timezest_set_again_unchanged_after_an_older_form_applied_
     state.timezest_moves_a_request(kind="sent", ticket=50002)
     _day_ends(state)
     assert state.world.state.tickets[50002]["status"] == 29682835  # Scheduling Link Sent
+
+
+def test_a_second_cancellation_of_one_ticket_keeps_its_one_note() -> None:
+    """(b) Two booked appointments of one ticket are cancelled in turn; TimeZest sets no status and notes each.
+    atrelay set Follow Up Needed: Admin for the first; for the second the status is already there, and its one
+    note is still owed. TimeZest's note with the ticket showing the status was taken for TimeZest setting it,
+    though atrelay's own write had put it there (found by `make soak`)."""
+    state = Day()
+    state.timezest_is_configured(psa=True, cancel_status=None)
+    state.timezest_moves_a_request(kind="cancelled", ticket=50002)
+    state.timezest_moves_a_request(kind="cancelled", ticket=50002)
+    _day_ends(state)
