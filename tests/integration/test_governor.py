@@ -24,12 +24,12 @@ def make_governor(request: pytest.FixtureRequest) -> object:
     return make
 
 
-def test_at_most_max_in_flight_per_endpoint(make_governor: object) -> None:
-    gov = make_governor(max_in_flight=3, hourly_budget=1000)  # type: ignore[operator]
+def peak_in_flight(govs: list[_Base], *, calls: int, threads: int) -> int:
+    """``calls`` slow calls on ``threads`` threads, taking turns over ``govs``: the most in flight at once."""
     lock, current, peak = threading.Lock(), {"n": 0}, {"n": 0}
 
-    def work(_i: int) -> None:
-        with gov.slot("tickets"):
+    def work(i: int) -> None:
+        with govs[i % len(govs)].slot("tickets"):
             with lock:
                 current["n"] += 1
                 peak["n"] = max(peak["n"], current["n"])
@@ -37,9 +37,14 @@ def test_at_most_max_in_flight_per_endpoint(make_governor: object) -> None:
             with lock:
                 current["n"] -= 1
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(work, range(16)))
-    assert peak["n"] == 3
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(work, range(calls)))
+    return peak["n"]
+
+
+def test_at_most_max_in_flight_per_endpoint(make_governor: object) -> None:
+    gov = make_governor(max_in_flight=3, hourly_budget=1000)  # type: ignore[operator]
+    assert peak_in_flight([gov], calls=16, threads=8) == 3
     assert gov.usage().used_last_hour == 16
 
 
@@ -56,20 +61,7 @@ def test_the_limit_holds_across_processes(backend: str, request: pytest.FixtureR
     else:
         db = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "pg_url")
         govs = [DbGovernor(db, max_in_flight=3, hourly_budget=1000, wait_timeout=30) for _ in range(3)]
-    lock, current, peak = threading.Lock(), {"n": 0}, {"n": 0}
-
-    def work(i: int) -> None:
-        with govs[i % 3].slot("tickets"):
-            with lock:
-                current["n"] += 1
-                peak["n"] = max(peak["n"], current["n"])
-            time.sleep(0.05)
-            with lock:
-                current["n"] -= 1
-
-    with ThreadPoolExecutor(max_workers=12) as pool:
-        list(pool.map(work, range(36)))
-    assert peak["n"] == 3
+    assert peak_in_flight(govs, calls=36, threads=12) == 3
     assert govs[0].usage().used_last_hour == 36
 
 

@@ -80,6 +80,13 @@ def notes_on(sandbox: SandboxState, ticket_id: int) -> list[dict[str, Any]]:
     return [n for n in sandbox.notes.values() if n["ticketID"] == ticket_id]
 
 
+def assert_breach_gone(result: Any, sandbox: SandboxState, ticket_id: int, status: int) -> None:
+    """A queued guard whose breach the person put right: skipped as breach-gone, nothing written."""
+    assert result.state == "skipped" and result.reason is not None and result.reason.startswith("breach-gone")
+    assert sandbox.tickets[ticket_id]["status"] == status and atrelay_writes(sandbox, ticket_id) == []
+    assert notes_on(sandbox, ticket_id) == []
+
+
 def only(queue: Queue) -> int:
     """The one event a run queued (a derived event), taken off the queue."""
     assert len(queue) == 1, queue
@@ -183,10 +190,7 @@ def test_4_a_queued_guard_does_nothing_once_the_person_put_it_right(
     guard = only(ctx.enqueue)  # type: ignore[arg-type]
     next_week = (now() + timedelta(days=7)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
     sandbox.change_ticket(50005, {"dueDateTime": next_week}, sandbox.actor("technician"))
-    result = process_event(ctx, guard)
-    assert result.state == "skipped" and result.reason is not None and result.reason.startswith("breach-gone")
-    assert sandbox.tickets[50005]["status"] == DEFERRED and atrelay_writes(sandbox, 50005) == []
-    assert notes_on(sandbox, 50005) == []
+    assert_breach_gone(process_event(ctx, guard), sandbox, 50005, DEFERRED)
 
 
 def test_4b_a_queued_checklist_guard_does_nothing_once_the_item_is_completed(
@@ -200,10 +204,7 @@ def test_4b_a_queued_checklist_guard_does_nothing_once_the_item_is_completed(
     process_event(ctx, callout(db_url, sandbox, 50004, person=TECH))
     guard = only(ctx.enqueue)  # type: ignore[arg-type]
     update_checklist_item(sandbox, 50004, {"id": item["id"], "iscompleted": True}, sandbox.actor("technician"))
-    result = process_event(ctx, guard)
-    assert result.state == "skipped" and result.reason is not None and result.reason.startswith("breach-gone")
-    assert sandbox.tickets[50004]["status"] == COMPLETE and atrelay_writes(sandbox, 50004) == []
-    assert notes_on(sandbox, 50004) == []
+    assert_breach_gone(process_event(ctx, guard), sandbox, 50004, COMPLETE)
 
 
 def test_4c_a_queued_waiting_customer_guard_does_nothing_once_the_link_is_booked(
@@ -221,10 +222,7 @@ def test_4c_a_queued_waiting_customer_guard_does_nothing_once_the_link_is_booked
     with session_scope(db_url) as s:
         s.execute(update(TimezestRequest).where(col(TimezestRequest.id) == "req-50003")
                   .values(status="scheduled", updated_at=1_795_000_600))
-    result = process_event(ctx, guard)
-    assert result.state == "skipped" and result.reason is not None and result.reason.startswith("breach-gone")
-    assert sandbox.tickets[50003]["status"] == WAITING_CUSTOMER and atrelay_writes(sandbox, 50003) == []
-    assert notes_on(sandbox, 50003) == []
+    assert_breach_gone(process_event(ctx, guard), sandbox, 50003, WAITING_CUSTOMER)
 
 
 def test_4d_a_status_a_guard_set_is_never_fought_over(db_url: str, autotask: tuple[str, SandboxState]) -> None:
