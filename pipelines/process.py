@@ -295,10 +295,9 @@ class _Run(RunBase):
                 # What TimeZest set for the cancellation itself: not what it sets when a link is sent or a
                 # time booked (those are its updates for the request's earlier transitions, moments before).
                 earlier: set[int] = set()
-                for t in (EventType.TIMEZEST_LINK_SENT, EventType.TIMEZEST_SCHEDULED):
-                    rule = ctx.rules.get(t)
+                for label in self._link_and_booking_statuses():
                     with contextlib.suppress(UnknownPicklistValue):
-                        earlier |= {lists.status_id(rule.status)} if rule is not None and rule.status else set()
+                        earlier.add(lists.status_id(label))
                 chosen = next((s for s in reversed(wrote) if s not in earlier), None)
             if chosen is None:
                 return None  # TimeZest did not set it: the gate decides atrelay's write
@@ -334,6 +333,12 @@ class _Run(RunBase):
             self._tz_note.append(timezest_note(self.ctx, ticket, event))
         return self._tz_note[0]
 
+    def _link_and_booking_statuses(self) -> tuple[str, ...]:
+        """The statuses the rules set for a TimeZest link sent and a booking: TimeZest's updates for those
+        transitions, never a status it set for a cancellation moments later."""
+        return tuple(rule.status for t in (EventType.TIMEZEST_LINK_SENT, EventType.TIMEZEST_SCHEDULED)
+                     if (rule := self.ctx.rules.get(t)) is not None and rule.status)
+
     def _noted_by_timezest(self, event: PartnerEvent) -> TicketNote | None:
         """TimeZest's own note for the transition when it says all that atrelay's note not applying it (a stale
         or superseded event) would. Not for a cancellation TimeZest set no status for: the status was atrelay's
@@ -345,12 +350,10 @@ class _Run(RunBase):
         note = self._timezest_note(event, ticket)
         if note is None or timezest_facts(event, note.text):
             return None
-        if event.type in TIMEZEST_FACTS:
-            earlier = tuple(rule.status for t in (EventType.TIMEZEST_LINK_SENT, EventType.TIMEZEST_SCHEDULED)
-                            if (rule := self.ctx.rules.get(t)) is not None and rule.status)
-            if not timezest_set_a_status(self.ctx, event, self.history or History(self.ctx, ticket.id),
-                                         besides=earlier):
-                return None
+        history = self.history or History(self.ctx, ticket.id)
+        if event.type in TIMEZEST_FACTS and not timezest_set_a_status(
+                self.ctx, event, history, besides=self._link_and_booking_statuses()):
+            return None
         return note
 
     def _trimmed(self, event: PartnerEvent) -> PartnerEvent:
