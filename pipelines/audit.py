@@ -42,6 +42,7 @@ __all__ = [
     "OpsMark",
     "OpsSession",
     "OutboundAttempt",
+    "PartnerSighting",
     "PipelineRun",
     "PollRun",
     "ProcessHeartbeat",
@@ -375,6 +376,22 @@ class DeploymentSecret(SQLModel, table=True):
 
     name: str = Field(sa_column=Column(String(64), primary_key=True))
     value: str = Field(sa_column=Column(String(128), nullable=False))
+
+
+class PartnerSighting(SQLModel, table=True):
+    """The last time atrelay saw a partner write to the tenant's tickets through Autotask itself.
+
+    ``timezest-psa``: TimeZest's own PSA actions (its API resource setting a status or writing a note),
+    seen in a callout, TicketHistory or a note read. Once seen, atrelay reads TimeZest's note before
+    writing its own for a link or booking it sets itself, so as to repeat none of it; a tenant where
+    TimeZest never writes pays no such read.
+    """
+
+    __tablename__ = "partner_sightings"
+
+    name: str = Field(sa_column=Column(String(32), primary_key=True))
+    last_seen_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+    ticket_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class OpsSession(SQLModel, table=True):

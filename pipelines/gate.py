@@ -35,9 +35,25 @@ from pipelines.audit import EffectLedger, TicketState
 from pipelines.clock import as_utc, before_last
 from pipelines.context import Context
 
-__all__ = ["ESCALATIONS", "OVERWRITABLE", "TIMEZEST", "TIMEZEST_FACTS", "History", "Verdict", "decide_write",
-           "patch_landed", "set_to", "timezest_facts", "timezest_note", "timezest_noted",
-           "timezest_set_a_status", "timezest_wrote"]
+__all__ = [
+    "ESCALATIONS",
+    "OVERWRITABLE",
+    "TIMEZEST",
+    "TIMEZEST_FACTS",
+    "TIMEZEST_PSA",
+    "History",
+    "Verdict",
+    "decide_write",
+    "patch_landed",
+    "saw_timezest",
+    "set_to",
+    "timezest_facts",
+    "timezest_note",
+    "timezest_noted",
+    "timezest_psa_seen",
+    "timezest_set_a_status",
+    "timezest_wrote",
+]
 
 #: Event types that report one escalation, possibly twice (MC's webhook and the status MC set).
 ESCALATIONS = frozenset({EventType.MC_ESCALATED, EventType.MC_OUT_OF_SCOPE, EventType.MC_NO_CONTACT})
@@ -67,6 +83,8 @@ TIMEZEST_FACTS: dict[EventType, tuple[str, ...]] = {
 OVERWRITABLE: dict[EventType, tuple[str, ...]] = {EventType.FORM_SUBMITTED: ("Note Emailed In",)}
 #: Mission Control's webhook and the status it sets for one escalation come at most this far apart.
 _ECHO = timedelta(minutes=2)
+#: The partner sighting (pipelines.store.saw_partner) of TimeZest's own PSA actions.
+TIMEZEST_PSA = "timezest-psa"
 #: A PATCH is looked for in TicketHistory from a little before its start (clocks differ).
 _PATCH_SKEW = timedelta(seconds=60)
 
@@ -184,6 +202,7 @@ def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id:
     recorded = [c.to_status_id for c in store.status_changes_between(ctx.db, ticket.id, around - _ECHO, around + _ECHO)
                 if c.by_resource_id == tz]
     if target_id in recorded:
+        saw_timezest(ctx, ticket.id, around)
         return recorded
     last_activity = as_utc(ticket.last_activity_date)
     if last_activity is not None and last_activity < around - _ECHO:
@@ -207,6 +226,8 @@ def timezest_wrote(ctx: Context, ticket: Ticket, *, around: datetime, target_id:
             continue  # a history text atrelay cannot read: no claim about it
     # Its note alone counts as its setting the status only when the ticket shows this transition's status,
     # and not when atrelay's own write put it there (an earlier event's: a second cancellation of the ticket).
+    if out or noted:
+        saw_timezest(ctx, ticket.id, around)
     if out or not noted or ticket.status != target_id:
         return out
     label = lists.status.label(target_id)
@@ -242,16 +263,33 @@ def timezest_note(ctx: Context, ticket: Ticket, event: PartnerEvent) -> TicketNo
         at = as_utc(note.create_date_time)
         return (len(timezest_facts(event, note.text)), abs(at - around) if at is not None else _ECHO, -note.id)
 
-    return min(found, key=fit) if found else None
+    if not found:
+        return None
+    saw_timezest(ctx, ticket.id, around)
+    return min(found, key=fit)
+
+
+def saw_timezest(ctx: Context, ticket_id: int, at: datetime) -> None:
+    """TimeZest's resource was seen writing to a ticket: its PSA actions are on in this tenant."""
+    store.saw_partner(ctx.db, TIMEZEST_PSA, at=at, ticket_id=ticket_id)
+
+
+def timezest_psa_seen(ctx: Context) -> bool:
+    """Has atrelay ever seen TimeZest's resource write to a ticket of this tenant (``saw_timezest``)?
+    Until it has, a link or booking atrelay sets itself reads no TimeZest note: there is none to repeat."""
+    return ctx.timezest_resource_id is not None and store.partner_seen(ctx.db, TIMEZEST_PSA) is not None
 
 
 def timezest_noted(ctx: Context, event: PartnerEvent, history: History) -> bool:
     """Does the ticket's history show a note by TimeZest's resource within two minutes of this transition?"""
     tz = ctx.timezest_resource_id
-    return tz is not None and any(
+    noted = tz is not None and any(
         e.resource_id == tz and not e.is_status_change and e.when is not None
         and abs(e.when - event.occurred_at) <= _ECHO and "note" in (e.action or "").lower()
         for e in history.entries())
+    if noted:
+        saw_timezest(ctx, history.ticket_id, event.occurred_at)
+    return noted
 
 
 def timezest_set_a_status(ctx: Context, event: PartnerEvent, history: History, *, besides: tuple[str, ...] = ()
@@ -261,10 +299,13 @@ def timezest_set_a_status(ctx: Context, event: PartnerEvent, history: History, *
     when a link is sent or a time booked, its updates for another transition)? One TicketHistory read,
     shared with the run's other checks."""
     tz = ctx.timezest_resource_id
-    return tz is not None and any(
+    moved = tz is not None and any(
         e.resource_id == tz and e.is_status_change and e.when is not None and abs(e.when - event.occurred_at) <= _ECHO
         and not any(set_to(e, label) for label in besides if label)
         for e in history.entries())
+    if moved:
+        saw_timezest(ctx, history.ticket_id, event.occurred_at)
+    return moved
 
 
 def timezest_facts(event: PartnerEvent, said: str) -> list[tuple[str, str]]:

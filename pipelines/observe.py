@@ -29,7 +29,7 @@ from pipelines import store, ticket_reads
 from pipelines.audit import EventState
 from pipelines.clock import as_utc
 from pipelines.db import utcnow
-from pipelines.gate import set_to
+from pipelines.gate import saw_timezest, set_to
 from pipelines.governor import observing
 from pipelines.guards import Breach, note_guard, overdue_deferred_guard, status_guard
 from pipelines.rules import WatchRule
@@ -130,6 +130,8 @@ class ObserveRun(RunBase):
         changed = not first_sight and previous != ticket.status
         who = self._who_and_when(payload, ticket, labels.label(ticket.status), changed=changed)
         by_atrelay = own is not None and who.by == own and store.atrelay_wrote(ctx.db, ticket.id, ticket.status)
+        if changed and ctx.timezest_resource_id is not None and who.by == ctx.timezest_resource_id:
+            saw_timezest(ctx, ticket.id, who.at)
         sighting = None if first_sight else store.Sighting(
             ticket.id, ticket.status, who.at, who.by, by_atrelay, self._via, self.event_id)
         base: dict[str, object] = {"ticket_id": ticket.id, "from_status": labels.label(previous),
@@ -241,6 +243,8 @@ class ObserveRun(RunBase):
         note = ctx.client.get_ticket_note(payload.id)
         if own is not None and note.creator_resource_id == own:
             return self._observed("own-note: written by atrelay's API user", ticket_id=note.ticket_id)
+        if ctx.timezest_resource_id is not None and note.creator_resource_id == ctx.timezest_resource_id:
+            saw_timezest(ctx, note.ticket_id, as_utc(note.create_date_time) or utcnow())
         rule = ctx.watch_rules.get("emailed-form")
         title = note.title or ""
         if rule is None or not rule.enabled or not re.search(ctx.form_note_title, title):

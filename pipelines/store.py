@@ -24,6 +24,7 @@ from pipelines.audit import (
     EventState,
     InboundEvent,
     OutboundAttempt,
+    PartnerSighting,
     PipelineRun,
     RejectedRequest,
     TicketState,
@@ -60,6 +61,7 @@ __all__ = [
     "observed_status",
     "owns",
     "park",
+    "partner_seen",
     "record_attempt",
     "record_crash",
     "record_patched",
@@ -69,6 +71,7 @@ __all__ = [
     "renew_lease",
     "replay",
     "report_replaced",
+    "saw_partner",
     "start_run",
     "status_changes_after",
     "status_changes_between",
@@ -808,3 +811,25 @@ def deployment_secret(db: str, name: str) -> str:
         row = s.get(DeploymentSecret, name)
         assert row is not None
         return row.value
+
+
+def saw_partner(db: str, name: str, *, at: datetime, ticket_id: int | None = None) -> None:
+    """Remember that a partner (``timezest-psa``) was seen writing to a ticket at ``at`` (kept: the latest)."""
+    with session_scope(db) as s:
+        row = s.get(PartnerSighting, name)
+        if row is not None:
+            if row.last_seen_at < at:
+                row.last_seen_at, row.ticket_id = at, ticket_id
+                s.add(row)
+            return
+        try:
+            with s.begin_nested():
+                s.add(PartnerSighting(name=name, last_seen_at=at, ticket_id=ticket_id))
+        except IntegrityError:
+            pass  # another worker saw it at the same moment: one sighting is all it takes
+
+
+def partner_seen(db: str, name: str) -> PartnerSighting | None:
+    """The last sighting of a partner writing to the tenant's tickets (``saw_partner``), or None: never seen."""
+    with session_scope(db) as s:
+        return s.get(PartnerSighting, name)

@@ -6,10 +6,8 @@ each failed on the code before the fix named in its docstring.
 
 from __future__ import annotations
 
-import pytest
-
 from pipelines.audit import EventState
-from tests.model.harness import COMPLETE, DEFERRED, FOLLOW_UP_ADMIN, FOLLOW_UP_RESOURCE, WAITING_CUSTOMER, Violation
+from tests.model.harness import COMPLETE, DEFERRED, FOLLOW_UP_ADMIN, FOLLOW_UP_RESOURCE, WAITING_CUSTOMER
 from tests.model.test_model import Day
 
 
@@ -265,16 +263,14 @@ def test_a_cancellation_followed_by_a_new_link_keeps_atrelays_note_for_the_cance
     _day_ends(state)
 
 
-@pytest.mark.xfail(strict=True, raises=Violation, reason=(
-    "open: the ticket shows atrelay's own later write, so the run reads no TicketHistory and cannot see "
-    "TimeZest's note without a read on every such link (make bench: +0.25 calls per transition); "
-    "the status is right, the note repeats the end user and the request id"))
 def test_a_second_link_timezest_set_again_unchanged_after_an_older_form_applied_late() -> None:
     """(b) TimeZest sends a link (Scheduling Link Sent, its note); a web form dated before TimeZest's second
     link is applied late (Received Form Response); TimeZest's second link set its status again unchanged, which
     no history row shows. atrelay restores Scheduling Link Sent for the newer link (right) and says so in one
-    note (the model owed none: it counted TimeZest's unchanged set as a status it set; `make soak`). Still
-    open: that note repeats the end user and the request id TimeZest's note gave (the xfail's reason)."""
+    note (the model owed none: it counted TimeZest's unchanged set as a status it set; `make soak`). That note
+    repeated the end user and the request id TimeZest's note gave: the run had read no TicketHistory (the
+    ticket showed atrelay's own later write), so it never looked for TimeZest's note. atrelay now reads it
+    once it has seen TimeZest's resource write to the tenant's tickets (the first link, here)."""
     state = Day()
     state.timezest_is_configured(psa=True, leave_status=True)
     state.timezest_moves_a_request(kind="sent", ticket=50002)
