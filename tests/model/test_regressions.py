@@ -290,3 +290,16 @@ def test_a_second_cancellation_of_one_ticket_keeps_its_one_note() -> None:
     state.timezest_moves_a_request(kind="cancelled", ticket=50002)
     state.timezest_moves_a_request(kind="cancelled", ticket=50002)
     _day_ends(state)
+
+
+def test_a_tenant_where_timezest_never_writes_pays_no_read_of_its_notes() -> None:
+    """The other side of the fix above: with TimeZest's PSA actions off, atrelay sets the link's and the
+    booking's status itself and notes each in full, and never asks Autotask for TimeZest's notes (nothing
+    of TimeZest's was ever seen on the tenant's tickets). The sandbox's own call log says which calls came."""
+    state = Day()
+    state.timezest_is_configured(psa=False)
+    state.timezest_moves_a_request(kind="sent", ticket=50002)
+    state.timezest_moves_a_request(kind="scheduled", ticket=50002)
+    _day_ends(state)
+    calls = state.world.state.calls
+    assert calls["PATCH tickets"] >= 2 and not [k for k in calls if k.lower().startswith("post ticketnotes/query")], calls
