@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from connectors.autotask.client import AutotaskClient
 from connectors.autotask.webhooks import install_webhooks
+from pipelines import store
+from pipelines.gate import TIMEZEST_PSA
 from pipelines.rules import TIMEZEST_CASES
 from pipelines.schema import upgrade
 from sandboxes.autotask.data import SANDBOX_RESOURCES
@@ -106,6 +109,13 @@ def test_doctor_names_timezest_s_resource_to_set_when_the_setting_is_wrong(
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert f"timezest resource: TimeZest's resource: ATRELAY_TIMEZEST_RESOURCE_ID={tz}" in ok.stdout
     assert "timezest resource" not in ok.stderr
+    assert "timezest psa actions: TimeZest's resource not seen writing to a ticket yet" in ok.stdout
+    env = _env(tmp_path, autotask[0], timezest[0])
+    store.saw_partner(env["ATRELAY_DATABASE_URL"], TIMEZEST_PSA, at=datetime(2026, 12, 3, 9, 30, tzinfo=UTC),
+                      ticket_id=50002)
+    seen = atrelay(tmp_path, "doctor", **env)
+    assert ("timezest psa actions: TimeZest's resource last seen writing to ticket #50002 at 2026-12-03 09:30 UTC"
+            in seen.stdout), seen.stdout
 
 
 def test_autotask_resources_lists_atrelay_s_api_user_and_timezest_s(tmp_path: Path,

@@ -173,6 +173,27 @@ def _timezest_resource(settings: Settings, report: Report) -> None:
     check = check_timezest_resource(timezest_resource_id(settings), rows)
     {"ok": report.ok, "warning": report.warnings, "problem": report.problems}[check.level].append(
         f"timezest resource: {check.message}")
+    if check.level == "ok":
+        _timezest_psa_seen(settings, report)
+
+
+def _timezest_psa_seen(settings: Settings, report: Report) -> None:
+    """When atrelay last saw TimeZest's resource write to a ticket: whether its PSA actions are on, as far
+    as atrelay can tell (pipelines.gate.saw_timezest)."""
+    from pipelines import store
+    from pipelines.gate import TIMEZEST_PSA
+
+    try:
+        seen = store.partner_seen(settings.effective_database_url, TIMEZEST_PSA)
+    except Exception:  # the database check above already names an unreachable or outdated database
+        return
+    if seen is None:
+        report.ok.append("timezest psa actions: TimeZest's resource not seen writing to a ticket yet (with its "
+                         "PSA actions off, atrelay sets Scheduling Link Sent and Scheduled itself and notes them)")
+    else:
+        where = f" ticket #{seen.ticket_id}" if seen.ticket_id is not None else " a ticket"
+        report.ok.append(f"timezest psa actions: TimeZest's resource last seen writing to{where} at "
+                         f"{seen.last_seen_at:%Y-%m-%d %H:%M} UTC (atrelay checks its notes before writing its own)")
 
 
 def _alerts(settings: Settings, report: Report) -> None:
