@@ -160,6 +160,10 @@ def decide_write(ctx: Context, *, event_id: int, event: PartnerEvent, ticket: Ti
             return Verdict("superseded", superseded)
     if event.expect_status_id is not None and ticket.status != event.expect_status_id:
         return Verdict("status-changed", "status-changed")
+    if event.expect_status_id is not None and not event.type.value.startswith("guard."):
+        left = _left_and_back(ctx, event, ticket, lists=lists, history=history, state=last)
+        if left is not None:
+            return Verdict("status-changed", left)
     gone = guards.breach_gone(ctx, event.type, ticket)
     if gone is not None:
         return Verdict("breach-gone", gone)
@@ -380,6 +384,40 @@ def _superseded(ctx: Context, event: PartnerEvent, ticket: Ticket, *, target_id:
     return (f"superseded: {who} changed the status at {first.when:%Y-%m-%d %H:%M:%S} UTC "
             f"({(first.detail or first.action or '')[:120]}), after this event "
             f"({event.occurred_at:%Y-%m-%d %H:%M:%S} UTC)"), False
+
+
+def _left_and_back(ctx: Context, event: PartnerEvent, ticket: Ticket, *, lists: Picklists, history: History,
+                   state: TicketState | None) -> str | None:
+    """A follow-up whose ticket shows the status it expects again, after someone moved it on in between
+    (MC No Contact; a technician's Complete; MC No Contact again): why it must not act, or None.
+
+    Its cause is over: the person's change ended it, and the status set again is a new cause with its
+    own follow-up. Acting would be a write for the older cause after a person's newer change. Recorded
+    changes first; the ticket's history only when the ticket was active after the cause and neither a
+    recorded change nor atrelay's own last verified write accounts for that (a lost callout hides nothing).
+    """
+    expected = event.expect_status_id
+    labels = lists.status
+    label = labels.label(expected) if expected is not None else None
+    recorded = store.status_changes_after(ctx.db, ticket.id, event.occurred_at)
+    for change in recorded:
+        if change.to_status_id != expected:
+            who = f"resource #{change.by_resource_id}" if change.by_resource_id is not None else "someone"
+            return (f"status-changed: {who} set {labels.label(change.to_status_id)} at "
+                    f"{change.changed_at:%Y-%m-%d %H:%M:%S} UTC, after its cause; {label} since is a new cause")
+    last_activity = as_utc(ticket.last_activity_date)
+    if last_activity is None or last_activity <= event.occurred_at:
+        return None
+    if _own_write_explains(ctx, ticket, state, since=event.occurred_at):
+        return None
+    foreign = status_changes_after(history.entries(), event.occurred_at, ignore_resource=ctx.own_resource_id())
+    away = [e for e in foreign if not (label and set_to(e, label))]
+    if not away:
+        return None
+    first = away[0]
+    who = f"resource #{first.resource_id}" if first.resource_id is not None else "a contact"
+    return (f"status-changed: {who} changed the status at {first.when:%Y-%m-%d %H:%M:%S} UTC "
+            f"({(first.detail or first.action or '')[:120]}), after its cause; {label} since is a new cause")
 
 
 def _own_write_explains(ctx: Context, ticket: Ticket, state: TicketState | None, *,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -178,6 +178,13 @@ class ObserveRun(RunBase):
         # A callout describes the change it was sent for; when the ticket has moved on since (a late
         # or repeated callout), its person and time are not those of the status seen now.
         current = named is None or str(named) == str(ticket.status)
+        if current and named is not None and at is not None and self._via == "callout" and any(
+                c.to_status_id != ticket.status for c in store.status_changes_between(
+                    self.ctx.db, ticket.id, at, datetime.max.replace(tzinfo=UTC))):
+            # The ticket left the named status after this callout's change and shows it again (MC No
+            # Contact; atrelay's follow-up; MC No Contact again): the status seen now is the later
+            # change's, and its person and time are the history's, not this late callout's.
+            current = False
         if payload.person_id is not None and at is not None and current:
             return _Who(payload.person_id, at, "")
         if not changed:

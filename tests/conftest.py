@@ -23,7 +23,7 @@ DATA_TABLES = ("inbound_events", "pipeline_runs", "outbound_attempts", "effects"
                "rejected_requests", "timezest_requests", "poll_runs", "audit_seals", "quota_slots", "metric_counters",
                "quota_requests", "tenant_usage", "alerts", "ops_sessions", "ticket_numbers", "alert_deliveries",
                "alert_senders", "dead_letters_alerted", "liveness_incidents", "ops_marks", "process_heartbeats",
-               "shadow_writes", "shadow_periods")
+               "shadow_writes", "shadow_periods", "partner_sightings")
 
 
 @pytest.fixture(autouse=True)

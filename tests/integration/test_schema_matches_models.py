@@ -24,3 +24,15 @@ def test_migrated_schema_matches_the_models(db_url: str) -> None:
     with engine_for(db_url).connect() as conn:
         drift = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert drift == [], drift
+
+
+def test_every_table_a_run_fills_is_emptied_between_tests() -> None:
+    """Tests that share a database (PostgreSQL, the model test's examples) empty DATA_TABLES between them: a
+    new table left out leaks one test's rows into the next (a partner sighting did, making a tenant where
+    TimeZest never writes look as if it did). The tables kept on purpose: the audit chain's anchor (reset in
+    place) and the deployment's secrets (the same for a deployment's whole life)."""
+    from tests.conftest import DATA_TABLES
+
+    kept = {"audit_anchor", "deployment_secrets"}
+    assert set(SQLModel.metadata.tables) - kept == set(DATA_TABLES), (
+        set(SQLModel.metadata.tables) - kept ^ set(DATA_TABLES))

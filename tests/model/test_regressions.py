@@ -303,3 +303,34 @@ def test_a_tenant_where_timezest_never_writes_pays_no_read_of_its_notes() -> Non
     _day_ends(state)
     calls = state.world.state.calls
     assert calls["PATCH tickets"] >= 2 and not [k for k in calls if k.lower().startswith("post ticketnotes/query")], calls
+
+
+def test_a_follow_up_whose_ticket_left_its_status_and_came_back_does_not_act() -> None:
+    """(a) Mission Control sets MC No Contact (and posts it); the follow-up's PATCH to Waiting Customer gets a
+    503 and waits for its retry; a technician completes the ticket; MC sets MC No Contact again. The retry
+    saw MC No Contact, as it expected, and moved the ticket on for the first escalation, after the person's
+    newer change. The first escalation is over (the person ended it); the second has its own follow-up,
+    which moves the ticket on (found by `make soak`)."""
+    state = Day()
+    state.mission_control_escalates(age=173, kind="mc.no_contact", ticket=50002, via="both")
+    state.worker_runs(call=("PATCH", "/tickets"), fault="503", pick=441)
+    state.technician_sets_status(status=COMPLETE, ticket=50002)
+    state.mission_control_escalates(age=411, kind="mc.no_contact", ticket=50002, via="both")
+    _day_ends(state)
+    assert state.world.state.tickets[50002]["status"] == WAITING_CUSTOMER
+
+
+def test_a_late_callout_for_a_status_the_ticket_left_and_shows_again_is_not_read_as_its_own() -> None:
+    """(b) MC sets MC No Contact and posts it; atrelay moves the ticket on to Waiting Customer; MC sets Out of
+    Scope, then MC No Contact again and posts that. The first change's callout, run late, names MC No
+    Contact, which the ticket shows again: it was taken for that first change (dated by the callout), so
+    the status MC set again looked like a third report, stale, and wrote a second note for the first
+    escalation. The status seen now is the later change's (TicketHistory's person and time): the report
+    MC's second webhook already took on (found by `make soak`)."""
+    state = Day()
+    state.mission_control_escalates(age=40, kind="mc.no_contact", ticket=50002, via="both")
+    state.worker_runs(call=("POST", "ticketnotes/query"), fault="lost", pick=101)
+    state.mission_control_escalates(age=584, kind="mc.out_of_scope", ticket=50002, via="autotask")
+    state.autotask_calls_out(pick=48, then="deliver")
+    state.mission_control_escalates(age=326, kind="mc.no_contact", ticket=50002, via="both")
+    _day_ends(state)
