@@ -14,6 +14,8 @@ event's time:
   recorded (callouts, reconciliation) first; when the ticket was active after the event and none
   is recorded, its TicketHistory decides (a lost callout hides nothing);
 * **status-changed**: a follow-up or guard acts only while the ticket still shows the status it saw;
+  a follow-up not even then when someone moved the ticket off it in between (the status shown is a
+  new cause's, with its own follow-up);
 * **breach-gone**: a guard's rule is no longer broken (the due date was set, the item completed).
 
 The effect ledger keeps the write itself exactly-once, but it is never a reason to skip this: a
